@@ -1,0 +1,87 @@
+"""`tinycls`: the library's tools beside the pipeline (MACs, predictions, the score, data)."""
+
+import csv
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(help="Make image classifiers tiny. The pipeline runs with `dvc repro`; these "
+                       "commands measure, predict and score on their own.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.command()
+def macs(arch: str = typer.Argument(..., help="SOURCE:NAME (timm:..., pytorchcv:...) or a checkpoint .pt"),
+         size: int = typer.Option(None, help="input side in px (default: the checkpoint's)"),
+         classes: int = typer.Option(9, help="number of classes (ignored for a checkpoint)")) -> None:
+    """Count MACs and parameters by the competition's rules (ptflops 0.6.4 semantics).
+
+    Prints the parameter count, then the MACs alone on the last line.
+    """
+    from tinycls.macs import count_macs
+    from tinycls.models import build_model, load_checkpoint
+
+    if Path(arch).suffix == ".pt":
+        model, meta = load_checkpoint(Path(arch))
+        size = size or meta["input_size"]
+    else:
+        if size is None:
+            raise typer.BadParameter("--size is required with a model name", param_hint="--size")
+        model = build_model(arch, classes)
+    n_macs, n_params = count_macs(model, size)
+    typer.echo(f"params {n_params}")
+    typer.echo(n_macs)
+
+
+@app.command()
+def predict(checkpoint: Path = typer.Argument(..., help="a tinycls checkpoint, e.g. artifacts/student/model.pt"),
+            image_dir: Path = typer.Argument(..., help="folder of images (searched recursively)"),
+            out: Path = typer.Option(..., "--out", help="CSV to write: file, prediction, confidence"),
+            device: str = typer.Option("auto", help="auto | cpu | cuda")) -> None:
+    """Predict every image under IMAGE_DIR with CHECKPOINT and write a CSV."""
+    from tinycls.models import load_checkpoint
+    from tinycls.predict import load_folder, predict_checkpoint
+    from tinycls.train import resolve_device
+
+    dev = resolve_device(device)
+    model, meta = load_checkpoint(checkpoint, dev)
+    files, images = load_folder(image_dir, meta["input_size"])
+    probs = predict_checkpoint(model, meta, images, dev).softmax(1)
+    conf, pred = probs.max(1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "prediction", "confidence"])
+        for path, c, p in zip(files, pred.tolist(), conf.tolist(), strict=True):
+            w.writerow([path.relative_to(image_dir).as_posix(), meta["classes"][c], f"{p:.6f}"])
+    typer.echo(f"{len(files)} predictions -> {out}")
+
+
+@app.command()
+def score(macs: int = typer.Option(..., help="MACs of the model (see `tinycls macs`)"),
+          f1: float = typer.Option(..., help="macro F1 in [0, 1]"),
+          baseline_macs: int = typer.Option(13_863_553, help="MACs of the reference model"),
+          baseline_f1: float = typer.Option(0.8365, help="macro F1 of the reference model"),
+          f1_floor: float = typer.Option(0.5, help="below this F1 the F1 part is 1.0")) -> None:
+    """The competition score (lower is better) from MACs and macro F1; the score is the last line."""
+    from tinycls.score import competition_score
+
+    s = competition_score(macs, f1, baseline_macs, baseline_f1, f1_floor)
+    typer.echo(f"score_macs {s['score_macs']:.4f}\nscore_f1 {s['score_f1']:.4f}")
+    typer.echo(f"{s['score']:.4f}")
+
+
+@app.command("fetch-fashion-mnist")
+def fetch_fashion_mnist(out: Path = typer.Argument(Path("data/fashion_mnist"), help="target folder"),
+                        source: Path = typer.Option(None, help="folder with the four IDX files"),
+                        download_root: Path = typer.Option(Path(".cache/torchvision"),
+                                                           help="where torchvision downloads to")) -> None:
+    """Materialize the quick-start dataset as PNG files (byte-identical from any source)."""
+    from tinycls.fashion_mnist import materialize
+
+    n = materialize(out, source, download_root)
+    typer.echo(f"{out}: {'wrote ' + str(n) + ' images' if n else 'already complete'}")
+
+
+if __name__ == "__main__":
+    app()

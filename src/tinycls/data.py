@@ -1,0 +1,125 @@
+"""The data contract: scan an ImageFolder tree, validate every file, split, cap, and cache.
+
+Layout: `<root>/train/<class>/<image>`, optional `<root>/val/<class>/...`, and `<root>/test/`
+holding unlabelled images or class folders. Nothing under <root> is ever written.
+"""
+
+import hashlib
+import multiprocessing
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tinycls.images import DECODE_ERRORS, load_rgb, square_pad_resize
+
+MAX_LISTED = 10  # bad files named in one error message
+
+
+class DataError(ValueError):
+    """The dataset breaks the data contract; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class Checked:
+    """One file after validation: its hash, its decoded pixels, or why it is bad."""
+
+    path: Path
+    sha256: str
+    image: np.ndarray | None  # (S, S, 3) uint8
+    error: str | None
+
+
+def _visible(path: Path) -> bool:
+    # .DS_Store, Thumbs.db-style dotfiles and editor droppings are not data.
+    return not path.name.startswith(".")
+
+
+def _files_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and _visible(p))
+
+
+def scan_labelled(split_dir: Path) -> dict[str, list[Path]]:
+    """Map class name -> sorted files of a `<split>/<class>/<image>` folder.
+
+    Raises:
+        FileNotFoundError: the folder does not exist.
+        DataError: loose files beside the class folders, no class folder, or an empty class.
+    """
+    if not split_dir.is_dir():
+        raise FileNotFoundError(f"{split_dir}: no such folder; expected {split_dir}/<class>/<image>.")
+    loose = [p for p in sorted(split_dir.iterdir()) if p.is_file() and _visible(p)]
+    if loose:
+        raise DataError(f"{loose[0]}: images must sit in a class folder, "
+                        f"{split_dir}/<class>/<image>. Move it into its class folder.")
+    classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and _visible(p))
+    if not classes:
+        raise DataError(f"{split_dir}: no class folders; expected {split_dir}/<class>/<image>.")
+    files = {c: _files_under(split_dir / c) for c in classes}
+    for c, fs in files.items():
+        if not fs:
+            raise DataError(f"{split_dir / c}: empty class folder. Add images or remove it.")
+    return files
+
+
+def scan_test(test_dir: Path) -> tuple[dict[str, list[Path]] | None, list[Path]]:
+    """Scan test/: class folders (labels for the final score only) or unlabelled images.
+
+    Returns:
+        (files per class, or None when unlabelled; all files in a fixed order).
+
+    Raises:
+        FileNotFoundError: test/ is missing.
+        DataError: test/ is empty, or mixes class folders with loose images.
+    """
+    if not test_dir.is_dir():
+        raise FileNotFoundError(f"{test_dir}: no such folder; put the images to predict there "
+                                "(loose, or in class folders when their labels are known).")
+    entries = [p for p in sorted(test_dir.iterdir()) if _visible(p)]
+    dirs, loose = [p for p in entries if p.is_dir()], [p for p in entries if p.is_file()]
+    if dirs and loose:
+        raise DataError(f"{test_dir}: mixes class folders ({dirs[0].name}/) with loose images "
+                        f"({loose[0].name}); use one or the other.")
+    if dirs:
+        per_class = scan_labelled(test_dir)
+        return per_class, [f for fs in per_class.values() for f in fs]
+    if not loose:
+        raise DataError(f"{test_dir}: empty; put the images to predict there.")
+    return None, loose
+
+
+def check_file(path: Path, size: int) -> Checked:
+    """Hash and decode one file; a bad file becomes a Checked with `error` set."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        return Checked(path, "", None, f"unreadable ({e.strerror or e})")
+    digest = hashlib.sha256(raw).hexdigest()
+    if not raw:
+        return Checked(path, digest, None, "zero-byte file")
+    try:
+        return Checked(path, digest, square_pad_resize(load_rgb(path), size), None)
+    except DECODE_ERRORS as e:
+        return Checked(path, digest, None, f"not a readable image ({type(e).__name__}: {e})")
+
+
+def _check_one(args: tuple[Path, int]) -> Checked:
+    return check_file(*args)
+
+
+def check_files(paths: list[Path], size: int, workers: int) -> list[Checked]:
+    """check_file over many paths, in order, on `workers` processes."""
+    jobs = [(p, size) for p in paths]
+    if workers <= 1 or len(paths) < 256:
+        return [check_file(p, size) for p in paths]
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        return pool.map(_check_one, jobs, chunksize=256)
+
+
+def cap_per_class(labels: np.ndarray, cap: int, seed: int) -> np.ndarray:
+    """Sorted indices keeping at most `cap` seeded-random items of each class (0 = no cap)."""
+    if cap <= 0:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    keep = [rng.permutation(np.flatnonzero(labels == c))[:cap] for c in np.unique(labels)]
+    return np.sort(np.concatenate(keep))

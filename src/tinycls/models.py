@@ -1,0 +1,143 @@
+"""Models by name (`timm:<name>`, `pytorchcv:<name>`), adapted to any input size and class
+count, and checkpoints that rebuild their own model.
+
+Every model ends in adaptive average pooling and a bias-free 1x1 conv head, as the
+competition's entries did. No weights are downloaded unless `pretrained=True`.
+"""
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class ConvHead(nn.Module):
+    """Bias-free 1x1 conv classifier on pooled features: (B, C) or (B, C, 1, 1) -> (B, K)."""
+
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, num_classes, kernel_size=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x.reshape(x.shape[0], -1, 1, 1)).flatten(1)  # (B, K)
+
+
+class Classifier(nn.Module):
+    """A feature extractor that returns pooled (B, C) features, then a ConvHead."""
+
+    def __init__(self, body: nn.Module, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.body = body
+        self.head = ConvHead(in_channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def _timm(name: str, num_classes: int, pretrained: bool, **kwargs: Any) -> nn.Module:
+    import timm
+
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name[:6]}*")[:5]
+        raise ValueError(f"timm:{name}: unknown timm model; names come from "
+                         f"timm.list_models() (similar: {close or 'none'}).")
+    body = timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="avg", **kwargs)
+    return Classifier(body, body.num_features, num_classes)
+
+
+def _last_layer(module: nn.Module) -> tuple[nn.Module, str, nn.Module]:
+    """(parent, attribute, layer) of the last Conv2d or Linear inside `module`."""
+    found = None
+    for parent in module.modules():
+        for attr, child in parent.named_children():
+            if isinstance(child, (nn.Conv2d, nn.Linear)):
+                found = (parent, attr, child)
+    if found is None:
+        raise ValueError(f"{type(module).__name__}: no Conv2d or Linear classifier layer found.")
+    return found
+
+
+def _pytorchcv(name: str, num_classes: int, pretrained: bool, **kwargs: Any) -> nn.Module:
+    from pytorchcv.model_provider import _models
+
+    if name not in _models:
+        close = [m for m in _models if m.startswith(name[:5])][:5]
+        raise ValueError(f"pytorchcv:{name}: unknown pytorchcv model; names come from "
+                         f"pytorchcv.model_provider._models (similar: {close or 'none'}).")
+    model = _models[name](pretrained=pretrained, **kwargs)
+    if not (hasattr(model, "features") and hasattr(model, "output")):
+        raise ValueError(f"pytorchcv:{name}: has no features/output pair; only classifiers "
+                         "are supported.")
+    pools = [n for n, m in model.features.named_children() if isinstance(m, (nn.AvgPool2d, nn.AdaptiveAvgPool2d))]
+    if pools:  # the fixed 7x7 pooling only fits 224 px inputs
+        setattr(model.features, pools[-1], nn.AdaptiveAvgPool2d(1))
+    if isinstance(model.output, nn.Linear):
+        model.output = ConvHead(model.output.in_features, num_classes)
+    else:  # a classifier block (e.g. MobileNetV3's conv-hswish-conv): swap its last layer
+        parent, attr, layer = _last_layer(model.output)
+        c = layer.in_channels if isinstance(layer, nn.Conv2d) else layer.in_features
+        setattr(parent, attr, nn.Conv2d(c, num_classes, 1, bias=False) if isinstance(layer, nn.Conv2d)
+                else nn.Linear(c, num_classes, bias=False))
+    return model
+
+
+SOURCES: dict[str, Callable[..., nn.Module]] = {"timm": _timm, "pytorchcv": _pytorchcv}
+
+
+def build_model(arch: str, num_classes: int, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """Build `SOURCE:NAME` for `num_classes` classes; kwargs go to the source's factory.
+
+    Raises:
+        ValueError: malformed name, unknown source or unknown model (the message says where
+            valid names come from).
+    """
+    source, sep, name = arch.partition(":")
+    if not sep or source not in SOURCES or not name:
+        raise ValueError(f"model {arch!r}: expected SOURCE:NAME with SOURCE one of "
+                         f"{', '.join(SOURCES)}, e.g. 'pytorchcv:shufflenet_g3_wd4' or "
+                         "'timm:mobilenetv3_small_050'.")
+    if num_classes < 2:
+        raise ValueError(f"num_classes={num_classes}: a classifier needs at least 2 classes.")
+    return SOURCES[source](name, num_classes, pretrained, **kwargs)
+
+
+def save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
+    """Write {meta..., state_dict} atomically (a Ctrl-C mid-write leaves the old file).
+
+    `meta` holds plain types only (arch, arch_kwargs, classes, input_size, mean, std, ...), so
+    `torch.load(path, weights_only=True)` works and the checkpoint rebuilds its own model.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({**meta, "state_dict": state}, tmp)
+    os.replace(tmp, path)
+
+
+REQUIRED_META = ("arch", "arch_kwargs", "classes", "input_size", "mean", "std", "state_dict")
+
+
+def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model a checkpoint describes and load its weights; returns (model, meta).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is corrupt or not a tinycls checkpoint.
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint; train one with `dvc repro` first.")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e}); "
+                         "re-create it with `dvc repro`.") from e
+    missing = [k for k in REQUIRED_META if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise ValueError(f"{path}: not a tinycls checkpoint (missing {missing}).")
+    model = build_model(ckpt["arch"], len(ckpt["classes"]), **ckpt["arch_kwargs"])
+    model.load_state_dict(ckpt["state_dict"])
+    meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
+    return model.to(device).eval(), meta

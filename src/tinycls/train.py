@@ -1,0 +1,190 @@
+"""The one training loop every stage uses: optimizer, schedule, AMP, seeding, progress bar,
+per-epoch logging, best checkpoint by validation macro F1, and a usable checkpoint on Ctrl-C.
+"""
+
+import math
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from tinycls.config import one_of
+from tinycls.models import save_checkpoint
+from tinycls.predict import predict_logits
+from tinycls.score import macro_f1
+from tinycls.transforms import augment, to_input
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "onecycle")
+DEVICES = ("auto", "cpu", "cuda")
+
+# criterion(logits (B, K), targets (B,), inputs (B, 3, H, W)) -> scalar loss; the inputs let a
+# distillation loss run its teacher on the very same batch.
+Criterion = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Knobs of the loop; a stage builds it from its params.yaml section."""
+
+    epochs: int
+    batch_size: int
+    optimizer: str = "adamw"
+    lr: float = 3.0e-3
+    weight_decay: float = 5.0e-4
+    momentum: float = 0.9  # SGD only
+    schedule: str = "onecycle"
+    label_smoothing: float = 0.0
+    hflip: bool = True
+    translate: float = 0.1  # max random shift, fraction of the side
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True  # mixed precision, CUDA only
+    eval_batch_size: int = 512
+
+    def __post_init__(self) -> None:
+        one_of("optimizer", self.optimizer, OPTIMIZERS)
+        one_of("schedule", self.schedule, SCHEDULES)
+        one_of("device", self.device, DEVICES)
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: {getattr(self, name)} must be >= 1.")
+        if self.lr <= 0:
+            raise ValueError(f"lr: {self.lr} must be > 0.")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing: {self.label_smoothing} must be in [0, 1).")
+        if not 0.0 <= self.translate < 0.5:
+            raise ValueError(f"translate: {self.translate} must be in [0, 0.5).")
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when present, else CPU.
+
+    Raises:
+        ValueError: 'cuda' asked for on a machine without CUDA.
+    """
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: 'cuda' asked for but CUDA is not available; use 'auto' or 'cpu'.")
+    return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Same seed and machine -> same weights, batches and metrics."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    # No weight decay on norms and biases (1-D tensors), as timm's param_groups_weight_decay does.
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps)
+    return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+
+
+@dataclass
+class FitResult:
+    best_f1: float
+    best_epoch: int
+    epochs_run: int
+    device: str
+    interrupted: bool = False
+
+
+def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
+        cfg: TrainConfig, checkpoint: Path, meta: dict[str, Any],
+        criterion: Criterion | None = None,
+        log: Callable[[dict[str, float]], None] | None = None, progress: bool = True) -> FitResult:
+    """Train `model`; keep the checkpoint with the best validation macro F1.
+
+    Args:
+        model: built (and seeded) by the caller.
+        train: (uint8 images (N, S, S, 3), int64 labels (N,)).
+        val: the same for model selection.
+        cfg: loop settings.
+        checkpoint: where the best checkpoint goes; `<stem>.last.pt` beside it on Ctrl-C.
+        meta: plain-typed checkpoint fields (arch, arch_kwargs, classes, input_size, mean, std).
+        criterion: loss(logits, targets, inputs); default cross-entropy with label smoothing.
+        log: called once per epoch with {'train/loss', 'val/loss', 'val/f1', 'lr'}.
+        progress: show a tqdm bar with live loss and F1.
+
+    Raises:
+        KeyboardInterrupt: re-raised after the current weights are saved.
+    """
+    device = resolve_device(cfg.device)
+    size, mean, std = meta["input_size"], tuple(meta["mean"]), tuple(meta["std"])
+    num_classes = len(meta["classes"])
+    model.to(device)
+    ce = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    criterion = criterion or (lambda logits, y, x: ce(logits, y))
+    amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    x_all, y_all = torch.from_numpy(train[0]), torch.from_numpy(train[1])
+    steps_per_epoch = math.ceil(len(x_all) / cfg.batch_size)
+    opt = _optimizer(model, cfg)
+    sched = _scheduler(opt, cfg, cfg.epochs * steps_per_epoch)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    best = FitResult(best_f1=-1.0, best_epoch=0, epochs_run=0, device=device.type)
+    val_y = torch.from_numpy(val[1])
+    try:
+        for epoch in range(1, cfg.epochs + 1):
+            model.train()
+            order = torch.randperm(len(x_all), generator=gen)
+            bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress,
+                       leave=True, dynamic_ncols=True, mininterval=0.5)
+            loss_sum, seen = torch.zeros((), device=device), 0
+            for step in bar:
+                idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+                x = to_input(x_all[idx].to(device, non_blocking=True), size, mean, std)
+                x = augment(x, cfg.hflip, cfg.translate, gen)
+                y = y_all[idx].to(device, non_blocking=True)
+                with torch.autocast(device.type, enabled=amp):
+                    loss = criterion(model(x), y, x)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                sched.step()
+                loss_sum += loss.detach() * len(idx)
+                seen += len(idx)
+                if step % 20 == 0 or step == steps_per_epoch - 1:  # .item() syncs CUDA: not every step
+                    bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", best_f1=f"{max(best.best_f1, 0):.4f}")
+            logits = predict_logits(model, val[0], size, mean, std, device, cfg.eval_batch_size)
+            f1 = macro_f1(val_y.numpy(), logits.argmax(1).numpy(), num_classes)
+            row = {"train/loss": loss_sum.item() / seen, "val/loss": nn.functional.cross_entropy(logits, val_y).item(),
+                   "val/f1": f1, "lr": opt.param_groups[0]["lr"]}
+            bar.set_postfix(loss=f"{row['train/loss']:.4f}", val_f1=f"{f1:.4f}")
+            bar.close()
+            best.epochs_run = epoch
+            if f1 > best.best_f1:
+                best.best_f1, best.best_epoch = f1, epoch
+                save_checkpoint(checkpoint, model, {**meta, "epoch": epoch, "val_f1": f1})
+            if log:
+                log(row)
+    except KeyboardInterrupt:
+        last = checkpoint.with_name(checkpoint.stem + ".last.pt")
+        save_checkpoint(last, model, {**meta, "epoch": best.epochs_run, "val_f1": None})
+        if not checkpoint.exists():
+            save_checkpoint(checkpoint, model, {**meta, "epoch": best.epochs_run, "val_f1": None})
+        print(f"\ninterrupted: current weights in {last}, best so far in {checkpoint}")
+        raise
+    return best

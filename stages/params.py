@@ -1,0 +1,34 @@
+"""Read one section of params.yaml (the only place a value lives)."""
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PARAMS = Path("params.yaml")
+
+
+def section(name: str) -> dict[str, Any]:
+    """The `name` section of params.yaml.
+
+    Raises:
+        FileNotFoundError: params.yaml is not in the working directory.
+        ValueError: the section is missing.
+    """
+    if not PARAMS.is_file():
+        raise FileNotFoundError(f"{PARAMS.resolve()}: not found; run stages from the repository root.")
+    params = yaml.safe_load(PARAMS.read_text()) or {}
+    if name not in params:
+        raise ValueError(f"params.yaml: no [{name}] section; see README, 'Parameters'.")
+    return params[name]
+
+
+def source(name: str) -> str:
+    return f"params.yaml [{name}]"
+
+
+def write_json(path: Path, obj: Any) -> None:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2) + "\n")

@@ -1,0 +1,41 @@
+"""Stage `prepare`: validate data/<dataset>, split, cap and cache it (see tinycls.prepare)."""
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from stages.params import section, source, write_json
+from tinycls.config import from_section
+from tinycls.prepare import prepare_dataset
+
+CACHE = Path("artifacts/prepare")
+TEST_LABELS = Path("artifacts/held_out/test_labels.json")  # read only by the score stage
+METRICS = Path("metrics/prepare.json")
+
+
+@dataclass(frozen=True)
+class PrepareParams:
+    dataset: str  # folder under data/
+    image_size: int  # cached side, px; models resize from it to their own input size
+    val_fraction: float  # held out of train per class when there is no val/
+    max_per_class: int  # 0 = all; small values make quick runs
+    max_bad_fraction: float  # bad files skipped up to this share of all files, else an error
+    seed: int
+    workers: int  # decoding processes
+
+    def __post_init__(self) -> None:
+        if self.image_size < 8:
+            raise ValueError(f"image_size: {self.image_size} must be >= 8.")
+        if not self.dataset or "/" in self.dataset:
+            raise ValueError(f"dataset: {self.dataset!r} must be a folder name under data/.")
+
+
+def main() -> None:
+    p = from_section(PrepareParams, section("prepare"), source("prepare"))
+    kwargs = {k: v for k, v in asdict(p).items() if k != "dataset"}
+    metrics = prepare_dataset(Path("data") / p.dataset, CACHE, TEST_LABELS, **kwargs)
+    write_json(METRICS, metrics)
+    print(f"prepare: {metrics['counts']}, {metrics['bad_files_skipped']} bad files skipped")
+
+
+if __name__ == "__main__":
+    main()
