@@ -13,7 +13,7 @@ from tinycls.config import from_section
 from tinycls.macs import count_macs
 from tinycls.models import load_checkpoint
 from tinycls.predict import predict_checkpoint
-from tinycls.prepare import load_classes, load_split, test_files
+from tinycls.prepare import list_test_files, load_classes, load_split
 from tinycls.score import score_report
 from tinycls.train import resolve_device
 
@@ -59,7 +59,7 @@ def main() -> None:
     metrics = score_report(y, pred, classes, macs, n_params, p.baseline_macs, p.baseline_f1, p.f1_floor)
     write_json(METRICS, {**metrics, "f1_split": split, "arch": meta["arch"], "input_size": meta["input_size"]})
     _write_csv(CONFUSION, ["actual", "predicted"], [(classes[a], classes[b]) for a, b in zip(y, pred, strict=True)])
-    _write_csv(SUBMISSION, ["file", "prediction"], list(zip(test_files(CACHE), [classes[c] for c in test_pred], strict=True)))
+    _write_csv(SUBMISSION, ["file", "prediction"], list(zip(list_test_files(CACHE), [classes[c] for c in test_pred], strict=True)))
     print(f"score: {metrics['score']:.4f} (macs {macs:,}, macro F1 {metrics['f1']:.4f} on {split})")
 
 

@@ -45,7 +45,8 @@ def _timm(name: str, num_classes: int, pretrained: bool, **kwargs: Any) -> nn.Mo
         raise ValueError(f"timm:{name}: unknown timm model; names come from "
                          f"timm.list_models() (similar: {close or 'none'}).")
     body = timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="avg", **kwargs)
-    return Classifier(body, body.num_features, num_classes)
+    # head_hidden_size: width after a pre-logits block (e.g. MobileNetV3's conv_head), if any.
+    return Classifier(body, getattr(body, "head_hidden_size", None) or body.num_features, num_classes)
 
 
 def _last_layer(module: nn.Module) -> tuple[nn.Module, str, nn.Module]:

@@ -159,7 +159,7 @@ def load_classes(cache: Path) -> list[str]:
     return json.loads((cache / "classes.json").read_text())
 
 
-def test_files(cache: Path) -> list[str]:
+def list_test_files(cache: Path) -> list[str]:
     """Test file paths (relative to the dataset root), in test_images.npy order."""
     with open(cache / "index.csv", newline="") as f:
         return [r["file"] for r in csv.DictReader(f) if r["split"] == "test"]

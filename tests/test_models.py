@@ -1,0 +1,65 @@
+import pytest
+import torch
+from torch import nn
+
+from tinycls.models import ConvHead, build_model, load_checkpoint, save_checkpoint
+
+TINY = ["pytorchcv:shufflenet_g3_wd4", "pytorchcv:mobilenetv3_small_w7d20", "timm:mobilenetv3_small_050"]
+
+
+@pytest.mark.parametrize("arch", TINY)
+@pytest.mark.parametrize("size", [32, 48])
+def test_any_input_size_and_class_count(arch, size):
+    model = build_model(arch, 5).eval()
+    assert model(torch.zeros(2, 3, size, size)).shape == (2, 5)
+    heads = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert heads[-1].out_channels == 5 if isinstance(heads[-1], nn.Conv2d) else heads[-1].out_features == 5
+    assert heads[-1].bias is None
+
+
+def test_linear_output_becomes_a_bias_free_conv_head():
+    model = build_model("pytorchcv:shufflenet_g3_wd4", 9)
+    assert isinstance(model.output, ConvHead) and model.output.conv.weight.shape == (9, 240, 1, 1)
+    assert isinstance(model.features.final_pool, nn.AdaptiveAvgPool2d)
+
+
+@pytest.mark.parametrize(
+    ("arch", "message"),
+    [
+        ("shufflenet", "expected SOURCE:NAME"),
+        ("keras:resnet", "expected SOURCE:NAME with SOURCE one of timm, pytorchcv"),
+        ("timm:not_a_model", "timm.list_models()"),
+        ("pytorchcv:not_a_model", "pytorchcv.model_provider._models"),
+    ],
+)
+def test_unknown_names_say_where_names_come_from(arch, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        build_model(arch, 3)
+
+
+def _meta(classes=("a", "b", "c")):
+    return {"arch": "pytorchcv:shufflenet_g3_wd4", "arch_kwargs": {}, "classes": list(classes),
+            "input_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
+
+
+def test_checkpoint_rebuilds_its_model_and_loads_weights_only(tmp_path):
+    model = build_model("pytorchcv:shufflenet_g3_wd4", 3).eval()
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, model, _meta())
+    raw = torch.load(path, weights_only=True)  # plain types and tensors only
+    assert raw["classes"] == ["a", "b", "c"]
+    loaded, meta = load_checkpoint(path)
+    x = torch.randn(1, 3, 32, 32)
+    assert torch.equal(loaded(x), model(x)) and meta["input_size"] == 32
+    assert not path.with_name("m.pt.tmp").exists()
+
+
+def test_bad_checkpoints(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "none.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="junk.pt: not a readable checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+    torch.save({"state_dict": {}}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match=r"not a tinycls checkpoint \(missing \['arch'"):
+        load_checkpoint(tmp_path / "other.pt")

@@ -1,0 +1,124 @@
+"""params.yaml and dvc.yaml agree with the code, and one real `dvc repro` on a tiny profile."""
+
+import ast
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stages.prepare import PrepareParams
+from stages.score import ScoreParams
+from stages.student import MODEL_KEYS, KDParams, ModelParams
+from tests.conftest import make_imagefolder
+from tinycls.config import from_section
+from tinycls.train import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+
+
+def test_every_params_section_parses():
+    from_section(PrepareParams, PARAMS["prepare"], "prepare")
+    from_section(ModelParams, {k: PARAMS["student"][k] for k in MODEL_KEYS}, "student")
+    from_section(TrainConfig, {k: v for k, v in PARAMS["student"].items() if k not in MODEL_KEYS}, "student")
+    from_section(KDParams, PARAMS["kd"], "kd")
+    from_section(ScoreParams, PARAMS["score"], "score")
+    assert set(PARAMS) == {"prepare", "student", "kd", "score"}
+
+
+def _imports(path: Path) -> set[str]:
+    """Local modules (stages.*, tinycls.*) imported by `path`, transitively, as file paths."""
+    seen: set[str] = set()
+    todo = [path]
+    while todo:
+        tree = ast.parse(todo.pop().read_text())
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            for name in names:
+                top = name.split(".")[0]
+                if top not in ("stages", "tinycls"):
+                    continue
+                rel = ("src/" if top == "tinycls" else "") + name.replace(".", "/") + ".py"
+                if (ROOT / rel).exists() and rel not in seen:
+                    seen.add(rel)
+                    todo.append(ROOT / rel)
+    return seen
+
+
+@pytest.mark.parametrize("stage", list(DVC["stages"]))
+def test_stage_script_exists_and_declares_its_imports_and_params(stage):
+    spec = DVC["stages"][stage]
+    script = f"stages/{stage}.py"
+    assert spec["cmd"] == f"python -m stages.{stage}" and (ROOT / script).exists()
+    deps = set(spec["deps"])
+    assert script in deps
+    missing = _imports(ROOT / script) - deps
+    assert not missing, f"dvc.yaml stage {stage} imports {sorted(missing)} but does not list them in deps"
+    read = set(re.findall(r'section\("(\w+)"\)', (ROOT / script).read_text()))
+    assert read == set(spec["params"])
+
+
+def test_outputs_are_outside_data_and_metrics_uncached():
+    for stage in DVC["stages"].values():
+        for out in stage["outs"]:
+            path = out if isinstance(out, str) else next(iter(out))
+            assert not path.startswith("data/")
+            if path.startswith(("metrics/", "plots/", "live/")):
+                assert out[path]["cache"] is False
+    assert set(DVC["metrics"]) == {f"metrics/{s}.json" for s in DVC["stages"]}
+
+
+def _sh(cwd: Path, *cmd: str) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "PYTHONPATH": str(cwd / "src"), "DVC_NO_ANALYTICS": "1"}
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stdout}\n{r.stderr}"
+    return r.stdout + r.stderr
+
+
+def test_dvc_repro_end_to_end(tmp_path):
+    repo = tmp_path / "repo"
+    for name in ("src", "stages"):
+        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copy(ROOT / "dvc.yaml", repo)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["prepare"].update(dataset="tiny", image_size=16, max_per_class=0, workers=1)
+    params["student"].update(epochs=1, batch_size=8, input_size=16)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    make_imagefolder(repo / "data" / "tiny")
+    _sh(repo, "git", "init", "-q")
+    _sh(repo, "git", "config", "user.email", "ci@tinycls")
+    _sh(repo, "git", "config", "user.name", "ci")
+    _sh(repo, "dvc", "init", "-q")
+    _sh(repo, "dvc", "add", "-q", "data")
+    _sh(repo, "git", "add", "-A")
+    _sh(repo, "git", "commit", "-qm", "tiny")
+
+    _sh(repo, "dvc", "repro")
+    score = json.loads((repo / "metrics" / "score.json").read_text())
+    assert {"macs", "params", "f1", "score"} <= set(score) and score["f1_split"] == "test"
+    assert (repo / "live" / "student" / "plots" / "metrics" / "val" / "f1.tsv").exists()
+    rows = (repo / "artifacts" / "score" / "submission.csv").read_text().splitlines()
+    assert rows[0] == "file,prediction" and len(rows) == 1 + 9
+    assert "Data and pipelines are up to date" in _sh(repo, "dvc", "status")
+    again = _sh(repo, "dvc", "repro")
+    assert "Running stage" not in again
+    _sh(repo, "git", "add", "-A")
+    _sh(repo, "git", "commit", "-qm", "baseline")
+
+    out = _sh(repo, "dvc", "exp", "run", "-S", "student.epochs=2")
+    assert re.findall(r"Running stage '(\w+)'", out) == ["student", "score"]
+    diff = json.loads(_sh(repo, "dvc", "metrics", "diff", "--json"))
+    assert diff["metrics/student.json"]["epochs"] == {"old": 1, "new": 2, "diff": 1}
+    shown = json.loads(_sh(repo, "dvc", "exp", "show", "--json"))
+    exps = [e for row in shown for x in (row.get("experiments") or []) for e in x["revs"]]
+    epochs = [e["data"]["params"]["params.yaml"]["data"]["student"]["epochs"] for e in exps]
+    assert epochs == [2]

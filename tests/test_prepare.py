@@ -1,0 +1,167 @@
+"""The data contract: each bad input gets a message naming the file and the fix, and data/ is
+never modified."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import CLASSES, make_imagefolder, tree_digest, write_image
+from tinycls.data import DataError
+from tinycls.prepare import list_test_files, load_classes, load_split, prepare_dataset
+
+
+def run(root: Path, tmp_path: Path, **kw):
+    args = dict(image_size=16, val_fraction=0.25, max_per_class=0, max_bad_fraction=0.0, seed=0, workers=1)
+    args.update(kw)
+    return prepare_dataset(root, tmp_path / "cache", tmp_path / "held_out" / "labels.json", **args)
+
+
+def test_prepares_cache_splits_and_counts(dataset, tmp_path):
+    m = run(dataset, tmp_path)
+    cache = tmp_path / "cache"
+    assert load_classes(cache) == list(CLASSES)
+    x, y = load_split(cache, "train")
+    vx, vy = load_split(cache, "val")
+    tx, ty = load_split(cache, "test")
+    assert x.shape == (18, 16, 16, 3) and vx.shape == (6, 16, 16, 3) and tx.shape == (9, 16, 16, 3)
+    assert ty is None  # test labels are not in the cache the trainers read
+    assert sorted(np.bincount(vy).tolist()) == [2, 2, 2]  # stratified
+    assert m["counts"]["train"] == {c: 6 for c in CLASSES} and m["test_labelled"] is True
+    labels = json.loads((tmp_path / "held_out" / "labels.json").read_text())["labels"]
+    assert labels == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert list_test_files(cache)[0] == "test/ant/ant0.png"
+    assert ",ant" not in "\n".join(l for l in (cache / "index.csv").read_text().splitlines() if l.startswith("test"))
+
+
+def test_same_seed_same_split_other_seed_other_split(dataset, tmp_path):
+    run(dataset, tmp_path / "a")
+    run(dataset, tmp_path / "b")
+    run(dataset, tmp_path / "c", seed=1)
+    va, vb, vc = (load_split(tmp_path / k / "cache", "val")[0] for k in "abc")
+    assert np.array_equal(va, vb) and not np.array_equal(va, vc)
+
+
+def test_cap_per_class(dataset, tmp_path):
+    m = run(dataset, tmp_path, max_per_class=4)
+    assert m["counts"]["train"] == {c: 3 for c in CLASSES} and m["counts"]["val"] == {c: 1 for c in CLASSES}
+
+
+def test_existing_val_is_used(tmp_path):
+    root = make_imagefolder(tmp_path / "d", val=True)
+    m = run(root, tmp_path)
+    assert m["val_source"] == "val/" and m["counts"]["val"] == {c: 3 for c in CLASSES}
+
+
+def test_unlabelled_test(tmp_path):
+    root = make_imagefolder(tmp_path / "d", labelled_test=False)
+    m = run(root, tmp_path)
+    assert m["test_labelled"] is False and m["counts"]["test"] == {"unlabelled": 9}
+    assert json.loads((tmp_path / "held_out" / "labels.json").read_text())["labels"] is None
+
+
+def _truncated(p: Path) -> None:
+    p.write_bytes(p.read_bytes()[:40])
+
+
+BAD_FILES = {
+    "truncated": (_truncated, "not a readable image"),
+    "corrupt": (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20), "not a readable image"),
+    "zero-byte": (lambda p: p.write_bytes(b""), "zero-byte file"),
+    "non-image": (lambda p: p.unlink() or p.with_suffix(".txt").write_text("notes"), "not a readable image"),
+}
+
+
+@pytest.mark.parametrize("kind", BAD_FILES)
+def test_bad_file_is_named_with_the_fix_and_data_untouched(dataset, tmp_path, kind):
+    damage, reason = BAD_FILES[kind]
+    target = dataset / "train" / "bee" / "3.png"
+    damage(target)
+    bad = target if target.exists() else target.with_suffix(".txt")
+    before = tree_digest(dataset)
+    with pytest.raises(DataError) as e:
+        run(dataset, tmp_path)
+    assert str(bad) in str(e.value) and reason in str(e.value)
+    assert "prepare.max_bad_fraction" in str(e.value)
+    assert tree_digest(dataset) == before
+
+
+def test_unreadable_file(dataset, tmp_path, monkeypatch):
+    target = dataset / "train" / "cat" / "1.png"
+    real = Path.read_bytes
+
+    def deny(self: Path) -> bytes:
+        if self == target:
+            raise PermissionError(13, "Permission denied")
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", deny)
+    with pytest.raises(DataError, match="unreadable.*Permission denied"):
+        run(dataset, tmp_path)
+
+
+def test_bad_files_below_threshold_are_skipped_and_counted(dataset, tmp_path):
+    (dataset / "train" / "ant" / "0.png").write_bytes(b"")
+    m = run(dataset, tmp_path, max_bad_fraction=0.1)
+    assert m["bad_files_skipped"] == 1
+    assert sum(m["counts"]["train"].values()) + sum(m["counts"]["val"].values()) == 23
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda r: (r / "train" / "dog").mkdir(), "train/dog: empty class folder"),
+        (lambda r: write_image(r / "train" / "loose.png", 0, 99), "must sit in a class folder"),
+        (lambda r: [p.unlink() for p in sorted((r / "train" / "cat").iterdir())[1:]],
+         "train/cat: 1 usable image(s); every class needs at least 2"),
+        (lambda r: write_image(r / "test" / "x.png", 0, 98), "mixes class folders"),
+        (lambda r: write_image(r / "test" / "dog" / "0.png", 0, 97), "['dog'] are not in train/"),
+    ],
+    ids=["empty-class", "loose-file", "one-image-class", "mixed-test", "unknown-test-class"],
+)
+def test_structure_errors(dataset, tmp_path, damage, message):
+    damage(dataset)
+    before = tree_digest(dataset)
+    with pytest.raises(DataError) as e:
+        run(dataset, tmp_path)
+    assert message in str(e.value)
+    assert tree_digest(dataset) == before
+
+
+def test_val_classes_must_match_train(tmp_path):
+    root = make_imagefolder(tmp_path / "d", val=True)
+    for p in (root / "val" / "cat").iterdir():
+        p.rename(root / "val" / "bee" / ("c" + p.name))
+    (root / "val" / "cat").rmdir()
+    with pytest.raises(DataError, match=r"only in train: \['cat'\]"):
+        run(root, tmp_path)
+
+
+def test_leakage_between_train_and_test(dataset, tmp_path):
+    leaked = dataset / "test" / "bee" / "bee0.png"
+    leaked.write_bytes((dataset / "train" / "bee" / "2.png").read_bytes())
+    before = tree_digest(dataset)
+    with pytest.raises(DataError) as e:
+        run(dataset, tmp_path)
+    assert "leakage" in str(e.value) and str(leaked) in str(e.value) and "train/bee/2.png" in str(e.value)
+    assert tree_digest(dataset) == before
+
+
+def test_missing_folders(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such dataset folder"):
+        run(tmp_path / "nope", tmp_path)
+    root = make_imagefolder(tmp_path / "d")
+    os.rename(root / "test", tmp_path / "elsewhere")
+    with pytest.raises(FileNotFoundError, match="test: no such folder"):
+        run(root, tmp_path)
+
+
+def test_parallel_decoding_matches_serial(tmp_path):
+    root = make_imagefolder(tmp_path / "d", n_train=90)  # > 256 files: the pool path
+    run(root, tmp_path / "serial", workers=1)
+    run(root, tmp_path / "pool", workers=2)
+    for split in ("train", "val", "test"):
+        a, b = (load_split(tmp_path / k / "cache", split)[0] for k in ("serial", "pool"))
+        assert np.array_equal(a, b)
