@@ -1,5 +1,7 @@
-"""Read one section of params.yaml (the only place a value lives)."""
+"""Shared by the stage scripts: read a params.yaml section, write metrics and plot files."""
 
+import csv
+import json
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,11 @@ def source(name: str) -> str:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    import json
-
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def write_csv(path: Path, header: list[str], rows: list[tuple]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows([header, *rows])

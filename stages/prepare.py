@@ -3,13 +3,14 @@
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from stages.params import section, source, write_json
+from stages.params import section, source, write_csv, write_json
 from tinycls.config import from_section
 from tinycls.prepare import prepare_dataset
 
 CACHE = Path("artifacts/prepare")
 TEST_LABELS = Path("artifacts/held_out/test_labels.json")  # read only by the score stage
 METRICS = Path("metrics/prepare.json")
+CLASS_COUNTS = Path("plots/prepare/class_counts.csv")  # per split and class, for `dvc plots`
 
 
 @dataclass(frozen=True)
@@ -33,8 +34,10 @@ def main() -> None:
     p = from_section(PrepareParams, section("prepare"), source("prepare"))
     kwargs = {k: v for k, v in asdict(p).items() if k != "dataset"}
     metrics = prepare_dataset(Path("data") / p.dataset, CACHE, TEST_LABELS, **kwargs)
+    counts = metrics.pop("class_counts")
     write_json(METRICS, metrics)
-    print(f"prepare: {metrics['counts']}, {metrics['bad_files_skipped']} bad files skipped")
+    write_csv(CLASS_COUNTS, ["class", "train", "val", "test"], [(c, *n.values()) for c, n in counts.items()])
+    print(f"prepare: {metrics['images']} images, {metrics['bad_files_skipped']} bad files skipped")
 
 
 if __name__ == "__main__":

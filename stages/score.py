@@ -1,14 +1,13 @@
 """Stage `score`: macro F1, MACs, params and the competition score of the final model, a
 confusion matrix for `dvc plots`, and a submission CSV. The only reader of the test labels."""
 
-import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from stages.params import section, source, write_json
+from stages.params import section, source, write_csv, write_json
 from tinycls.config import from_section
 from tinycls.macs import count_macs
 from tinycls.models import load_checkpoint
@@ -34,20 +33,15 @@ class ScoreParams:
     batch_size: int = 512
 
 
-def _write_csv(path: Path, header: list[str], rows: list[tuple[str, str]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        csv.writer(f).writerows([header, *rows])
-
-
 def main() -> None:
     p = from_section(ScoreParams, section("score"), source("score"))
     device = resolve_device(p.device)
     model, meta = load_checkpoint(CHECKPOINT, device)
     classes = load_classes(CACHE)
     if meta["classes"] != classes:
-        raise ValueError(f"{CHECKPOINT}: classes {meta['classes']} differ from the data's "
-                         f"{classes}; retrain with `dvc repro`.")
+        raise ValueError(
+            f"{CHECKPOINT}: classes {meta['classes']} differ from the data's {classes}; retrain with `dvc repro`."
+        )
     test_pred = predict_checkpoint(model, meta, load_split(CACHE, "test")[0], device, p.batch_size).argmax(1).numpy()
     test_y = json.loads(TEST_LABELS.read_text())["labels"]
     if test_y is not None:
@@ -58,8 +52,12 @@ def main() -> None:
     macs, n_params = count_macs(model, meta["input_size"])
     metrics = score_report(y, pred, classes, macs, n_params, p.baseline_macs, p.baseline_f1, p.f1_floor)
     write_json(METRICS, {**metrics, "f1_split": split, "arch": meta["arch"], "input_size": meta["input_size"]})
-    _write_csv(CONFUSION, ["actual", "predicted"], [(classes[a], classes[b]) for a, b in zip(y, pred, strict=True)])
-    _write_csv(SUBMISSION, ["file", "prediction"], list(zip(list_test_files(CACHE), [classes[c] for c in test_pred], strict=True)))
+    write_csv(CONFUSION, ["actual", "predicted"], [(classes[a], classes[b]) for a, b in zip(y, pred, strict=True)])
+    write_csv(
+        SUBMISSION,
+        ["file", "prediction"],
+        list(zip(list_test_files(CACHE), [classes[c] for c in test_pred], strict=True)),
+    )
     print(f"score: {metrics['score']:.4f} (macs {macs:,}, macro F1 {metrics['f1']:.4f} on {split})")
 
 

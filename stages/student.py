@@ -47,17 +47,32 @@ def main() -> None:
     classes = load_classes(CACHE)
     seed_everything(cfg.seed)  # before the build: the seed fixes the initial weights too
     model = build_model(m.arch, len(classes), pretrained=m.pretrained)
-    meta = {"arch": m.arch, "arch_kwargs": {}, "classes": classes, "input_size": m.input_size,
-            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "stage": "student"}
+    meta = {
+        "arch": m.arch,
+        "arch_kwargs": {},
+        "classes": classes,
+        "input_size": m.input_size,
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "stage": "student",
+    }
     with Live(str(LIVE), dvcyaml=False, save_dvc_exp=False) as live:
+
         def log(row: dict[str, float]) -> None:
             for k, v in row.items():
                 live.log_metric(k, v)
             live.next_step()
 
         result = fit(model, load_split(CACHE, "train"), load_split(CACHE, "val"), cfg, CHECKPOINT, meta, log=log)
-    write_json(METRICS, {"val_f1": result.best_f1, "best_epoch": result.best_epoch,
-                         "epochs": result.epochs_run, "device": result.device})
+    write_json(
+        METRICS,
+        {
+            "val_f1": result.best_f1,
+            "best_epoch": result.best_epoch,
+            "epochs": result.epochs_run,
+            "device": result.device,
+        },
+    )
     print(f"student: best val macro F1 {result.best_f1:.4f} at epoch {result.best_epoch} -> {CHECKPOINT}")
 
 

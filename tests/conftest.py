@@ -23,8 +23,9 @@ def write_image(path: Path, label: int, seed: int, size: tuple[int, int] = (20, 
     return path
 
 
-def make_imagefolder(root: Path, n_train: int = 8, n_test: int = 3, val: bool = False,
-                     labelled_test: bool = True) -> Path:
+def make_imagefolder(
+    root: Path, n_train: int = 8, n_test: int = 3, val: bool = False, labelled_test: bool = True
+) -> Path:
     seed = 0
     for y, c in enumerate(CLASSES):
         for i in range(n_train):
@@ -40,8 +41,10 @@ def make_imagefolder(root: Path, n_train: int = 8, n_test: int = 3, val: bool = 
 
 def tree_digest(root: Path) -> dict[str, str]:
     """path -> sha256 (or mode for non-files): proves a folder was not modified."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(root.rglob("*"))}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+        for p in sorted(root.rglob("*"))
+    }
 
 
 @pytest.fixture

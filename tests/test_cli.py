@@ -22,8 +22,14 @@ def test_score_command_prints_the_worked_example():
 
 def _checkpoint(tmp_path):
     path = tmp_path / "m.pt"
-    meta = {"arch": "pytorchcv:shufflenet_g3_wd4", "arch_kwargs": {}, "classes": ["a", "b"], "input_size": 16,
-            "mean": [0.5] * 3, "std": [0.25] * 3}
+    meta = {
+        "arch": "pytorchcv:shufflenet_g3_wd4",
+        "arch_kwargs": {},
+        "classes": ["a", "b"],
+        "input_size": 16,
+        "mean": [0.5] * 3,
+        "std": [0.25] * 3,
+    }
     save_checkpoint(path, build_model(meta["arch"], 2), meta)
     return path
 
@@ -31,7 +37,9 @@ def _checkpoint(tmp_path):
 def test_predict_writes_one_row_per_image(tmp_path):
     for i in range(3):
         write_image(tmp_path / "imgs" / "sub" / f"{i}.png", i, i)
-    r = runner.invoke(app, ["predict", str(_checkpoint(tmp_path)), str(tmp_path / "imgs"), "--out", str(tmp_path / "p.csv")])
+    r = runner.invoke(
+        app, ["predict", str(_checkpoint(tmp_path)), str(tmp_path / "imgs"), "--out", str(tmp_path / "p.csv")]
+    )
     assert r.exit_code == 0, r.output
     rows = list(csv.DictReader(open(tmp_path / "p.csv")))
     assert [row["file"] for row in rows] == ["sub/0.png", "sub/1.png", "sub/2.png"]
@@ -44,7 +52,9 @@ def test_predict_writes_one_row_per_image(tmp_path):
 def test_predict_names_a_bad_image(tmp_path):
     (tmp_path / "imgs").mkdir()
     (tmp_path / "imgs" / "bad.jpg").write_bytes(b"nope")
-    r = runner.invoke(app, ["predict", str(_checkpoint(tmp_path)), str(tmp_path / "imgs"), "--out", str(tmp_path / "p.csv")])
+    r = runner.invoke(
+        app, ["predict", str(_checkpoint(tmp_path)), str(tmp_path / "imgs"), "--out", str(tmp_path / "p.csv")]
+    )
     assert r.exit_code != 0 and "bad.jpg: not a readable image" in str(r.exception)
 
 
@@ -58,8 +68,11 @@ def test_fashion_mnist_from_idx_files_is_deterministic(tmp_path, monkeypatch):
     from tinycls.fashion_mnist import materialize, read_idx
 
     sizes = {"train": 40, "t10k": 20}  # the real files hold 60,000 and 10,000
-    monkeypatch.setattr(fashion_mnist, "SPLITS", {k: (*v[:2], sizes["train" if k == "train" else "t10k"])
-                                                  for k, v in fashion_mnist.SPLITS.items()})
+    monkeypatch.setattr(
+        fashion_mnist,
+        "SPLITS",
+        {k: (*v[:2], sizes["train" if k == "train" else "t10k"]) for k, v in fashion_mnist.SPLITS.items()},
+    )
 
     src = tmp_path / "idx"
     src.mkdir()

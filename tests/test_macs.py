@@ -47,9 +47,12 @@ def test_relu_family_is_ignored_but_batchnorm_counts():
 
 @pytest.mark.parametrize("groups", [1, 3])
 def test_matches_flop_counter_on_conv_linear_only_models(groups):
-    model = nn.Sequential(nn.Conv2d(3, 12, 3, stride=2, groups=1, bias=False),
-                          nn.Conv2d(12, 24, 3, groups=groups, bias=False), nn.Flatten(),
-                          nn.Linear(24 * 5 * 5, 7, bias=False))
+    model = nn.Sequential(
+        nn.Conv2d(3, 12, 3, stride=2, groups=1, bias=False),
+        nn.Conv2d(12, 24, 3, groups=groups, bias=False),
+        nn.Flatten(),
+        nn.Linear(24 * 5 * 5, 7, bias=False),
+    )
     assert count_macs(model, 16)[0] == flop_counter_macs(model, 16)
 
 

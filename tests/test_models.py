@@ -38,8 +38,14 @@ def test_unknown_names_say_where_names_come_from(arch, message):
 
 
 def _meta(classes=("a", "b", "c")):
-    return {"arch": "pytorchcv:shufflenet_g3_wd4", "arch_kwargs": {}, "classes": list(classes),
-            "input_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
+    return {
+        "arch": "pytorchcv:shufflenet_g3_wd4",
+        "arch_kwargs": {},
+        "classes": list(classes),
+        "input_size": 32,
+        "mean": [0.5] * 3,
+        "std": [0.25] * 3,
+    }
 
 
 def test_checkpoint_rebuilds_its_model_and_loads_weights_only(tmp_path):

@@ -40,8 +40,11 @@ def _imports(path: Path) -> set[str]:
     while todo:
         tree = ast.parse(todo.pop().read_text())
         for node in ast.walk(tree):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            )
             for name in names:
                 top = name.split(".")[0]
                 if top not in ("stages", "tinycls"):
@@ -77,8 +80,12 @@ def test_outputs_are_outside_data_and_metrics_uncached():
 
 
 def _sh(cwd: Path, *cmd: str) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-           "PYTHONPATH": str(cwd / "src"), "DVC_NO_ANALYTICS": "1"}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "PYTHONPATH": str(cwd / "src"),
+        "DVC_NO_ANALYTICS": "1",
+    }
     r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stdout}\n{r.stderr}"
     return r.stdout + r.stderr

@@ -29,11 +29,12 @@ def test_prepares_cache_splits_and_counts(dataset, tmp_path):
     assert x.shape == (18, 16, 16, 3) and vx.shape == (6, 16, 16, 3) and tx.shape == (9, 16, 16, 3)
     assert ty is None  # test labels are not in the cache the trainers read
     assert sorted(np.bincount(vy).tolist()) == [2, 2, 2]  # stratified
-    assert m["counts"]["train"] == {c: 6 for c in CLASSES} and m["test_labelled"] is True
+    assert m["images"] == {"train": 18, "val": 6, "test": 9} and m["test_labelled"] is True
+    assert m["class_counts"] == {c: {"train": 6, "val": 2, "test": 3} for c in CLASSES}
     labels = json.loads((tmp_path / "held_out" / "labels.json").read_text())["labels"]
     assert labels == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     assert list_test_files(cache)[0] == "test/ant/ant0.png"
-    assert ",ant" not in "\n".join(l for l in (cache / "index.csv").read_text().splitlines() if l.startswith("test"))
+    assert ",ant" not in "\n".join(r for r in (cache / "index.csv").read_text().splitlines() if r.startswith("test"))
 
 
 def test_same_seed_same_split_other_seed_other_split(dataset, tmp_path):
@@ -46,19 +47,19 @@ def test_same_seed_same_split_other_seed_other_split(dataset, tmp_path):
 
 def test_cap_per_class(dataset, tmp_path):
     m = run(dataset, tmp_path, max_per_class=4)
-    assert m["counts"]["train"] == {c: 3 for c in CLASSES} and m["counts"]["val"] == {c: 1 for c in CLASSES}
+    assert m["class_counts"] == {c: {"train": 3, "val": 1, "test": 3} for c in CLASSES}
 
 
 def test_existing_val_is_used(tmp_path):
     root = make_imagefolder(tmp_path / "d", val=True)
     m = run(root, tmp_path)
-    assert m["val_source"] == "val/" and m["counts"]["val"] == {c: 3 for c in CLASSES}
+    assert m["val_source"] == "val/" and m["images"]["val"] == 9
 
 
 def test_unlabelled_test(tmp_path):
     root = make_imagefolder(tmp_path / "d", labelled_test=False)
     m = run(root, tmp_path)
-    assert m["test_labelled"] is False and m["counts"]["test"] == {"unlabelled": 9}
+    assert m["test_labelled"] is False and m["images"]["test"] == 9
     assert json.loads((tmp_path / "held_out" / "labels.json").read_text())["labels"] is None
 
 
@@ -106,7 +107,7 @@ def test_bad_files_below_threshold_are_skipped_and_counted(dataset, tmp_path):
     (dataset / "train" / "ant" / "0.png").write_bytes(b"")
     m = run(dataset, tmp_path, max_bad_fraction=0.1)
     assert m["bad_files_skipped"] == 1
-    assert sum(m["counts"]["train"].values()) + sum(m["counts"]["val"].values()) == 23
+    assert m["images"]["train"] + m["images"]["val"] == 23
 
 
 @pytest.mark.parametrize(
@@ -114,8 +115,10 @@ def test_bad_files_below_threshold_are_skipped_and_counted(dataset, tmp_path):
     [
         (lambda r: (r / "train" / "dog").mkdir(), "train/dog: empty class folder"),
         (lambda r: write_image(r / "train" / "loose.png", 0, 99), "must sit in a class folder"),
-        (lambda r: [p.unlink() for p in sorted((r / "train" / "cat").iterdir())[1:]],
-         "train/cat: 1 usable image(s); every class needs at least 2"),
+        (
+            lambda r: [p.unlink() for p in sorted((r / "train" / "cat").iterdir())[1:]],
+            "train/cat: 1 usable image(s); every class needs at least 2",
+        ),
         (lambda r: write_image(r / "test" / "x.png", 0, 98), "mixes class folders"),
         (lambda r: write_image(r / "test" / "dog" / "0.png", 0, 97), "['dog'] are not in train/"),
     ],

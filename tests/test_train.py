@@ -17,8 +17,14 @@ def _data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(x, 0, 255).astype(np.uint8), y.astype(np.int64)
 
 
-META = {"arch": ARCH, "arch_kwargs": {}, "classes": ["r", "g", "b"], "input_size": 16,
-        "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+META = {
+    "arch": ARCH,
+    "arch_kwargs": {},
+    "classes": ["r", "g", "b"],
+    "input_size": 16,
+    "mean": [0.5, 0.5, 0.5],
+    "std": [0.25, 0.25, 0.25],
+}
 
 
 def _fit(tmp_path, epochs=1, **kw):
@@ -60,8 +66,16 @@ def test_ctrl_c_leaves_a_usable_checkpoint(tmp_path):
 
     cfg = TrainConfig(epochs=1, batch_size=16, device="cpu")
     with pytest.raises(KeyboardInterrupt):
-        fit(build_model(ARCH, 3), _data(48, 0), _data(24, 1), cfg, tmp_path / "best.pt", META,
-            criterion=interrupting, progress=False)
+        fit(
+            build_model(ARCH, 3),
+            _data(48, 0),
+            _data(24, 1),
+            cfg,
+            tmp_path / "best.pt",
+            META,
+            criterion=interrupting,
+            progress=False,
+        )
     for name in ("best.pt", "best.last.pt"):
         model, meta = load_checkpoint(tmp_path / name)
         assert model(torch.zeros(1, 3, 16, 16)).shape == (1, 3)

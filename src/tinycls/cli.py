@@ -5,15 +5,21 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(help="Make image classifiers tiny. The pipeline runs with `dvc repro`; these "
-                       "commands measure, predict and score on their own.", no_args_is_help=True,
-                  add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Make image classifiers tiny. The pipeline runs with `dvc repro`; these "
+    "commands measure, predict and score on their own.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 
 
 @app.command()
-def macs(arch: str = typer.Argument(..., help="SOURCE:NAME (timm:..., pytorchcv:...) or a checkpoint .pt"),
-         size: int = typer.Option(None, help="input side in px (default: the checkpoint's)"),
-         classes: int = typer.Option(9, help="number of classes (ignored for a checkpoint)")) -> None:
+def macs(
+    arch: str = typer.Argument(..., help="SOURCE:NAME (timm:..., pytorchcv:...) or a checkpoint .pt"),
+    size: int = typer.Option(None, help="input side in px (default: the checkpoint's)"),
+    classes: int = typer.Option(9, help="number of classes (ignored for a checkpoint)"),
+) -> None:
     """Count MACs and parameters by the competition's rules (ptflops 0.6.4 semantics).
 
     Prints the parameter count, then the MACs alone on the last line.
@@ -34,10 +40,12 @@ def macs(arch: str = typer.Argument(..., help="SOURCE:NAME (timm:..., pytorchcv:
 
 
 @app.command()
-def predict(checkpoint: Path = typer.Argument(..., help="a tinycls checkpoint, e.g. artifacts/student/model.pt"),
-            image_dir: Path = typer.Argument(..., help="folder of images (searched recursively)"),
-            out: Path = typer.Option(..., "--out", help="CSV to write: file, prediction, confidence"),
-            device: str = typer.Option("auto", help="auto | cpu | cuda")) -> None:
+def predict(
+    checkpoint: Path = typer.Argument(..., help="a tinycls checkpoint, e.g. artifacts/student/model.pt"),
+    image_dir: Path = typer.Argument(..., help="folder of images (searched recursively)"),
+    out: Path = typer.Option(..., "--out", help="CSV to write: file, prediction, confidence"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+) -> None:
     """Predict every image under IMAGE_DIR with CHECKPOINT and write a CSV."""
     from tinycls.models import load_checkpoint
     from tinycls.predict import load_folder, predict_checkpoint
@@ -58,11 +66,13 @@ def predict(checkpoint: Path = typer.Argument(..., help="a tinycls checkpoint, e
 
 
 @app.command()
-def score(macs: int = typer.Option(..., help="MACs of the model (see `tinycls macs`)"),
-          f1: float = typer.Option(..., help="macro F1 in [0, 1]"),
-          baseline_macs: int = typer.Option(13_863_553, help="MACs of the reference model"),
-          baseline_f1: float = typer.Option(0.8365, help="macro F1 of the reference model"),
-          f1_floor: float = typer.Option(0.5, help="below this F1 the F1 part is 1.0")) -> None:
+def score(
+    macs: int = typer.Option(..., help="MACs of the model (see `tinycls macs`)"),
+    f1: float = typer.Option(..., help="macro F1 in [0, 1]"),
+    baseline_macs: int = typer.Option(13_863_553, help="MACs of the reference model"),
+    baseline_f1: float = typer.Option(0.8365, help="macro F1 of the reference model"),
+    f1_floor: float = typer.Option(0.5, help="below this F1 the F1 part is 1.0"),
+) -> None:
     """The competition score (lower is better) from MACs and macro F1; the score is the last line."""
     from tinycls.score import competition_score
 
@@ -72,10 +82,11 @@ def score(macs: int = typer.Option(..., help="MACs of the model (see `tinycls ma
 
 
 @app.command("fetch-fashion-mnist")
-def fetch_fashion_mnist(out: Path = typer.Argument(Path("data/fashion_mnist"), help="target folder"),
-                        source: Path = typer.Option(None, help="folder with the four IDX files"),
-                        download_root: Path = typer.Option(Path(".cache/torchvision"),
-                                                           help="where torchvision downloads to")) -> None:
+def fetch_fashion_mnist(
+    out: Path = typer.Argument(Path("data/fashion_mnist"), help="target folder"),
+    source: Path = typer.Option(None, help="folder with the four IDX files"),
+    download_root: Path = typer.Option(Path(".cache/torchvision"), help="where torchvision downloads to"),
+) -> None:
     """Materialize the quick-start dataset as PNG files (byte-identical from any source)."""
     from tinycls.fashion_mnist import materialize
 

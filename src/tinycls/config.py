@@ -32,8 +32,11 @@ def from_section(cls: type[T], section: dict[str, Any] | None, source: str) -> T
     unknown = sorted(set(section) - set(fields))
     if unknown:
         raise ValueError(f"{source}: unknown key(s) {unknown}; valid keys: {', '.join(fields)}.")
-    missing = [n for n, f in fields.items() if n not in section
-               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [
+        n
+        for n, f in fields.items()
+        if n not in section and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
     if missing:
         raise ValueError(f"{source}: missing key(s) {missing}.")
     values = {}
@@ -42,8 +45,9 @@ def from_section(cls: type[T], section: dict[str, Any] | None, source: str) -> T
         if want is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         base = typing.get_origin(want) or want
-        if base in (int, float, str, bool) and (not isinstance(value, base) or
-                                                (base is int and isinstance(value, bool))):
+        if base in (int, float, str, bool) and (
+            not isinstance(value, base) or (base is int and isinstance(value, bool))
+        ):
             hint = " (write floats with a dot, e.g. 5.0e-4)" if base is float and isinstance(value, str) else ""
             raise ValueError(f"{source}.{name}: {value!r} is not a {base.__name__}{hint}.")
         values[name] = value

@@ -50,8 +50,10 @@ def scan_labelled(split_dir: Path) -> dict[str, list[Path]]:
         raise FileNotFoundError(f"{split_dir}: no such folder; expected {split_dir}/<class>/<image>.")
     loose = [p for p in sorted(split_dir.iterdir()) if p.is_file() and _visible(p)]
     if loose:
-        raise DataError(f"{loose[0]}: images must sit in a class folder, "
-                        f"{split_dir}/<class>/<image>. Move it into its class folder.")
+        raise DataError(
+            f"{loose[0]}: images must sit in a class folder, "
+            f"{split_dir}/<class>/<image>. Move it into its class folder."
+        )
     classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and _visible(p))
     if not classes:
         raise DataError(f"{split_dir}: no class folders; expected {split_dir}/<class>/<image>.")
@@ -73,13 +75,17 @@ def scan_test(test_dir: Path) -> tuple[dict[str, list[Path]] | None, list[Path]]
         DataError: test/ is empty, or mixes class folders with loose images.
     """
     if not test_dir.is_dir():
-        raise FileNotFoundError(f"{test_dir}: no such folder; put the images to predict there "
-                                "(loose, or in class folders when their labels are known).")
+        raise FileNotFoundError(
+            f"{test_dir}: no such folder; put the images to predict there "
+            "(loose, or in class folders when their labels are known)."
+        )
     entries = [p for p in sorted(test_dir.iterdir()) if _visible(p)]
     dirs, loose = [p for p in entries if p.is_dir()], [p for p in entries if p.is_file()]
     if dirs and loose:
-        raise DataError(f"{test_dir}: mixes class folders ({dirs[0].name}/) with loose images "
-                        f"({loose[0].name}); use one or the other.")
+        raise DataError(
+            f"{test_dir}: mixes class folders ({dirs[0].name}/) with loose images "
+            f"({loose[0].name}); use one or the other."
+        )
     if dirs:
         per_class = scan_labelled(test_dir)
         return per_class, [f for fs in per_class.values() for f in fs]

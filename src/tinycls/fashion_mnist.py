@@ -26,8 +26,10 @@ CLASSES = [
     "Bag",
     "Ankle_boot",
 ]
-SPLITS = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60_000),
-          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 10_000)}
+SPLITS = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60_000),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 10_000),
+}
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -41,8 +43,9 @@ def read_idx(path: Path) -> np.ndarray:
         data = f.read()
     zero, dtype, ndim = struct.unpack(">HBB", data[:4])
     if zero != 0 or dtype != 0x08:
-        raise ValueError(f"{path}: not a uint8 IDX file (magic {data[:4].hex()}); expected the "
-                         "original Fashion-MNIST files.")
+        raise ValueError(
+            f"{path}: not a uint8 IDX file (magic {data[:4].hex()}); expected the original Fashion-MNIST files."
+        )
     shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
@@ -65,8 +68,10 @@ def locate_idx_dir(src: Path | None, download_root: Path) -> Path:
         if all(_find(c, img) and _find(c, lab) for img, lab, _ in SPLITS.values()):
             return c
     if src is not None:
-        raise FileNotFoundError(f"{src}: missing Fashion-MNIST IDX files; expected "
-                                f"{[s for v in SPLITS.values() for s in v[:2]]} (.gz or not).")
+        raise FileNotFoundError(
+            f"{src}: missing Fashion-MNIST IDX files; expected "
+            f"{[s for v in SPLITS.values() for s in v[:2]]} (.gz or not)."
+        )
     try:
         from torchvision.datasets import FashionMNIST
 

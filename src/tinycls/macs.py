@@ -22,9 +22,15 @@ def count_macs(model: nn.Module, input_size: int) -> tuple[int, int]:
     """
     m = copy.deepcopy(model).cpu().eval()  # ptflops attaches hooks and buffers; keep the caller's clean
     macs, params = get_model_complexity_info(
-        m, (3, input_size, input_size), as_strings=False, print_per_layer_stat=False,
-        verbose=False, ignore_modules=IGNORED, backend="pytorch",
-        backend_specific_config={"count_functional": False})
+        m,
+        (3, input_size, input_size),
+        as_strings=False,
+        print_per_layer_stat=False,
+        verbose=False,
+        ignore_modules=IGNORED,
+        backend="pytorch",
+        backend_specific_config={"count_functional": False},
+    )
     return int(macs), int(params)
 
 

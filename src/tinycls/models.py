@@ -42,8 +42,9 @@ def _timm(name: str, num_classes: int, pretrained: bool, **kwargs: Any) -> nn.Mo
 
     if not timm.is_model(name):
         close = timm.list_models(f"*{name[:6]}*")[:5]
-        raise ValueError(f"timm:{name}: unknown timm model; names come from "
-                         f"timm.list_models() (similar: {close or 'none'}).")
+        raise ValueError(
+            f"timm:{name}: unknown timm model; names come from timm.list_models() (similar: {close or 'none'})."
+        )
     body = timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="avg", **kwargs)
     # head_hidden_size: width after a pre-logits block (e.g. MobileNetV3's conv_head), if any.
     return Classifier(body, getattr(body, "head_hidden_size", None) or body.num_features, num_classes)
@@ -66,12 +67,13 @@ def _pytorchcv(name: str, num_classes: int, pretrained: bool, **kwargs: Any) -> 
 
     if name not in _models:
         close = [m for m in _models if m.startswith(name[:5])][:5]
-        raise ValueError(f"pytorchcv:{name}: unknown pytorchcv model; names come from "
-                         f"pytorchcv.model_provider._models (similar: {close or 'none'}).")
+        raise ValueError(
+            f"pytorchcv:{name}: unknown pytorchcv model; names come from "
+            f"pytorchcv.model_provider._models (similar: {close or 'none'})."
+        )
     model = _models[name](pretrained=pretrained, **kwargs)
     if not (hasattr(model, "features") and hasattr(model, "output")):
-        raise ValueError(f"pytorchcv:{name}: has no features/output pair; only classifiers "
-                         "are supported.")
+        raise ValueError(f"pytorchcv:{name}: has no features/output pair; only classifiers are supported.")
     pools = [n for n, m in model.features.named_children() if isinstance(m, (nn.AvgPool2d, nn.AdaptiveAvgPool2d))]
     if pools:  # the fixed 7x7 pooling only fits 224 px inputs
         setattr(model.features, pools[-1], nn.AdaptiveAvgPool2d(1))
@@ -80,8 +82,13 @@ def _pytorchcv(name: str, num_classes: int, pretrained: bool, **kwargs: Any) -> 
     else:  # a classifier block (e.g. MobileNetV3's conv-hswish-conv): swap its last layer
         parent, attr, layer = _last_layer(model.output)
         c = layer.in_channels if isinstance(layer, nn.Conv2d) else layer.in_features
-        setattr(parent, attr, nn.Conv2d(c, num_classes, 1, bias=False) if isinstance(layer, nn.Conv2d)
-                else nn.Linear(c, num_classes, bias=False))
+        setattr(
+            parent,
+            attr,
+            nn.Conv2d(c, num_classes, 1, bias=False)
+            if isinstance(layer, nn.Conv2d)
+            else nn.Linear(c, num_classes, bias=False),
+        )
     return model
 
 
@@ -97,9 +104,11 @@ def build_model(arch: str, num_classes: int, pretrained: bool = False, **kwargs:
     """
     source, sep, name = arch.partition(":")
     if not sep or source not in SOURCES or not name:
-        raise ValueError(f"model {arch!r}: expected SOURCE:NAME with SOURCE one of "
-                         f"{', '.join(SOURCES)}, e.g. 'pytorchcv:shufflenet_g3_wd4' or "
-                         "'timm:mobilenetv3_small_050'.")
+        raise ValueError(
+            f"model {arch!r}: expected SOURCE:NAME with SOURCE one of "
+            f"{', '.join(SOURCES)}, e.g. 'pytorchcv:shufflenet_g3_wd4' or "
+            "'timm:mobilenetv3_small_050'."
+        )
     if num_classes < 2:
         raise ValueError(f"num_classes={num_classes}: a classifier needs at least 2 classes.")
     return SOURCES[source](name, num_classes, pretrained, **kwargs)
@@ -133,8 +142,9 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> tuple[nn.
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e}); "
-                         "re-create it with `dvc repro`.") from e
+        raise ValueError(
+            f"{path}: not a readable checkpoint ({type(e).__name__}: {e}); re-create it with `dvc repro`."
+        ) from e
     missing = [k for k in REQUIRED_META if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         raise ValueError(f"{path}: not a tinycls checkpoint (missing {missing}).")

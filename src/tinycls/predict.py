@@ -11,8 +11,15 @@ from tinycls.transforms import to_input
 
 
 @torch.inference_mode()
-def predict_logits(model: nn.Module, images: np.ndarray, input_size: int, mean: tuple[float, ...],
-                   std: tuple[float, ...], device: torch.device, batch_size: int = 512) -> torch.Tensor:
+def predict_logits(
+    model: nn.Module,
+    images: np.ndarray,
+    input_size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    device: torch.device,
+    batch_size: int = 512,
+) -> torch.Tensor:
     """Logits (N, K) on CPU for uint8 images (N, S, S, 3); puts the model in eval mode."""
     model.eval()
     out = []
@@ -23,11 +30,13 @@ def predict_logits(model: nn.Module, images: np.ndarray, input_size: int, mean: 
     return torch.cat(out) if out else torch.empty(0, 0)
 
 
-def predict_checkpoint(model: nn.Module, meta: dict, images: np.ndarray, device: torch.device,
-                       batch_size: int = 512) -> torch.Tensor:
+def predict_checkpoint(
+    model: nn.Module, meta: dict, images: np.ndarray, device: torch.device, batch_size: int = 512
+) -> torch.Tensor:
     """predict_logits with the input size and normalization a checkpoint recorded."""
-    return predict_logits(model, images, meta["input_size"], tuple(meta["mean"]), tuple(meta["std"]),
-                          device, batch_size)
+    return predict_logits(
+        model, images, meta["input_size"], tuple(meta["mean"]), tuple(meta["std"]), device, batch_size
+    )
 
 
 def load_folder(image_dir: Path, size: int) -> tuple[list[Path], np.ndarray]:
@@ -47,6 +56,5 @@ def load_folder(image_dir: Path, size: int) -> tuple[list[Path], np.ndarray]:
         try:
             arrays.append(square_pad_resize(load_rgb(f), size))
         except DECODE_ERRORS as e:
-            raise ValueError(f"{f}: not a readable image ({type(e).__name__}: {e}); remove or "
-                             "repair it.") from e
+            raise ValueError(f"{f}: not a readable image ({type(e).__name__}: {e}); remove or repair it.") from e
     return files, np.stack(arrays)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from tinycls.data import Checked, DataError, MAX_LISTED, cap_per_class, check_files, scan_labelled, scan_test
+from tinycls.data import MAX_LISTED, Checked, DataError, cap_per_class, check_files, scan_labelled, scan_test
 
 SPLITS = ("train", "val", "test")
 
@@ -20,9 +20,11 @@ SPLITS = ("train", "val", "test")
 def _bad_report(bad: list[Checked], total: int, max_bad_fraction: float) -> str:
     lines = "\n".join(f"  {c.path}: {c.error}" for c in bad[:MAX_LISTED])
     more = f"\n  ... and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
-    return (f"{len(bad)} of {total} files are bad ({len(bad) / total:.2%} > max_bad_fraction "
-            f"{max_bad_fraction:.2%}):\n{lines}{more}\nFix: repair or delete these files, or "
-            "raise prepare.max_bad_fraction in params.yaml to skip them.")
+    return (
+        f"{len(bad)} of {total} files are bad ({len(bad) / total:.2%} > max_bad_fraction "
+        f"{max_bad_fraction:.2%}):\n{lines}{more}\nFix: repair or delete these files, or "
+        "raise prepare.max_bad_fraction in params.yaml to skip them."
+    )
 
 
 def _leaks(labelled: list[Checked], test: list[Checked]) -> list[str]:
@@ -30,9 +32,17 @@ def _leaks(labelled: list[Checked], test: list[Checked]) -> list[str]:
     return [f"  {c.path} == {seen[c.sha256]}" for c in test if c.sha256 in seen]
 
 
-def prepare_dataset(root: Path, out: Path, test_labels_out: Path, image_size: int,
-                    val_fraction: float, max_per_class: int, max_bad_fraction: float,
-                    seed: int, workers: int = 1) -> dict:
+def prepare_dataset(
+    root: Path,
+    out: Path,
+    test_labels_out: Path,
+    image_size: int,
+    val_fraction: float,
+    max_per_class: int,
+    max_bad_fraction: float,
+    seed: int,
+    workers: int = 1,
+) -> dict:
     """Scan, validate, split, cap and cache a dataset; returns the metrics dict.
 
     Args:
@@ -57,19 +67,25 @@ def prepare_dataset(root: Path, out: Path, test_labels_out: Path, image_size: in
     if not 0.0 <= max_bad_fraction < 1.0:
         raise ValueError(f"max_bad_fraction={max_bad_fraction}: expected a value in [0, 1).")
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: no such dataset folder. Put the data in "
-                                f"{root}/train/<class>/<image> (see README, 'Your own data').")
+        raise FileNotFoundError(
+            f"{root}: no such dataset folder. Put the data in "
+            f"{root}/train/<class>/<image> (see README, 'Your own data')."
+        )
     train = scan_labelled(root / "train")
     classes = sorted(train)
     val = scan_labelled(root / "val") if (root / "val").exists() else None
     if val is not None and sorted(val) != classes:
         only_t, only_v = sorted(set(classes) - set(val)), sorted(set(val) - set(classes))
-        raise DataError(f"{root}/val: class folders differ from train/ (only in train: {only_t}; "
-                        f"only in val: {only_v}). Give both splits the same class folders.")
+        raise DataError(
+            f"{root}/val: class folders differ from train/ (only in train: {only_t}; "
+            f"only in val: {only_v}). Give both splits the same class folders."
+        )
     test_per_class, test_files = scan_test(root / "test")
     if test_per_class is not None and set(test_per_class) - set(classes):
-        raise DataError(f"{root}/test: classes {sorted(set(test_per_class) - set(classes))} are "
-                        "not in train/; every test class needs training images.")
+        raise DataError(
+            f"{root}/test: classes {sorted(set(test_per_class) - set(classes))} are "
+            "not in train/; every test class needs training images."
+        )
 
     def labelled(per_class: dict[str, list[Path]]) -> tuple[list[Path], list[int]]:
         pairs = [(f, classes.index(c)) for c, fs in per_class.items() for f in fs]
@@ -83,12 +99,17 @@ def prepare_dataset(root: Path, out: Path, test_labels_out: Path, image_size: in
     bad = [c for cs in checked.values() for c in cs if c.error]
     if len(bad) > max_bad_fraction * total:
         raise DataError(_bad_report(bad, total, max_bad_fraction))
-    leaks = _leaks([c for k, cs in checked.items() if k != "test" for c in cs if not c.error],
-                   [c for c in checked["test"] if not c.error])
+    leaks = _leaks(
+        [c for k, cs in checked.items() if k != "test" for c in cs if not c.error],
+        [c for c in checked["test"] if not c.error],
+    )
     if leaks:
-        raise DataError(f"{len(leaks)} test images are byte-identical to labelled images "
-                        "(leakage):\n" + "\n".join(leaks[:MAX_LISTED]) +
-                        "\nFix: delete the duplicates from test/ or from train/ and val/.")
+        raise DataError(
+            f"{len(leaks)} test images are byte-identical to labelled images "
+            "(leakage):\n"
+            + "\n".join(leaks[:MAX_LISTED])
+            + "\nFix: delete the duplicates from test/ or from train/ and val/."
+        )
 
     splits: dict[str, tuple[list[Checked], np.ndarray]] = {}
     for k, cs in checked.items():
@@ -102,18 +123,21 @@ def prepare_dataset(root: Path, out: Path, test_labels_out: Path, image_size: in
         y = np.asarray(ys, dtype=np.int64)[keep]
         for c in range(len(classes)):
             if (n := int((y == c).sum())) < 2:
-                raise DataError(f"{root}/{k}/{classes[c]}: {n} usable image(s); every class "
-                                "needs at least 2. Add images or remove the class folder.")
+                raise DataError(
+                    f"{root}/{k}/{classes[c]}: {n} usable image(s); every class "
+                    "needs at least 2. Add images or remove the class folder."
+                )
         idx = cap_per_class(y, max_per_class, seed)
         splits[k] = ([cs[keep[i]] for i in idx], y[idx])
     if val is None:
         cs, y = splits["train"]
         try:
-            tr, va = train_test_split(np.arange(len(y)), test_size=val_fraction,
-                                      random_state=seed, stratify=y)
+            tr, va = train_test_split(np.arange(len(y)), test_size=val_fraction, random_state=seed, stratify=y)
         except ValueError as e:
-            raise ValueError(f"val_fraction={val_fraction} cannot hold out every class from "
-                             f"{len(y)} train images ({e}); raise it or add images.") from e
+            raise ValueError(
+                f"val_fraction={val_fraction} cannot hold out every class from "
+                f"{len(y)} train images ({e}); raise it or add images."
+            ) from e
         tr, va = np.sort(tr), np.sort(va)
         splits["train"], splits["val"] = ([cs[i] for i in tr], y[tr]), ([cs[i] for i in va], y[va])
 
@@ -133,8 +157,10 @@ def prepare_dataset(root: Path, out: Path, test_labels_out: Path, image_size: in
                 w.writerow([k, c.path.relative_to(root).as_posix(), "" if k == "test" else classes[label]])
     test_labelled = test_per_class is not None
     test_labels_out.parent.mkdir(parents=True, exist_ok=True)
-    test_labels_out.write_text(json.dumps(
-        {"classes": classes, "labels": splits["test"][1].tolist() if test_labelled else None}) + "\n")
+    test_labels_out.write_text(
+        json.dumps({"classes": classes, "labels": splits["test"][1].tolist() if test_labelled else None}) + "\n"
+    )
+    counts = {k: np.bincount(splits[k][1][splits[k][1] >= 0], minlength=len(classes)).tolist() for k in SPLITS}
     return {
         "classes": len(classes),
         "image_size": image_size,
@@ -142,9 +168,9 @@ def prepare_dataset(root: Path, out: Path, test_labels_out: Path, image_size: in
         "bad_files_skipped": len(bad),
         "val_source": "val/" if val is not None else f"stratified {val_fraction} of train/",
         "test_labelled": test_labelled,
-        "counts": {k: ({classes[c]: int((splits[k][1] == c).sum()) for c in range(len(classes))}
-                       if k != "test" or test_labelled else {"unlabelled": len(splits[k][0])})
-                   for k in SPLITS},
+        "images": {k: len(splits[k][0]) for k in SPLITS},
+        # per class, in class order; test counts only when its labels exist (else zeros)
+        "class_counts": {c: {k: counts[k][i] for k in SPLITS} for i, c in enumerate(classes)},
     }
 
 

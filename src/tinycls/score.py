@@ -4,8 +4,9 @@ import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score
 
 
-def competition_score(macs: int, f1: float, baseline_macs: int, baseline_f1: float,
-                      f1_floor: float = 0.5) -> dict[str, float]:
+def competition_score(
+    macs: int, f1: float, baseline_macs: int, baseline_f1: float, f1_floor: float = 0.5
+) -> dict[str, float]:
     """score = macs / baseline_macs + score_f1, where score_f1 is 1 - f1/baseline_f1 below the
     baseline, half that above it, and 1.0 when f1 < f1_floor.
 
@@ -31,8 +32,7 @@ def competition_score(macs: int, f1: float, baseline_macs: int, baseline_f1: flo
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
     """scikit-learn's macro F1 over all `num_classes` labels (absent classes count as 0)."""
-    return float(f1_score(y_true, y_pred, labels=list(range(num_classes)), average="macro",
-                          zero_division=0))
+    return float(f1_score(y_true, y_pred, labels=list(range(num_classes)), average="macro", zero_division=0))
 
 
 def per_class_f1(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict[str, float]:
@@ -45,10 +45,23 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.nd
     return confusion_matrix(y_true, y_pred, labels=list(range(num_classes)))
 
 
-def score_report(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], macs: int, params: int,
-                 baseline_macs: int, baseline_f1: float, f1_floor: float) -> dict:
+def score_report(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    classes: list[str],
+    macs: int,
+    params: int,
+    baseline_macs: int,
+    baseline_f1: float,
+    f1_floor: float,
+) -> dict:
     """Everything metrics/score.json holds: macs, params, f1, per-class F1 and the score parts."""
     f1 = macro_f1(y_true, y_pred, len(classes))
-    return {"macs": macs, "params": params, "f1": f1,
-            **competition_score(macs, f1, baseline_macs, baseline_f1, f1_floor),
-            "accuracy": float((y_true == y_pred).mean()), "per_class_f1": per_class_f1(y_true, y_pred, classes)}
+    return {
+        "macs": macs,
+        "params": params,
+        "f1": f1,
+        **competition_score(macs, f1, baseline_macs, baseline_f1, f1_floor),
+        "accuracy": float((y_true == y_pred).mean()),
+        "per_class_f1": per_class_f1(y_true, y_pred, classes),
+    }

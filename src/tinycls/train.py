@@ -110,10 +110,17 @@ class FitResult:
     interrupted: bool = False
 
 
-def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
-        cfg: TrainConfig, checkpoint: Path, meta: dict[str, Any],
-        criterion: Criterion | None = None,
-        log: Callable[[dict[str, float]], None] | None = None, progress: bool = True) -> FitResult:
+def fit(
+    model: nn.Module,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    cfg: TrainConfig,
+    checkpoint: Path,
+    meta: dict[str, Any],
+    criterion: Criterion | None = None,
+    log: Callable[[dict[str, float]], None] | None = None,
+    progress: bool = True,
+) -> FitResult:
     """Train `model`; keep the checkpoint with the best validation macro F1.
 
     Args:
@@ -149,8 +156,14 @@ def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
         for epoch in range(1, cfg.epochs + 1):
             model.train()
             order = torch.randperm(len(x_all), generator=gen)
-            bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress,
-                       leave=True, dynamic_ncols=True, mininterval=0.5)
+            bar = tqdm(
+                range(steps_per_epoch),
+                desc=f"epoch {epoch}/{cfg.epochs}",
+                disable=not progress,
+                leave=True,
+                dynamic_ncols=True,
+                mininterval=0.5,
+            )
             loss_sum, seen = torch.zeros((), device=device), 0
             for step in bar:
                 idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
@@ -170,8 +183,12 @@ def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
                     bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", best_f1=f"{max(best.best_f1, 0):.4f}")
             logits = predict_logits(model, val[0], size, mean, std, device, cfg.eval_batch_size)
             f1 = macro_f1(val_y.numpy(), logits.argmax(1).numpy(), num_classes)
-            row = {"train/loss": loss_sum.item() / seen, "val/loss": nn.functional.cross_entropy(logits, val_y).item(),
-                   "val/f1": f1, "lr": opt.param_groups[0]["lr"]}
+            row = {
+                "train/loss": loss_sum.item() / seen,
+                "val/loss": nn.functional.cross_entropy(logits, val_y).item(),
+                "val/f1": f1,
+                "lr": opt.param_groups[0]["lr"],
+            }
             bar.set_postfix(loss=f"{row['train/loss']:.4f}", val_f1=f"{f1:.4f}")
             bar.close()
             best.epochs_run = epoch
