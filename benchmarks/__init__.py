@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m benchmarks.<name>`; their numbers go in the README."""

@@ -1,0 +1,35 @@
+"""Wall time of the quick-start pipeline: a forced `dvc repro` of every stage, then a
+`dvc repro` with nothing changed, and whether the forced rerun reproduced the recorded metrics.
+
+Run from the repository root with the venv on PATH (`make bench` does): `python -m benchmarks.pipeline`.
+"""
+
+import json
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+METRICS = [Path("metrics/prepare.json"), Path("metrics/student.json"), Path("metrics/score.json")]
+
+
+def timed(*cmd: str) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    before = [json.loads(p.read_text()) if p.exists() else None for p in METRICS]
+    full = timed("dvc", "repro", "--force")
+    after = [json.loads(p.read_text()) for p in METRICS]
+    noop = statistics.median(timed("dvc", "repro") for _ in range(3))
+    score = after[-1]
+    print(f"dvc repro --force (prepare, student, score): {full:.1f} s (goal <= 180 s)")
+    print(f"dvc repro, nothing changed (median of 3):    {noop:.2f} s (goal <= 5 s)")
+    print(f"test macro F1 {score['f1']:.4f}, MACs {score['macs']:,}, score {score['score']:.4f}")
+    print(f"metrics identical to the recorded run: {before == after}")
+
+
+if __name__ == "__main__":
+    main()
