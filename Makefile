@@ -20,7 +20,9 @@ test: setup
 setup: $(STAMP)
 
 $(STAMP): requirements.lock pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@# Debian splits venv out of python3.11; install it when we can (root with apt-get).
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { rm -rf $(VENV) && [ "$$(id -u)" = 0 ] && \
+		apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
@@ -32,9 +34,10 @@ ifeq ($(DATASET),fashion_mnist)
 	@test -d /usr/share/datasets/fashion-mnist || ! command -v apt-get >/dev/null || [ "$$(id -u)" != 0 ] || \
 		{ apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null; } || true
 	$(BIN)/tinycls fetch-fashion-mnist data/fashion_mnist
+	@# A fresh clone has data/ but not its DVC cache: commit fills it and must leave data.dvc as it is.
 	@$(BIN)/dvc status -q data.dvc 2>/dev/null || { echo "filling the DVC cache for data/ (once)"; \
-		$(BIN)/dvc commit -f -q data.dvc && git diff --quiet -- data.dvc || \
-		{ echo "data/ differs from data.dvc: the materialized Fashion-MNIST is not the tracked one"; exit 1; }; }
+		$(BIN)/dvc commit -f -q data.dvc && git diff --quiet -- data.dvc || { git checkout -q -- data.dvc; \
+		echo "data/fashion_mnist differs from data.dvc. Fix: rm -r data/fashion_mnist && make run"; exit 1; }; }
 endif
 
 lock: $(STAMP)
