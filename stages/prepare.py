@@ -8,9 +8,9 @@ from tinycls.config import from_section
 from tinycls.prepare import prepare_dataset
 
 CACHE = Path("artifacts/prepare")
-TEST_LABELS = Path("artifacts/held_out/test_labels.json")  # read only by the score stage
+HELD_OUT = Path("artifacts/held_out/test.json")  # test file names and labels: read only by score
 METRICS = Path("metrics/prepare.json")
-CLASS_COUNTS = Path("plots/prepare/class_counts.csv")  # per split and class, for `dvc plots`
+CLASS_COUNTS = Path("plots/prepare/class_counts.csv")  # train/val images per class, for `dvc plots`
 
 
 @dataclass(frozen=True)
@@ -28,15 +28,21 @@ class PrepareParams:
             raise ValueError(f"image_size: {self.image_size} must be >= 8.")
         if not self.dataset or "/" in self.dataset:
             raise ValueError(f"dataset: {self.dataset!r} must be a folder name under data/.")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction: {self.val_fraction} must be in (0, 1).")
+        if not 0.0 <= self.max_bad_fraction < 1.0:
+            raise ValueError(f"max_bad_fraction: {self.max_bad_fraction} must be in [0, 1).")
+        if self.max_per_class < 0 or self.workers < 1:
+            raise ValueError(f"max_per_class: {self.max_per_class} must be >= 0 and workers: {self.workers} >= 1.")
 
 
 def main() -> None:
     p = from_section(PrepareParams, section("prepare"), source("prepare"))
     kwargs = {k: v for k, v in asdict(p).items() if k != "dataset"}
-    metrics = prepare_dataset(Path("data") / p.dataset, CACHE, TEST_LABELS, **kwargs)
+    metrics = prepare_dataset(Path("data") / p.dataset, CACHE, HELD_OUT, **kwargs)
     counts = metrics.pop("class_counts")
     write_json(METRICS, metrics)
-    write_csv(CLASS_COUNTS, ["class", "train", "val", "test"], [(c, *n.values()) for c, n in counts.items()])
+    write_csv(CLASS_COUNTS, ["class", "train", "val"], [(c, n["train"], n["val"]) for c, n in counts.items()])
     print(f"prepare: {metrics['images']} images, {metrics['bad_files_skipped']} bad files skipped")
 
 

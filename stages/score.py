@@ -1,23 +1,20 @@
 """Stage `score`: macro F1, MACs, params and the competition score of the final model, a
 confusion matrix for `dvc plots`, and a submission CSV. The only reader of the test labels."""
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from stages.params import section, source, write_csv, write_json
 from tinycls.config import from_section
 from tinycls.macs import count_macs
 from tinycls.models import load_checkpoint
 from tinycls.predict import predict_checkpoint
-from tinycls.prepare import list_test_files, load_classes, load_split
+from tinycls.prepare import load_classes, load_held_out, load_split
 from tinycls.score import score_report
 from tinycls.train import resolve_device
 
 CACHE = Path("artifacts/prepare")
-TEST_LABELS = Path("artifacts/held_out/test_labels.json")
+HELD_OUT = Path("artifacts/held_out/test.json")
 CHECKPOINT = Path("artifacts/student/model.pt")
 METRICS = Path("metrics/score.json")
 CONFUSION = Path("plots/score/confusion.csv")
@@ -43,12 +40,13 @@ def main() -> None:
             f"{CHECKPOINT}: classes {meta['classes']} differ from the data's {classes}; retrain with `dvc repro`."
         )
     test_pred = predict_checkpoint(model, meta, load_split(CACHE, "test")[0], device, p.batch_size).argmax(1).numpy()
-    test_y = json.loads(TEST_LABELS.read_text())["labels"]
+    test_names, test_y = load_held_out(HELD_OUT)
     if test_y is not None:
-        y, pred, split = np.asarray(test_y), test_pred, "test"
-    else:  # unlabelled test set: validation is the best we can report
+        y, pred, split = test_y, test_pred, "test"
+    else:  # unlabelled test set: val is all there is, and it also picked the best epoch
         val_x, y = load_split(CACHE, "val")
-        pred, split = predict_checkpoint(model, meta, val_x, device, p.batch_size).argmax(1).numpy(), "val"
+        pred = predict_checkpoint(model, meta, val_x, device, p.batch_size).argmax(1).numpy()
+        split = "val (test/ is unlabelled; val also selected the epoch, so this is optimistic)"
     macs, n_params = count_macs(model, meta["input_size"])
     metrics = score_report(y, pred, classes, macs, n_params, p.baseline_macs, p.baseline_f1, p.f1_floor)
     write_json(METRICS, {**metrics, "f1_split": split, "arch": meta["arch"], "input_size": meta["input_size"]})
@@ -56,7 +54,7 @@ def main() -> None:
     write_csv(
         SUBMISSION,
         ["file", "prediction"],
-        list(zip(list_test_files(CACHE), [classes[c] for c in test_pred], strict=True)),
+        list(zip(test_names, [classes[c] for c in test_pred], strict=True)),
     )
     print(f"score: {metrics['score']:.4f} (macs {macs:,}, macro F1 {metrics['f1']:.4f} on {split})")
 

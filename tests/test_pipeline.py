@@ -15,7 +15,7 @@ import yaml
 from stages.prepare import PrepareParams
 from stages.score import ScoreParams
 from stages.student import MODEL_KEYS, KDParams, ModelParams
-from tests.conftest import make_imagefolder
+from tests.conftest import CLASSES, make_imagefolder
 from tinycls.config import from_section
 from tinycls.train import TrainConfig
 
@@ -91,7 +91,20 @@ def _sh(cwd: Path, *cmd: str) -> str:
     return r.stdout + r.stderr
 
 
-def test_dvc_repro_end_to_end(tmp_path):
+def test_only_score_reads_the_test_labels():
+    """The no-test-leakage rule, structurally: held-out test names and labels are a dependency
+    of the score stage alone, and no other stage script mentions them."""
+    for name, stage in DVC["stages"].items():
+        reads = any(d.startswith("artifacts/held_out") for d in stage["deps"])
+        mentions = (
+            "held_out" in (ROOT / f"stages/{name}.py").read_text()
+            or "load_held_out" in (ROOT / f"stages/{name}.py").read_text()
+        )
+        assert reads == (name == "score")
+        assert mentions == (name in ("score", "prepare"))  # prepare writes it
+
+
+def _tiny_repo(tmp_path: Path, **dataset: bool) -> Path:
     repo = tmp_path / "repo"
     for name in ("src", "stages"):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
@@ -100,7 +113,7 @@ def test_dvc_repro_end_to_end(tmp_path):
     params["prepare"].update(dataset="tiny", image_size=16, max_per_class=0, workers=1)
     params["student"].update(epochs=1, batch_size=8, input_size=16)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    make_imagefolder(repo / "data" / "tiny")
+    make_imagefolder(repo / "data" / "tiny", **dataset)
     _sh(repo, "git", "init", "-q")
     _sh(repo, "git", "config", "user.email", "ci@tinycls")
     _sh(repo, "git", "config", "user.name", "ci")
@@ -108,7 +121,21 @@ def test_dvc_repro_end_to_end(tmp_path):
     _sh(repo, "dvc", "add", "-q", "data")
     _sh(repo, "git", "add", "-A")
     _sh(repo, "git", "commit", "-qm", "tiny")
+    return repo
 
+
+def test_dvc_repro_unlabelled_test_with_val_folder(tmp_path):
+    repo = _tiny_repo(tmp_path, val=True, labelled_test=False)
+    _sh(repo, "dvc", "repro")
+    score = json.loads((repo / "metrics" / "score.json").read_text())
+    assert score["f1_split"].startswith("val (test/ is unlabelled")
+    assert json.loads((repo / "metrics" / "prepare.json").read_text())["val_source"] == "val/"
+    rows = (repo / "artifacts" / "score" / "submission.csv").read_text().splitlines()
+    assert sorted(r.split(",")[0] for r in rows[1:]) == sorted(f"test/{c}{i}.png" for c in CLASSES for i in range(3))
+
+
+def test_dvc_repro_end_to_end(tmp_path):
+    repo = _tiny_repo(tmp_path)
     _sh(repo, "dvc", "repro")
     score = json.loads((repo / "metrics" / "score.json").read_text())
     assert {"macs", "params", "f1", "score"} <= set(score) and score["f1_split"] == "test"

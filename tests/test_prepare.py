@@ -1,7 +1,6 @@
 """The data contract: each bad input gets a message naming the file and the fix, and data/ is
 never modified."""
 
-import json
 import os
 from pathlib import Path
 
@@ -10,13 +9,13 @@ import pytest
 
 from tests.conftest import CLASSES, make_imagefolder, tree_digest, write_image
 from tinycls.data import DataError
-from tinycls.prepare import list_test_files, load_classes, load_split, prepare_dataset
+from tinycls.prepare import load_classes, load_held_out, load_split, prepare_dataset
 
 
 def run(root: Path, tmp_path: Path, **kw):
     args = dict(image_size=16, val_fraction=0.25, max_per_class=0, max_bad_fraction=0.0, seed=0, workers=1)
     args.update(kw)
-    return prepare_dataset(root, tmp_path / "cache", tmp_path / "held_out" / "labels.json", **args)
+    return prepare_dataset(root, tmp_path / "cache", tmp_path / "held_out.json", **args)
 
 
 def test_prepares_cache_splits_and_counts(dataset, tmp_path):
@@ -27,14 +26,30 @@ def test_prepares_cache_splits_and_counts(dataset, tmp_path):
     vx, vy = load_split(cache, "val")
     tx, ty = load_split(cache, "test")
     assert x.shape == (18, 16, 16, 3) and vx.shape == (6, 16, 16, 3) and tx.shape == (9, 16, 16, 3)
-    assert ty is None  # test labels are not in the cache the trainers read
     assert sorted(np.bincount(vy).tolist()) == [2, 2, 2]  # stratified
     assert m["images"] == {"train": 18, "val": 6, "test": 9} and m["test_labelled"] is True
-    assert m["class_counts"] == {c: {"train": 6, "val": 2, "test": 3} for c in CLASSES}
-    labels = json.loads((tmp_path / "held_out" / "labels.json").read_text())["labels"]
-    assert labels == [0, 0, 0, 1, 1, 1, 2, 2, 2]
-    assert list_test_files(cache)[0] == "test/ant/ant0.png"
-    assert ",ant" not in "\n".join(r for r in (cache / "index.csv").read_text().splitlines() if r.startswith("test"))
+    assert m["class_counts"] == {c: {"train": 6, "val": 2} for c in CLASSES}
+    files, labels = load_held_out(tmp_path / "held_out.json")
+    assert sorted(files) == sorted(f"test/{c}/{c}{i}.png" for c in CLASSES for i in range(3))
+    assert [CLASSES[label] for label in labels] == [f.split("/")[1] for f in files]
+
+
+def test_the_cache_holds_no_test_label(dataset, tmp_path):
+    """Trainers read the cache: test labels must not be there, nor recoverable from the order."""
+    run(dataset, tmp_path)
+    cache = tmp_path / "cache"
+    assert load_split(cache, "test")[1] is None and "test" not in (cache / "index.csv").read_text()
+    _, labels = load_held_out(tmp_path / "held_out.json")
+    assert labels.tolist() != sorted(labels.tolist())  # hash order, not class-folder order
+    assert sorted(p.name for p in cache.iterdir()) == [
+        "classes.json",
+        "index.csv",
+        "test_images.npy",
+        "train_images.npy",
+        "train_labels.npy",
+        "val_images.npy",
+        "val_labels.npy",
+    ]
 
 
 def test_same_seed_same_split_other_seed_other_split(dataset, tmp_path):
@@ -47,7 +62,7 @@ def test_same_seed_same_split_other_seed_other_split(dataset, tmp_path):
 
 def test_cap_per_class(dataset, tmp_path):
     m = run(dataset, tmp_path, max_per_class=4)
-    assert m["class_counts"] == {c: {"train": 3, "val": 1, "test": 3} for c in CLASSES}
+    assert m["class_counts"] == {c: {"train": 3, "val": 1} for c in CLASSES}
 
 
 def test_existing_val_is_used(tmp_path):
@@ -60,7 +75,18 @@ def test_unlabelled_test(tmp_path):
     root = make_imagefolder(tmp_path / "d", labelled_test=False)
     m = run(root, tmp_path)
     assert m["test_labelled"] is False and m["images"]["test"] == 9
-    assert json.loads((tmp_path / "held_out" / "labels.json").read_text())["labels"] is None
+    files, labels = load_held_out(tmp_path / "held_out.json")
+    assert labels is None and len(files) == 9
+
+
+def test_unlabelled_test_in_non_class_folders_and_hidden_paths_ignored(tmp_path):
+    root = make_imagefolder(tmp_path / "d", labelled_test=False)
+    write_image(root / "test" / "batch2" / "x.png", 0, 50)
+    write_image(root / "test" / ".ipynb_checkpoints" / "y.png", 0, 51)
+    write_image(root / "train" / "ant" / ".ipynb_checkpoints" / "z.png", 0, 52)
+    m = run(root, tmp_path)
+    assert m["test_labelled"] is False and m["images"]["test"] == 10
+    assert m["files_scanned"] == 24 + 10
 
 
 def _truncated(p: Path) -> None:
@@ -119,8 +145,8 @@ def test_bad_files_below_threshold_are_skipped_and_counted(dataset, tmp_path):
             lambda r: [p.unlink() for p in sorted((r / "train" / "cat").iterdir())[1:]],
             "train/cat: 1 usable image(s); every class needs at least 2",
         ),
-        (lambda r: write_image(r / "test" / "x.png", 0, 98), "mixes class folders"),
-        (lambda r: write_image(r / "test" / "dog" / "0.png", 0, 97), "['dog'] are not in train/"),
+        (lambda r: write_image(r / "test" / "x.png", 0, 98), "are train classes but 'x.png' is not"),
+        (lambda r: write_image(r / "test" / "dog" / "0.png", 0, 97), "are train classes but 'dog' is not"),
     ],
     ids=["empty-class", "loose-file", "one-image-class", "mixed-test", "unknown-test-class"],
 )
@@ -140,6 +166,22 @@ def test_val_classes_must_match_train(tmp_path):
     (root / "val" / "cat").rmdir()
     with pytest.raises(DataError, match=r"only in train: \['cat'\]"):
         run(root, tmp_path)
+
+
+def test_bad_test_file_is_never_skipped(dataset, tmp_path):
+    (dataset / "test" / "cat" / "cat1.png").write_bytes(b"")
+    with pytest.raises(DataError) as e:
+        run(dataset, tmp_path, max_bad_fraction=0.5)
+    assert "test/cat/cat1.png: zero-byte file" in str(e.value) and "every test image needs a prediction" in str(e.value)
+
+
+def test_duplicate_between_train_and_val(tmp_path):
+    root = make_imagefolder(tmp_path / "d", val=True)
+    copy = root / "val" / "ant" / "1.png"
+    copy.write_bytes((root / "train" / "ant" / "5.png").read_bytes())
+    with pytest.raises(DataError) as e:
+        run(root, tmp_path)
+    assert "val images are byte-identical to train images" in str(e.value) and str(copy) in str(e.value)
 
 
 def test_leakage_between_train_and_test(dataset, tmp_path):

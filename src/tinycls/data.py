@@ -31,12 +31,16 @@ class Checked:
 
 
 def _visible(path: Path) -> bool:
-    # .DS_Store, Thumbs.db-style dotfiles and editor droppings are not data.
+    # .DS_Store, .ipynb_checkpoints/ and other dot-names are not data.
     return not path.name.startswith(".")
 
 
 def _files_under(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and _visible(p))
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
 
 
 def scan_labelled(split_dir: Path) -> dict[str, list[Path]]:
@@ -64,15 +68,16 @@ def scan_labelled(split_dir: Path) -> dict[str, list[Path]]:
     return files
 
 
-def scan_test(test_dir: Path) -> tuple[dict[str, list[Path]] | None, list[Path]]:
-    """Scan test/: class folders (labels for the final score only) or unlabelled images.
+def scan_test(test_dir: Path, classes: list[str]) -> tuple[list[Path], list[str] | None]:
+    """Scan test/: class folders named like train's (labels for the final score only), or
+    unlabelled images, loose or in folders that are not class names.
 
     Returns:
-        (files per class, or None when unlabelled; all files in a fixed order).
+        (all files, in a fixed order; their class names, or None when unlabelled).
 
     Raises:
         FileNotFoundError: test/ is missing.
-        DataError: test/ is empty, or mixes class folders with loose images.
+        DataError: test/ is empty, or mixes train-class folders with other folders or loose images.
     """
     if not test_dir.is_dir():
         raise FileNotFoundError(
@@ -80,18 +85,25 @@ def scan_test(test_dir: Path) -> tuple[dict[str, list[Path]] | None, list[Path]]
             "(loose, or in class folders when their labels are known)."
         )
     entries = [p for p in sorted(test_dir.iterdir()) if _visible(p)]
-    dirs, loose = [p for p in entries if p.is_dir()], [p for p in entries if p.is_file()]
-    if dirs and loose:
+    known = [p for p in entries if p.is_dir() and p.name in classes]
+    others = [p for p in entries if p not in known]
+    if known and others:
         raise DataError(
-            f"{test_dir}: mixes class folders ({dirs[0].name}/) with loose images "
-            f"({loose[0].name}); use one or the other."
+            f"{test_dir}: {[p.name for p in known]} are train classes but {others[0].name!r} is not. "
+            "Either put every test image in a class folder named like train's (labels then used "
+            "only by the final score), or use no class folders (unlabelled)."
         )
-    if dirs:
-        per_class = scan_labelled(test_dir)
-        return per_class, [f for fs in per_class.values() for f in fs]
-    if not loose:
+    if known:
+        files, labels = [], []
+        for folder in known:
+            if not (fs := _files_under(folder)):
+                raise DataError(f"{folder}: empty class folder. Add images or remove it.")
+            files += fs
+            labels += [folder.name] * len(fs)
+        return files, labels
+    if not (files := _files_under(test_dir)):
         raise DataError(f"{test_dir}: empty; put the images to predict there.")
-    return None, loose
+    return files, None
 
 
 def check_file(path: Path, size: int) -> Checked:

@@ -1,8 +1,9 @@
 """Turn a validated ImageFolder tree into the decoded cache every training stage reads.
 
-Cache layout (`out/`): `<split>_images.npy` (N, S, S, 3) uint8, `<split>_labels.npy` (N,) int64
-for train and val, `test_images.npy`, `index.csv` (split, file, label; test rows unlabelled),
-`classes.json`. The test split's labels go to a separate file that only the final score reads.
+Cache (`out/`): `{train,val}_images.npy` (N, S, S, 3) uint8 with `{train,val}_labels.npy` (N,)
+int64, `test_images.npy`, `classes.json`, and `index.csv` (split, file, label) for train and
+val. Test images are ordered by content hash, so neither their order nor the cache reveals a
+label; their file names and labels go to a separate held-out file only the final score reads.
 """
 
 import csv
@@ -14,28 +15,36 @@ from sklearn.model_selection import train_test_split
 
 from tinycls.data import MAX_LISTED, Checked, DataError, cap_per_class, check_files, scan_labelled, scan_test
 
-SPLITS = ("train", "val", "test")
+LABELLED = ("train", "val")
 
 
 def _bad_report(bad: list[Checked], total: int, max_bad_fraction: float) -> str:
     lines = "\n".join(f"  {c.path}: {c.error}" for c in bad[:MAX_LISTED])
     more = f"\n  ... and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
     return (
-        f"{len(bad)} of {total} files are bad ({len(bad) / total:.2%} > max_bad_fraction "
+        f"{len(bad)} of {total} train/val files are bad ({len(bad) / total:.2%} > max_bad_fraction "
         f"{max_bad_fraction:.2%}):\n{lines}{more}\nFix: repair or delete these files, or "
         "raise prepare.max_bad_fraction in params.yaml to skip them."
     )
 
 
-def _leaks(labelled: list[Checked], test: list[Checked]) -> list[str]:
-    seen = {c.sha256: c.path for c in labelled}
-    return [f"  {c.path} == {seen[c.sha256]}" for c in test if c.sha256 in seen]
+def _duplicates(reference: list[Checked], candidates: list[Checked], what: str, fix: str) -> None:
+    """Raise DataError when a candidate file is byte-identical to a reference file."""
+    seen = {c.sha256: c.path for c in reference}
+    pairs = [f"  {c.path} == {seen[c.sha256]}" for c in candidates if c.sha256 in seen]
+    if pairs:
+        raise DataError(f"{len(pairs)} {what}:\n" + "\n".join(pairs[:MAX_LISTED]) + f"\nFix: {fix}")
+
+
+def _labelled(per_class: dict[str, list[Path]], classes: list[str]) -> tuple[list[Path], np.ndarray]:
+    files = [f for fs in per_class.values() for f in fs]
+    return files, np.array([classes.index(c) for c, fs in per_class.items() for _ in fs], dtype=np.int64)
 
 
 def prepare_dataset(
     root: Path,
     out: Path,
-    test_labels_out: Path,
+    held_out: Path,
     image_size: int,
     val_fraction: float,
     max_per_class: int,
@@ -48,24 +57,22 @@ def prepare_dataset(
     Args:
         root: dataset folder (`train/`, optional `val/`, `test/`); read only.
         out: cache folder (created).
-        test_labels_out: JSON file for the test labels, written only when test/ has class
-            folders; `{"classes": [...], "labels": [...]}` in test_images.npy order.
+        held_out: JSON file `{"classes", "files", "labels"}` for the test images in
+            test_images.npy order: file paths relative to root, and labels (class indices)
+            or null when test/ is unlabelled. Only the final score may read it.
         image_size: cached side in pixels (square-pad then resize).
         val_fraction: share of train held out per class when there is no val/.
-        max_per_class: keep at most this many images per class in train and in val (0 = all).
-        max_bad_fraction: bad files allowed (then skipped) as a share of all files.
+        max_per_class: at most this many images per class, applied to train before the val
+            split is taken from it, or to train and val/ each when val/ exists (0 = all).
+        max_bad_fraction: bad train/val files allowed (then skipped), as a share of them.
+            Bad test files are always an error: every test image needs a prediction.
         seed: for the val split and the caps.
         workers: processes that decode.
 
     Raises:
         FileNotFoundError: root, train/ or test/ is missing.
         DataError: the data breaks the contract; the message names the files and the fix.
-        ValueError: a parameter is out of range.
     """
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction={val_fraction}: expected a value in (0, 1).")
-    if not 0.0 <= max_bad_fraction < 1.0:
-        raise ValueError(f"max_bad_fraction={max_bad_fraction}: expected a value in [0, 1).")
     if not root.is_dir():
         raise FileNotFoundError(
             f"{root}: no such dataset folder. Put the data in "
@@ -80,47 +87,25 @@ def prepare_dataset(
             f"{root}/val: class folders differ from train/ (only in train: {only_t}; "
             f"only in val: {only_v}). Give both splits the same class folders."
         )
-    test_per_class, test_files = scan_test(root / "test")
-    if test_per_class is not None and set(test_per_class) - set(classes):
-        raise DataError(
-            f"{root}/test: classes {sorted(set(test_per_class) - set(classes))} are "
-            "not in train/; every test class needs training images."
-        )
+    test_files, test_names = scan_test(root / "test", classes)
 
-    def labelled(per_class: dict[str, list[Path]]) -> tuple[list[Path], list[int]]:
-        pairs = [(f, classes.index(c)) for c, fs in per_class.items() for f in fs]
-        return [f for f, _ in pairs], [y for _, y in pairs]
-
-    groups = {"train": labelled(train), "test": (test_files, None)}
-    if val is not None:
-        groups["val"] = labelled(val)
-    total = sum(len(fs) for fs, _ in groups.values())
+    groups = {"train": _labelled(train, classes)} | ({"val": _labelled(val, classes)} if val else {})
     checked = {k: check_files(fs, image_size, workers) for k, (fs, _) in groups.items()}
+    test = check_files(test_files, image_size, workers)
+    if bad_test := [c for c in test if c.error]:
+        raise DataError(
+            _bad_report(bad_test, len(test), 0.0).replace("train/val", "test")
+            + " (Bad test files cannot be skipped: every test image needs a prediction.)"
+        )
     bad = [c for cs in checked.values() for c in cs if c.error]
+    total = sum(len(cs) for cs in checked.values())
     if len(bad) > max_bad_fraction * total:
         raise DataError(_bad_report(bad, total, max_bad_fraction))
-    leaks = _leaks(
-        [c for k, cs in checked.items() if k != "test" for c in cs if not c.error],
-        [c for c in checked["test"] if not c.error],
-    )
-    if leaks:
-        raise DataError(
-            f"{len(leaks)} test images are byte-identical to labelled images "
-            "(leakage):\n"
-            + "\n".join(leaks[:MAX_LISTED])
-            + "\nFix: delete the duplicates from test/ or from train/ and val/."
-        )
 
     splits: dict[str, tuple[list[Checked], np.ndarray]] = {}
     for k, cs in checked.items():
-        ys = groups[k][1]
         keep = [i for i, c in enumerate(cs) if not c.error]
-        if k == "test":
-            label_of = {f: classes.index(c) for c, fs in (test_per_class or {}).items() for f in fs}
-            labels = np.array([label_of.get(f, -1) for f in test_files], dtype=np.int64)
-            splits[k] = ([cs[i] for i in keep], labels[keep])
-            continue
-        y = np.asarray(ys, dtype=np.int64)[keep]
+        y = groups[k][1][keep]
         for c in range(len(classes)):
             if (n := int((y == c).sum())) < 2:
                 raise DataError(
@@ -134,48 +119,68 @@ def prepare_dataset(
         try:
             tr, va = train_test_split(np.arange(len(y)), test_size=val_fraction, random_state=seed, stratify=y)
         except ValueError as e:
-            raise ValueError(
-                f"val_fraction={val_fraction} cannot hold out every class from "
-                f"{len(y)} train images ({e}); raise it or add images."
+            raise DataError(
+                f"prepare.val_fraction={val_fraction} cannot hold out every class from "
+                f"{len(y)} train images ({e}); raise it, add images, or provide val/."
             ) from e
         tr, va = np.sort(tr), np.sort(va)
         splits["train"], splits["val"] = ([cs[i] for i in tr], y[tr]), ([cs[i] for i in va], y[va])
+    labelled = [c for k in LABELLED for c in splits[k][0]]
+    _duplicates(
+        splits["train"][0],
+        splits["val"][0],
+        "val images are byte-identical to train images (they would inflate the F1 that picks the best epoch)",
+        "delete one copy of each.",
+    )
+    _duplicates(
+        labelled,
+        test,
+        "test images are byte-identical to train/val images (leakage)",
+        "delete the duplicates from test/ or from train/ and val/.",
+    )
 
     out.mkdir(parents=True, exist_ok=True)
-    for k in SPLITS:
+    for k in LABELLED:
         cs, y = splits[k]
         np.save(out / f"{k}_images.npy", np.stack([c.image for c in cs]))
-        if k != "test":
-            np.save(out / f"{k}_labels.npy", y)
+        np.save(out / f"{k}_labels.npy", y)
+    order = sorted(range(len(test)), key=lambda i: (test[i].sha256, test[i].path.name))  # label-free order
+    np.save(out / "test_images.npy", np.stack([test[i].image for i in order]))
     (out / "classes.json").write_text(json.dumps(classes, indent=1) + "\n")
     with open(out / "index.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["split", "file", "label"])
-        for k in SPLITS:
-            cs, y = splits[k]
-            for c, label in zip(cs, y, strict=True):
-                w.writerow([k, c.path.relative_to(root).as_posix(), "" if k == "test" else classes[label]])
-    test_labelled = test_per_class is not None
-    test_labels_out.parent.mkdir(parents=True, exist_ok=True)
-    test_labels_out.write_text(
-        json.dumps({"classes": classes, "labels": splits["test"][1].tolist() if test_labelled else None}) + "\n"
+        w.writerows(
+            (k, c.path.relative_to(root).as_posix(), classes[y])
+            for k in LABELLED
+            for c, y in zip(*splits[k], strict=True)
+        )
+    held_out.parent.mkdir(parents=True, exist_ok=True)
+    held_out.write_text(
+        json.dumps(
+            {
+                "classes": classes,
+                "files": [test[i].path.relative_to(root).as_posix() for i in order],
+                "labels": [classes.index(test_names[i]) for i in order] if test_names is not None else None,
+            }
+        )
+        + "\n"
     )
-    counts = {k: np.bincount(splits[k][1][splits[k][1] >= 0], minlength=len(classes)).tolist() for k in SPLITS}
+    counts = {k: np.bincount(splits[k][1], minlength=len(classes)).tolist() for k in LABELLED}
     return {
         "classes": len(classes),
         "image_size": image_size,
-        "files_scanned": total,
+        "files_scanned": total + len(test),
         "bad_files_skipped": len(bad),
         "val_source": "val/" if val is not None else f"stratified {val_fraction} of train/",
-        "test_labelled": test_labelled,
-        "images": {k: len(splits[k][0]) for k in SPLITS},
-        # per class, in class order; test counts only when its labels exist (else zeros)
-        "class_counts": {c: {k: counts[k][i] for k in SPLITS} for i, c in enumerate(classes)},
+        "test_labelled": test_names is not None,
+        "images": {k: len(splits[k][0]) for k in LABELLED} | {"test": len(test)},
+        "class_counts": {c: {k: counts[k][i] for k in LABELLED} for i, c in enumerate(classes)},
     }
 
 
 def load_split(cache: Path, split: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """(images (N, S, S, 3) uint8, labels (N,) int64 or None for test) from a prepared cache."""
+    """(images (N, S, S, 3) uint8, labels (N,) int64, or None for test) from a prepared cache."""
     images = np.load(cache / f"{split}_images.npy")
     labels_path = cache / f"{split}_labels.npy"
     return images, (np.load(labels_path) if labels_path.exists() else None)
@@ -185,7 +190,7 @@ def load_classes(cache: Path) -> list[str]:
     return json.loads((cache / "classes.json").read_text())
 
 
-def list_test_files(cache: Path) -> list[str]:
-    """Test file paths (relative to the dataset root), in test_images.npy order."""
-    with open(cache / "index.csv", newline="") as f:
-        return [r["file"] for r in csv.DictReader(f) if r["split"] == "test"]
+def load_held_out(path: Path) -> tuple[list[str], np.ndarray | None]:
+    """(test file names, test labels or None) in test_images.npy order. For the final score only."""
+    held = json.loads(path.read_text())
+    return held["files"], None if held["labels"] is None else np.asarray(held["labels"], dtype=np.int64)
