@@ -21,6 +21,14 @@ def test_16_bit_is_scaled_not_clipped():
     assert 127 <= np.asarray(to_rgb(half)).max() <= 128
 
 
+def test_32_bit_and_float_use_the_format_range():
+    as_int = Image.fromarray(np.array([[0, 65535], [32768, 256]], dtype=np.int32))
+    assert as_int.mode == "I"
+    assert np.asarray(to_rgb(as_int))[:, :, 0].tolist() == [[0, 255], [128, 1]]
+    as_float = Image.fromarray(np.array([[0.0, 1.0], [0.5, 2.0]], dtype=np.float32))
+    assert np.asarray(to_rgb(as_float))[:, :, 0].tolist() == [[0, 255], [128, 255]]
+
+
 def test_alpha_is_composited_on_black():
     img = Image.new("RGBA", (2, 2), (255, 255, 255, 0))
     assert np.asarray(to_rgb(img)).max() == 0

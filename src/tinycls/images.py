@@ -13,13 +13,14 @@ def to_rgb(img: Image.Image) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB.
 
     Grayscale, palette and CMYK go through Pillow's converters; alpha is composited on black
-    (the padding colour); 16-bit and 32-bit integer or float images are scaled by their
-    maximum possible value, not clipped, so a 16-bit scan keeps its contrast.
+    (the padding colour). Deeper images are scaled by their format's range, never by their own
+    maximum: 16-bit ('I;16*', and 'I', which is how Pillow opens 16-bit PNGs) by 65535,
+    float ('F') as 0..1.
     """
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        a = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or a.max(initial=0) > 255 else 255.0
-        img = Image.fromarray(np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+        top = 1.0 if img.mode == "F" else 65535.0
+        a = np.asarray(img, dtype=np.float64) / top * 255.0
+        img = Image.fromarray(np.clip(a + 0.5, 0, 255).astype(np.uint8))
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
