@@ -4,18 +4,22 @@ confusion matrix for `dvc plots`, and a submission CSV. The only reader of the t
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from stages.params import section, source, write_csv, write_json
 from tinycls.config import from_section
 from tinycls.macs import count_macs
 from tinycls.models import load_checkpoint
 from tinycls.predict import predict_checkpoint
 from tinycls.prepare import load_classes, load_held_out, load_split
-from tinycls.score import score_report
+from tinycls.pseudo import read_probs
+from tinycls.score import macro_f1, score_report
 from tinycls.train import resolve_device
 
 CACHE = Path("artifacts/prepare")
 HELD_OUT = Path("artifacts/held_out/test.json")
 CHECKPOINT = Path("artifacts/student/model.pt")
+PSEUDO = Path("artifacts/pseudo/pseudo_labels.csv")
 METRICS = Path("metrics/score.json")
 CONFUSION = Path("plots/score/confusion.csv")
 SUBMISSION = Path("artifacts/score/submission.csv")
@@ -49,7 +53,14 @@ def main() -> None:
         split = "val (test/ is unlabelled; val also selected the epoch, so this is optimistic)"
     macs, n_params = count_macs(model, meta["input_size"])
     metrics = score_report(y, pred, classes, macs, n_params, p.baseline_macs, p.baseline_f1, p.f1_floor)
-    write_json(METRICS, {**metrics, "f1_split": split, "arch": meta["arch"], "input_size": meta["input_size"]})
+    metrics |= {"f1_split": split, "arch": meta["arch"], "input_size": meta["input_size"]}
+    if test_y is not None:  # how good the teacher's pseudo labels were; reported, never trained on
+        teacher = read_probs(pd.read_csv(PSEUDO), classes, len(test_y)).argmax(1)
+        metrics |= {
+            "pseudo_label_f1": macro_f1(test_y, teacher, len(classes)),
+            "pseudo_label_accuracy": float((teacher == test_y).mean()),
+        }
+    write_json(METRICS, metrics)
     write_csv(CONFUSION, ["actual", "predicted"], [(classes[a], classes[b]) for a, b in zip(y, pred, strict=True)])
     write_csv(
         SUBMISSION,

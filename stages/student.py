@@ -1,34 +1,24 @@
-"""Stage `student`: train the small student on the prepared cache (plain loss for now)."""
+"""Stage `student`: train the small student on train, train + val, or train + val +
+pseudo-labelled test (params), picking its best epoch on val or on the teacher's proxy."""
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from dvclive import Live
+import pandas as pd
 
-from stages.params import section, source, write_json
+from stages.params import section, source
+from stages.pseudo import PseudoParams
+from stages.training import split_section, train_model
 from tinycls.config import from_section, one_of
-from tinycls.models import build_model
 from tinycls.prepare import load_classes, load_split
-from tinycls.train import TrainConfig, fit, seed_everything
-from tinycls.transforms import IMAGENET_MEAN, IMAGENET_STD
+from tinycls.pseudo import TRAIN_ON, read_probs, training_sets
 
 CACHE = Path("artifacts/prepare")
+PSEUDO = Path("artifacts/pseudo/pseudo_labels.csv")
 CHECKPOINT = Path("artifacts/student/model.pt")
 LIVE = Path("live/student")
 METRICS = Path("metrics/student.json")
-MODEL_KEYS = ("arch", "pretrained", "input_size")
 KD_MODES = ("none",)  # vanilla and true_label arrive with the distillation issue
-
-
-@dataclass(frozen=True)
-class ModelParams:
-    arch: str  # SOURCE:NAME, e.g. pytorchcv:shufflenet_g3_wd4
-    pretrained: bool  # ImageNet weights from the source (needs network or a local cache)
-    input_size: int  # px; the strongest MACs lever
-
-    def __post_init__(self) -> None:
-        if self.input_size < 8:
-            raise ValueError(f"input_size: {self.input_size} must be >= 8.")
 
 
 @dataclass(frozen=True)
@@ -40,40 +30,36 @@ class KDParams:
 
 
 def main() -> None:
-    params = section("student")
-    m = from_section(ModelParams, {k: params[k] for k in MODEL_KEYS if k in params}, source("student"))
-    cfg = from_section(TrainConfig, {k: v for k, v in params.items() if k not in MODEL_KEYS}, source("student"))
+    m, cfg, data = split_section("student", section("student"), ("train_on",))
+    if "train_on" not in data:
+        raise ValueError(f"{source('student')}: missing key train_on ({', '.join(TRAIN_ON)}).")
+    one_of(f"{source('student')}.train_on", data["train_on"], TRAIN_ON)
+    pseudo = from_section(PseudoParams, section("pseudo"), source("pseudo"))
     from_section(KDParams, section("kd"), source("kd"))
     classes = load_classes(CACHE)
-    seed_everything(cfg.seed)  # before the build: the seed fixes the initial weights too
-    model = build_model(m.arch, len(classes), pretrained=m.pretrained)
-    meta = {
-        "arch": m.arch,
-        "arch_kwargs": {},
-        "classes": classes,
-        "input_size": m.input_size,
-        "mean": list(IMAGENET_MEAN),
-        "std": list(IMAGENET_STD),
-        "stage": "student",
-    }
-    with Live(str(LIVE), dvcyaml=False, save_dvc_exp=False) as live:
-
-        def log(row: dict[str, float]) -> None:
-            for k, v in row.items():
-                live.log_metric(k, v)
-            live.next_step()
-
-        result = fit(model, load_split(CACHE, "train"), load_split(CACHE, "val"), cfg, CHECKPOINT, meta, log=log)
-    write_json(
-        METRICS,
-        {
-            "val_f1": result.best_f1,
-            "best_epoch": result.best_epoch,
-            "epochs": result.epochs_run,
-            "device": result.device,
-        },
+    test_images, _ = load_split(CACHE, "test")
+    probs = read_probs(pd.read_csv(PSEUDO), classes, len(test_images)) if data["train_on"] != "train" else None
+    train, val, selection = training_sets(
+        load_split(CACHE, "train"),
+        load_split(CACHE, "val"),
+        test_images,
+        probs,
+        data["train_on"],
+        pseudo.threshold,
+        pseudo.labels,
     )
-    print(f"student: best val macro F1 {result.best_f1:.4f} at epoch {result.best_epoch} -> {CHECKPOINT}")
+    train_model(
+        "student",
+        m,
+        cfg,
+        classes,
+        train,
+        val,
+        CHECKPOINT,
+        LIVE,
+        METRICS,
+        {"train_on": data["train_on"], "selection": selection},
+    )
 
 
 if __name__ == "__main__":

@@ -13,11 +13,13 @@ import pytest
 import yaml
 
 from stages.prepare import PrepareParams
+from stages.pseudo import PseudoParams
 from stages.score import ScoreParams
-from stages.student import MODEL_KEYS, KDParams, ModelParams
+from stages.student import KDParams
+from stages.training import split_section
 from tests.conftest import CLASSES, make_imagefolder
 from tinycls.config import from_section
-from tinycls.train import TrainConfig
+from tinycls.pseudo import TRAIN_ON
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -26,11 +28,15 @@ DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 
 def test_every_params_section_parses():
     from_section(PrepareParams, PARAMS["prepare"], "prepare")
-    from_section(ModelParams, {k: PARAMS["student"][k] for k in MODEL_KEYS}, "student")
-    from_section(TrainConfig, {k: v for k, v in PARAMS["student"].items() if k not in MODEL_KEYS}, "student")
+    for name in ("teacher", "student"):
+        model, cfg, other = split_section(name, PARAMS[name], ("train_on",))
+        assert cfg.epochs >= 1 and model.input_size >= 8
+    assert PARAMS["student"]["train_on"] in TRAIN_ON
+    assert PARAMS["teacher"]["cutmix_prob"] > 0  # the recipe's teacher uses CutMix
+    from_section(PseudoParams, PARAMS["pseudo"], "pseudo")
     from_section(KDParams, PARAMS["kd"], "kd")
     from_section(ScoreParams, PARAMS["score"], "score")
-    assert set(PARAMS) == {"prepare", "student", "kd", "score"}
+    assert set(PARAMS) == {"prepare", "teacher", "pseudo", "student", "kd", "score"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -104,14 +110,16 @@ def test_only_score_reads_the_test_labels():
         assert mentions == (name in ("score", "prepare"))  # prepare writes it
 
 
-def _tiny_repo(tmp_path: Path, **dataset: bool) -> Path:
+def _tiny_repo(tmp_path: Path, train_on: str = "train_val", threshold: float = 0.7, **dataset: bool) -> Path:
     repo = tmp_path / "repo"
     for name in ("src", "stages"):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     shutil.copy(ROOT / "dvc.yaml", repo)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["prepare"].update(dataset="tiny", image_size=16, max_per_class=0, workers=1)
-    params["student"].update(epochs=1, batch_size=8, input_size=16)
+    params["student"].update(epochs=1, batch_size=8, input_size=16, train_on=train_on)
+    params["pseudo"].update(threshold=threshold)
+    params["teacher"].update(arch="pytorchcv:shufflenet_g3_wd4", epochs=1, batch_size=8, input_size=16)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     make_imagefolder(repo / "data" / "tiny", **dataset)
     _sh(repo, "git", "init", "-q")
@@ -135,7 +143,8 @@ def test_dvc_repro_unlabelled_test_with_val_folder(tmp_path):
 
 
 def test_dvc_repro_end_to_end(tmp_path):
-    repo = _tiny_repo(tmp_path)
+    # all data + pseudo-labelled test, so that the pseudo threshold changes what the student sees
+    repo = _tiny_repo(tmp_path, train_on="train_val_and_pseudo_labelled_test", threshold=0.0)
     _sh(repo, "dvc", "repro")
     score = json.loads((repo / "metrics" / "score.json").read_text())
     assert {"macs", "params", "f1", "score"} <= set(score) and score["f1_split"] == "test"
@@ -152,7 +161,12 @@ def test_dvc_repro_end_to_end(tmp_path):
     assert re.findall(r"Running stage '(\w+)'", out) == ["student", "score"]
     diff = json.loads(_sh(repo, "dvc", "metrics", "diff", "--json"))
     assert diff["metrics/student.json"]["epochs"] == {"old": 1, "new": 2, "diff": 1}
+    # Point 4 of the teacher issue: each knob reruns exactly its stage and what follows it.
+    out = _sh(repo, "dvc", "exp", "run", "-S", "pseudo.threshold=0.95")
+    assert re.findall(r"Running stage '(\w+)'", out) == ["pseudo", "student", "score"]
+    out = _sh(repo, "dvc", "exp", "run", "-S", "teacher.cutmix_prob=0.0")
+    assert re.findall(r"Running stage '(\w+)'", out) == ["teacher", "pseudo", "student", "score"]
     shown = json.loads(_sh(repo, "dvc", "exp", "show", "--json"))
     exps = [e for row in shown for x in (row.get("experiments") or []) for e in x["revs"]]
-    epochs = [e["data"]["params"]["params.yaml"]["data"]["student"]["epochs"] for e in exps]
-    assert epochs == [2]
+    params = [e["data"]["params"]["params.yaml"]["data"] for e in exps]
+    assert len(exps) == 3 and {p["teacher"]["cutmix_prob"] for p in params} == {0.0, 0.5}

@@ -107,3 +107,56 @@ def test_device_auto_selection(monkeypatch):
         resolve_device("cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_device("auto").type == "cuda" and resolve_device("cpu").type == "cpu"
+
+
+def _recording_fit(tmp_path, labels=None, **kw):
+    seen = []
+
+    def record(logits, y, x):
+        seen.append((y.clone(), x.shape[0]))
+        return torch.nn.functional.cross_entropy(logits, y)
+
+    x, y = _data(47, 0)  # odd: the last batch has 15 images
+    cfg = TrainConfig(epochs=1, batch_size=16, device="cpu", **kw)
+    seed_everything(0)
+    fit(
+        build_model(ARCH, 3),
+        (x, y if labels is None else labels),
+        _data(24, 1),
+        cfg,
+        tmp_path / "b.pt",
+        META,
+        criterion=record,
+        progress=False,
+    )
+    return seen
+
+
+def test_cutmix_is_applied_through_timm(tmp_path):
+    seen = _recording_fit(tmp_path, cutmix_prob=1.0, label_smoothing=0.0)
+    assert all(t.ndim == 2 and t.shape[1] == 3 and n % 2 == 0 for t, n in seen)  # soft targets, even batches
+    for t, _ in seen:
+        assert torch.allclose(t.sum(1), torch.ones(len(t)))
+    mixed = sum(int(((t > 0) & (t < 1)).any(1).sum()) for t, _ in seen)
+    assert mixed > 0  # some images carry two labels: a box was pasted
+
+
+def test_no_cutmix_keeps_class_indices(tmp_path):
+    seen = _recording_fit(tmp_path)
+    assert all(t.ndim == 1 and t.dtype == torch.int64 for t, _ in seen) and [n for _, n in seen] == [16, 16, 15]
+
+
+def test_soft_labels_train_and_refuse_cutmix(tmp_path):
+    soft = np.full((47, 3), 1 / 3, dtype=np.float32)
+    seen = _recording_fit(tmp_path, labels=soft)
+    assert all(t.ndim == 2 and t.dtype == torch.float32 for t, _ in seen)
+    with pytest.raises(ValueError, match="cutmix_prob > 0 needs class-index labels"):
+        _recording_fit(tmp_path, labels=soft, cutmix_prob=0.5)
+
+
+def test_ema_weights_are_what_is_saved(tmp_path):
+    model, _, _ = _fit(tmp_path, epochs=1, ema_decay=0.9)
+    saved, _ = load_checkpoint(tmp_path / "best.pt")
+    live = model.state_dict()
+    differs = [k for k, v in saved.state_dict().items() if v.is_floating_point() and not torch.equal(v, live[k])]
+    assert differs  # the EMA copy, not the live weights

@@ -2,7 +2,6 @@
 per-epoch logging, best checkpoint by validation macro F1, and a usable checkpoint on Ctrl-C.
 """
 
-import math
 import os
 import random
 from collections.abc import Callable
@@ -12,6 +11,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from timm.data import Mixup
+from timm.loss import SoftTargetCrossEntropy
+from timm.utils import ModelEmaV3
 from torch import nn
 from tqdm import tqdm
 
@@ -48,6 +50,9 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True  # mixed precision, CUDA only
     eval_batch_size: int = 512
+    cutmix_prob: float = 0.0  # share of batches mixed by random-box CutMix (timm's Mixup)
+    cutmix_alpha: float = 1.0  # Beta(alpha, alpha) draws the box's area
+    ema_decay: float = 0.0  # EMA of weights (timm's ModelEmaV3) evaluated and saved; 0 = off
 
     def __post_init__(self) -> None:
         one_of("optimizer", self.optimizer, OPTIMIZERS)
@@ -62,6 +67,12 @@ class TrainConfig:
             raise ValueError(f"label_smoothing: {self.label_smoothing} must be in [0, 1).")
         if not 0.0 <= self.translate < 0.5:
             raise ValueError(f"translate: {self.translate} must be in [0, 0.5).")
+        if not 0.0 <= self.cutmix_prob <= 1.0:
+            raise ValueError(f"cutmix_prob: {self.cutmix_prob} must be in [0, 1].")
+        if self.cutmix_alpha <= 0:
+            raise ValueError(f"cutmix_alpha: {self.cutmix_alpha} must be > 0.")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay: {self.ema_decay} must be in [0, 1) (0 = off).")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -125,28 +136,51 @@ def fit(
 
     Args:
         model: built (and seeded) by the caller.
-        train: (uint8 images (N, S, S, 3), int64 labels (N,)).
-        val: the same for model selection.
+        train: (uint8 images (N, S, S, 3), int64 labels (N,) or float class probabilities
+            (N, K), e.g. soft pseudo labels).
+        val: (uint8 images, int64 labels (N,)) for model selection.
         cfg: loop settings.
         checkpoint: where the best checkpoint goes; `<stem>.last.pt` beside it on Ctrl-C.
         meta: plain-typed checkpoint fields (arch, arch_kwargs, classes, input_size, mean, std).
-        criterion: loss(logits, targets, inputs); default cross-entropy with label smoothing.
+        criterion: loss(logits, targets, inputs); default cross-entropy with label smoothing
+            (targets are class probabilities (B, K) when CutMix or soft labels are on).
         log: called once per epoch with {'train/loss', 'val/loss', 'val/f1', 'lr'}.
         progress: show a tqdm bar with live loss and F1.
 
     Raises:
+        ValueError: CutMix asked for with soft labels (it needs class indices).
         KeyboardInterrupt: re-raised after the current weights are saved.
     """
     device = resolve_device(cfg.device)
     size, mean, std = meta["input_size"], tuple(meta["mean"]), tuple(meta["std"])
     num_classes = len(meta["classes"])
     model.to(device)
-    ce = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    if cfg.cutmix_prob > 0 and train[1].ndim != 1:
+        raise ValueError("cutmix_prob > 0 needs class-index labels, not soft labels; set it to 0.0.")
+    # Random-box CutMix: timm's Mixup with mixup off; it also applies the label smoothing.
+    mixer = (
+        Mixup(
+            mixup_alpha=0.0,
+            cutmix_alpha=cfg.cutmix_alpha,
+            prob=cfg.cutmix_prob,
+            switch_prob=0.0,
+            label_smoothing=cfg.label_smoothing,
+            num_classes=num_classes,
+        )
+        if cfg.cutmix_prob > 0
+        else None
+    )
+    ce = SoftTargetCrossEntropy() if mixer else nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     criterion = criterion or (lambda logits, y, x: ce(logits, y))
+    ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
+    evaluated = ema.module if ema else model  # what is validated and saved
     amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     x_all, y_all = torch.from_numpy(train[0]), torch.from_numpy(train[1])
-    steps_per_epoch = math.ceil(len(x_all) / cfg.batch_size)
+    # A last batch of one image breaks BatchNorm in training mode: drop it (it is reshuffled).
+    steps_per_epoch = len(x_all) // cfg.batch_size + (len(x_all) % cfg.batch_size >= 2)
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(x_all)} training image(s): at least 2 are needed.")
     opt = _optimizer(model, cfg)
     sched = _scheduler(opt, cfg, cfg.epochs * steps_per_epoch)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -170,6 +204,10 @@ def fit(
                 x = to_input(x_all[idx].to(device, non_blocking=True), size, mean, std)
                 x = augment(x, cfg.hflip, cfg.translate, gen)
                 y = y_all[idx].to(device, non_blocking=True)
+                if mixer:
+                    if len(x) % 2:  # timm mixes a batch with its reverse: drop the odd one out
+                        x, y = x[:-1], y[:-1]
+                    x, y = mixer(x, y)  # y: (B, K) mixed, smoothed class probabilities
                 with torch.autocast(device.type, enabled=amp):
                     loss = criterion(model(x), y, x)
                 opt.zero_grad(set_to_none=True)
@@ -177,11 +215,13 @@ def fit(
                 scaler.step(opt)
                 scaler.update()
                 sched.step()
-                loss_sum += loss.detach() * len(idx)
-                seen += len(idx)
+                if ema:
+                    ema.update(model, step=(epoch - 1) * steps_per_epoch + step)
+                loss_sum += loss.detach() * len(x)
+                seen += len(x)
                 if step % 20 == 0 or step == steps_per_epoch - 1:  # .item() syncs CUDA: not every step
                     bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", best_f1=f"{max(best.best_f1, 0):.4f}")
-            logits = predict_logits(model, val[0], size, mean, std, device, cfg.eval_batch_size)
+            logits = predict_logits(evaluated, val[0], size, mean, std, device, cfg.eval_batch_size)
             f1 = macro_f1(val_y.numpy(), logits.argmax(1).numpy(), num_classes)
             row = {
                 "train/loss": loss_sum.item() / seen,
@@ -194,7 +234,7 @@ def fit(
             best.epochs_run = epoch
             if f1 > best.best_f1:
                 best.best_f1, best.best_epoch = f1, epoch
-                save_checkpoint(checkpoint, model, {**meta, "epoch": epoch, "val_f1": f1})
+                save_checkpoint(checkpoint, evaluated, {**meta, "epoch": epoch, "val_f1": f1})
             if log:
                 log(row)
     except KeyboardInterrupt:

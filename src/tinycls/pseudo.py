@@ -1,0 +1,111 @@
+"""Teacher predictions on the unlabelled test split (pseudo labels), and the training sets the
+student can be given: train only, all labelled data, or all data plus pseudo-labelled test.
+
+When val is trained on, the teacher's pseudo labels on test become the validation set (the
+competition team's proxy); test images are never scored here and their labels never read.
+"""
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from tinycls.config import one_of
+from tinycls.predict import predict_checkpoint
+
+LABEL_KINDS = ("hard", "soft")
+# The last one trains on test images (with teacher labels): many competitions ban it.
+TRAIN_ON = ("train", "train_val", "train_val_and_pseudo_labelled_test")
+
+
+def teacher_probs(
+    model: nn.Module, meta: dict, images: np.ndarray, device: torch.device, hflip_tta: bool, batch_size: int = 512
+) -> np.ndarray:
+    """Softmax probabilities (N, K) float32, averaged with the mirrored images when hflip_tta."""
+    p = predict_checkpoint(model, meta, images, device, batch_size).softmax(1)
+    if hflip_tta:
+        mirrored = np.ascontiguousarray(images[:, :, ::-1])  # (N, S, S, 3): flip the width axis
+        p = (p + predict_checkpoint(model, meta, mirrored, device, batch_size).softmax(1)) / 2
+    return p.numpy().astype(np.float32)
+
+
+def pseudo_table(probs: np.ndarray, classes: list[str]) -> pd.DataFrame:
+    """One row per test image (its index in test_images.npy): prediction, confidence, p_<class>."""
+    table = pd.DataFrame(
+        {
+            "index": np.arange(len(probs)),
+            "prediction": [classes[i] for i in probs.argmax(1)],
+            "confidence": probs.max(1),
+        }
+    )
+    return pd.concat([table, pd.DataFrame(probs, columns=[f"p_{c}" for c in classes])], axis=1)
+
+
+def read_probs(table: pd.DataFrame, classes: list[str], n_test: int) -> np.ndarray:
+    """Probabilities (N, K) back from a pseudo_table.
+
+    Raises:
+        ValueError: the table is for other classes or another test split.
+    """
+    cols = [f"p_{c}" for c in classes]
+    if missing := [c for c in cols if c not in table.columns]:
+        raise ValueError(f"pseudo labels lack columns {missing}: made for other classes; rerun the pseudo stage.")
+    if len(table) != n_test or table["index"].tolist() != list(range(n_test)):
+        raise ValueError(f"pseudo labels cover {len(table)} images, the test split has {n_test}; rerun it.")
+    return table[cols].to_numpy(dtype=np.float32)
+
+
+def summarize(probs: np.ndarray, threshold: float, classes: list[str]) -> dict:
+    """Coverage above the threshold and the predicted class balance (label-free)."""
+    pred, conf = probs.argmax(1), probs.max(1)
+    return {
+        "images": int(len(probs)),
+        "threshold": threshold,
+        "coverage": float((conf >= threshold).mean()),
+        "mean_confidence": float(conf.mean()),
+        "class_balance": {c: float((pred == i).mean()) for i, c in enumerate(classes)},
+    }
+
+
+def training_sets(
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    test_images: np.ndarray,
+    probs: np.ndarray | None,
+    train_on: str,
+    threshold: float,
+    label_kind: str,
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], str]:
+    """What the student trains on, and what picks its best epoch.
+
+    Args:
+        train, val: (uint8 images (N, S, S, 3), int64 labels (N,)).
+        test_images: (M, S, S, 3) uint8, unlabelled.
+        probs: teacher probabilities (M, K) on test_images; needed unless train_on == 'train'.
+        train_on: one of TRAIN_ON.
+        threshold: pseudo-labelled test images are used when the teacher's confidence >= it.
+        label_kind: 'hard' (the teacher's class) or 'soft' (its probabilities) for those images.
+
+    Returns:
+        (train set, selection set, description of the selection). Labels of the train set are
+        class indices, or (N, K) float32 probabilities when soft pseudo labels are mixed in.
+
+    Raises:
+        ValueError: unknown train_on or label_kind, or pseudo labels needed but missing.
+    """
+    one_of("train_on", train_on, TRAIN_ON)
+    one_of("labels", label_kind, LABEL_KINDS)
+    if train_on == "train":
+        return train, val, "val"
+    if probs is None:
+        raise ValueError(f"train_on: {train_on!r} needs the teacher's pseudo labels on test.")
+    proxy = (test_images, probs.argmax(1).astype(np.int64))
+    selection = "proxy: agreement with the teacher's pseudo labels on test"
+    x, y = np.concatenate([train[0], val[0]]), np.concatenate([train[1], val[1]])
+    if train_on == "train_val":
+        return (x, y), proxy, selection
+    keep = probs.max(1) >= threshold
+    if label_kind == "hard":
+        return (np.concatenate([x, test_images[keep]]), np.concatenate([y, proxy[1][keep]])), proxy, selection
+    one_hot = np.eye(probs.shape[1], dtype=np.float32)[y]
+    return (np.concatenate([x, test_images[keep]]), np.concatenate([one_hot, probs[keep]])), proxy, selection

@@ -1,0 +1,57 @@
+"""Stage `pseudo`: the teacher labels the test split (optionally with flip TTA): every image's
+class, confidence and probabilities. No test label is read here."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from stages.params import section, source, write_json
+from tinycls.config import from_section, one_of
+from tinycls.models import load_checkpoint
+from tinycls.prepare import load_classes, load_split
+from tinycls.pseudo import LABEL_KINDS, pseudo_table, summarize, teacher_probs
+from tinycls.train import DEVICES, resolve_device
+
+CACHE = Path("artifacts/prepare")
+TEACHER = Path("artifacts/teacher/model.pt")
+TABLE = Path("artifacts/pseudo/pseudo_labels.csv")
+METRICS = Path("metrics/pseudo.json")
+
+
+@dataclass(frozen=True)
+class PseudoParams:
+    threshold: float  # test images with teacher confidence >= this may be trained on
+    labels: str  # hard (teacher's class) | soft (its probabilities)
+    hflip_tta: bool  # average the teacher over the image and its mirror
+    batch_size: int
+    device: str
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold: {self.threshold} must be in [0, 1].")
+        one_of("labels", self.labels, LABEL_KINDS)
+        one_of("device", self.device, DEVICES)
+
+
+def main() -> None:
+    p = from_section(PseudoParams, section("pseudo"), source("pseudo"))
+    device = resolve_device(p.device)
+    classes = load_classes(CACHE)
+    model, meta = load_checkpoint(TEACHER, device)
+    if meta["classes"] != classes:
+        raise ValueError(
+            f"{TEACHER}: classes {meta['classes']} differ from the data's {classes}; "
+            "retrain the teacher (`dvc repro teacher`)."
+        )
+    test_images, _ = load_split(CACHE, "test")
+    if len(test_images) == 0:
+        raise ValueError(f"{CACHE}/test_images.npy: the test split is empty; put images in data/<dataset>/test/.")
+    probs = teacher_probs(model, meta, test_images, device, p.hflip_tta, p.batch_size)
+    TABLE.parent.mkdir(parents=True, exist_ok=True)
+    pseudo_table(probs, classes).to_csv(TABLE, index=False, float_format="%.6f")
+    metrics = summarize(probs, p.threshold, classes)
+    write_json(METRICS, {**metrics, "hflip_tta": p.hflip_tta, "teacher": meta["arch"]})
+    print(f"pseudo: {metrics['images']} test images, {metrics['coverage']:.1%} at confidence >= {p.threshold}")
+
+
+if __name__ == "__main__":
+    main()
