@@ -2,11 +2,13 @@
 data (the default), and on all data plus pseudo-labelled test, as three DVC experiments shown
 side by side. Run from the repository root with the venv on PATH: `python -m benchmarks.recipe`.
 
-It leaves the three experiments in `dvc exp show` and restores the workspace afterwards.
+It needs a clean git workspace (it refuses otherwise), leaves the three experiments in
+`dvc exp show`, and restores the workspace to HEAD afterwards.
 """
 
 import json
 import subprocess
+import time
 
 RUNS = {
     "train-only": "train",
@@ -20,13 +22,17 @@ def sh(*cmd: str) -> str:
 
 
 def main() -> None:
-    for name, train_on in RUNS.items():
-        sh("dvc", "exp", "run", "-f", "-n", f"recipe-{name}", "-S", f"student.train_on={train_on}")
+    if sh("git", "status", "--porcelain", "--untracked-files=no"):
+        raise SystemExit("benchmarks.recipe: commit or stash your changes first; it restores the workspace to HEAD.")
+    stamp = time.strftime("%Y%m%d-%H%M%S")  # experiment names must be new
+    names = {f"recipe-{name}-{stamp}" for name in RUNS}
+    for name, train_on in RUNS.items():  # no --force: only the stages that changed rerun
+        sh("dvc", "exp", "run", "-n", f"recipe-{name}-{stamp}", "-S", f"student.train_on={train_on}")
     rows = []
     for row in json.loads(sh("dvc", "exp", "show", "--json")):
         for exp in row.get("experiments") or []:
             rev = exp["revs"][0]
-            if not (rev.get("name") or "").startswith("recipe-"):
+            if rev.get("name") not in names:
                 continue
             m = rev["data"]["metrics"]
             score, student = m["metrics/score.json"]["data"], m["metrics/student.json"]["data"]
