@@ -1,4 +1,5 @@
-"""Shared by the stage scripts: read a params.yaml section, write metrics and plot files."""
+"""Shared by the stage scripts: the files stages hand to each other, reading a params.yaml
+section, writing metrics and plot files."""
 
 import csv
 import json
@@ -8,6 +9,13 @@ from typing import Any
 import yaml
 
 PARAMS = Path("params.yaml")
+# The files stages hand to each other (the edges of dvc.yaml); each stage keeps its own
+# metrics, plots and live/ paths.
+CACHE = Path("artifacts/prepare")  # decoded train/val/test images, labels of train/val only
+HELD_OUT = Path("artifacts/held_out/test.json")  # test file names and labels: for score alone
+TEACHER = Path("artifacts/teacher/model.pt")
+PSEUDO = Path("artifacts/pseudo/pseudo_labels.csv")
+STUDENT = Path("artifacts/student/model.pt")
 
 
 def section(name: str) -> dict[str, Any]:

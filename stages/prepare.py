@@ -3,12 +3,10 @@
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from stages.params import section, source, write_csv, write_json
+from stages.params import CACHE, HELD_OUT, section, source, write_csv, write_json
 from tinycls.config import from_section
 from tinycls.prepare import prepare_dataset
 
-CACHE = Path("artifacts/prepare")
-HELD_OUT = Path("artifacts/held_out/test.json")  # test file names and labels: read only by score
 METRICS = Path("metrics/prepare.json")
 CLASS_COUNTS = Path("plots/prepare/class_counts.csv")  # train/val images per class, for `dvc plots`
 

@@ -4,16 +4,13 @@ class, confidence and probabilities. No test label is read here."""
 from dataclasses import dataclass
 from pathlib import Path
 
-from stages.params import section, source, write_json
+from stages.params import CACHE, PSEUDO, TEACHER, section, source, write_json
 from tinycls.config import from_section, one_of
 from tinycls.models import load_checkpoint
 from tinycls.prepare import load_classes, load_split
 from tinycls.pseudo import LABEL_KINDS, pseudo_table, summarize, teacher_probs
 from tinycls.train import DEVICES, resolve_device
 
-CACHE = Path("artifacts/prepare")
-TEACHER = Path("artifacts/teacher/model.pt")
-TABLE = Path("artifacts/pseudo/pseudo_labels.csv")
 METRICS = Path("metrics/pseudo.json")
 
 
@@ -46,8 +43,8 @@ def main() -> None:
     if len(test_images) == 0:
         raise ValueError(f"{CACHE}/test_images.npy: the test split is empty; put images in data/<dataset>/test/.")
     probs = teacher_probs(model, meta, test_images, device, p.hflip_tta, p.batch_size)
-    TABLE.parent.mkdir(parents=True, exist_ok=True)
-    pseudo_table(probs, classes).to_csv(TABLE, index=False, float_format="%.6f")
+    PSEUDO.parent.mkdir(parents=True, exist_ok=True)
+    pseudo_table(probs, classes).to_csv(PSEUDO, index=False, float_format="%.6f")
     metrics = summarize(probs, p.threshold, classes)
     write_json(METRICS, {**metrics, "hflip_tta": p.hflip_tta, "teacher": meta["arch"]})
     print(f"pseudo: {metrics['images']} test images, {metrics['coverage']:.1%} at confidence >= {p.threshold}")

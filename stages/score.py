@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from stages.params import section, source, write_csv, write_json
+from stages.params import CACHE, HELD_OUT, PSEUDO, STUDENT, section, source, write_csv, write_json
 from tinycls.config import from_section
 from tinycls.macs import count_macs
 from tinycls.models import load_checkpoint
@@ -16,10 +16,6 @@ from tinycls.pseudo import read_probs
 from tinycls.score import macro_f1, score_report
 from tinycls.train import resolve_device
 
-CACHE = Path("artifacts/prepare")
-HELD_OUT = Path("artifacts/held_out/test.json")
-CHECKPOINT = Path("artifacts/student/model.pt")
-PSEUDO = Path("artifacts/pseudo/pseudo_labels.csv")
 METRICS = Path("metrics/score.json")
 CONFUSION = Path("plots/score/confusion.csv")
 SUBMISSION = Path("artifacts/score/submission.csv")
@@ -37,11 +33,11 @@ class ScoreParams:
 def main() -> None:
     p = from_section(ScoreParams, section("score"), source("score"))
     device = resolve_device(p.device)
-    model, meta = load_checkpoint(CHECKPOINT, device)
+    model, meta = load_checkpoint(STUDENT, device)
     classes = load_classes(CACHE)
     if meta["classes"] != classes:
         raise ValueError(
-            f"{CHECKPOINT}: classes {meta['classes']} differ from the data's {classes}; retrain with `dvc repro`."
+            f"{STUDENT}: classes {meta['classes']} differ from the data's {classes}; retrain with `dvc repro`."
         )
     test_pred = predict_checkpoint(model, meta, load_split(CACHE, "test")[0], device, p.batch_size).argmax(1).numpy()
     test_names, test_y = load_held_out(HELD_OUT)

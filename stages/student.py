@@ -6,16 +6,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from stages.params import section, source
+from stages.params import CACHE, PSEUDO, STUDENT, section, source
 from stages.pseudo import PseudoParams
 from stages.training import split_section, train_model
 from tinycls.config import from_section, one_of
 from tinycls.prepare import load_classes, load_split
 from tinycls.pseudo import TRAIN_ON, read_probs, training_sets
 
-CACHE = Path("artifacts/prepare")
-PSEUDO = Path("artifacts/pseudo/pseudo_labels.csv")
-CHECKPOINT = Path("artifacts/student/model.pt")
 LIVE = Path("live/student")
 METRICS = Path("metrics/student.json")
 KD_MODES = ("none",)  # vanilla and true_label arrive with the distillation issue
@@ -55,7 +52,7 @@ def main() -> None:
         classes,
         train,
         val,
-        CHECKPOINT,
+        STUDENT,
         LIVE,
         METRICS,
         {"train_on": data["train_on"], "selection": selection},

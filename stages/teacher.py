@@ -2,12 +2,10 @@
 
 from pathlib import Path
 
-from stages.params import section
+from stages.params import CACHE, TEACHER, section
 from stages.training import split_section, train_model
 from tinycls.prepare import load_classes, load_split
 
-CACHE = Path("artifacts/prepare")
-CHECKPOINT = Path("artifacts/teacher/model.pt")
 LIVE = Path("live/teacher")
 METRICS = Path("metrics/teacher.json")
 
@@ -22,7 +20,7 @@ def main() -> None:
         load_classes(CACHE),
         train,
         val,
-        CHECKPOINT,
+        TEACHER,
         LIVE,
         METRICS,
         {"selection": "val", "cutmix_prob": cfg.cutmix_prob, "pretrained": m.pretrained},
