@@ -19,6 +19,14 @@ KD_MODES = ("none",)  # vanilla and true_label arrive with the distillation issu
 
 
 @dataclass(frozen=True)
+class DataParams:
+    train_on: str  # one of tinycls.pseudo.TRAIN_ON
+
+    def __post_init__(self) -> None:
+        one_of("train_on", self.train_on, TRAIN_ON)
+
+
+@dataclass(frozen=True)
 class KDParams:
     mode: str
 
@@ -27,21 +35,19 @@ class KDParams:
 
 
 def main() -> None:
-    m, cfg, data = split_section("student", section("student"), ("train_on",))
-    if "train_on" not in data:
-        raise ValueError(f"{source('student')}: missing key train_on ({', '.join(TRAIN_ON)}).")
-    one_of(f"{source('student')}.train_on", data["train_on"], TRAIN_ON)
+    m, cfg, other = split_section("student", section("student"), ("train_on",))
+    data = from_section(DataParams, other, source("student"))
     pseudo = from_section(PseudoParams, section("pseudo"), source("pseudo"))
     from_section(KDParams, section("kd"), source("kd"))
     classes = load_classes(CACHE)
     test_images, _ = load_split(CACHE, "test")
-    probs = read_probs(pd.read_csv(PSEUDO), classes, len(test_images)) if data["train_on"] != "train" else None
+    probs = read_probs(pd.read_csv(PSEUDO), classes, len(test_images)) if data.train_on != "train" else None
     train, val, selection = training_sets(
         load_split(CACHE, "train"),
         load_split(CACHE, "val"),
         test_images,
         probs,
-        data["train_on"],
+        data.train_on,
         pseudo.threshold,
         pseudo.labels,
     )
@@ -55,7 +61,7 @@ def main() -> None:
         STUDENT,
         LIVE,
         METRICS,
-        {"train_on": data["train_on"], "selection": selection},
+        {"train_on": data.train_on, "selection": selection},
     )
 
 

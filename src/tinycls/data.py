@@ -35,7 +35,8 @@ def _visible(path: Path) -> bool:
     return not path.name.startswith(".")
 
 
-def _files_under(folder: Path) -> list[Path]:
+def list_files(folder: Path) -> list[Path]:
+    """Files under folder, recursive and sorted, skipping any path part that starts with a dot."""
     return sorted(
         p
         for p in folder.rglob("*")
@@ -61,7 +62,7 @@ def scan_labelled(split_dir: Path) -> dict[str, list[Path]]:
     classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and _visible(p))
     if not classes:
         raise DataError(f"{split_dir}: no class folders; expected {split_dir}/<class>/<image>.")
-    files = {c: _files_under(split_dir / c) for c in classes}
+    files = {c: list_files(split_dir / c) for c in classes}
     for c, fs in files.items():
         if not fs:
             raise DataError(f"{split_dir / c}: empty class folder. Add images or remove it.")
@@ -96,12 +97,12 @@ def scan_test(test_dir: Path, classes: list[str]) -> tuple[list[Path], list[str]
     if known:
         files, labels = [], []
         for folder in known:
-            if not (fs := _files_under(folder)):
+            if not (fs := list_files(folder)):
                 raise DataError(f"{folder}: empty class folder. Add images or remove it.")
             files += fs
             labels += [folder.name] * len(fs)
         return files, labels
-    if not (files := _files_under(test_dir)):
+    if not (files := list_files(test_dir)):
         raise DataError(f"{test_dir}: empty; put the images to predict there.")
     return files, None
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tinycls.images import DECODE_ERRORS, load_rgb, square_pad_resize
+from tinycls.data import check_files, list_files
 from tinycls.transforms import to_input
 
 
@@ -39,8 +39,9 @@ def predict_checkpoint(
     )
 
 
-def load_folder(image_dir: Path, size: int) -> tuple[list[Path], np.ndarray]:
-    """Every visible file under image_dir (recursive, sorted), decoded and square-padded.
+def load_folder(image_dir: Path, size: int, workers: int = 1) -> tuple[list[Path], np.ndarray]:
+    """Every file under image_dir (recursive, sorted, dot-names skipped), decoded and
+    square-padded by the same checks as `prepare`.
 
     Raises:
         FileNotFoundError: image_dir is missing or holds no files.
@@ -48,13 +49,10 @@ def load_folder(image_dir: Path, size: int) -> tuple[list[Path], np.ndarray]:
     """
     if not image_dir.is_dir():
         raise FileNotFoundError(f"{image_dir}: no such folder of images.")
-    files = sorted(p for p in image_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
+    files = list_files(image_dir)
     if not files:
         raise FileNotFoundError(f"{image_dir}: holds no files to predict.")
-    arrays = []
-    for f in files:
-        try:
-            arrays.append(square_pad_resize(load_rgb(f), size))
-        except DECODE_ERRORS as e:
-            raise ValueError(f"{f}: not a readable image ({type(e).__name__}: {e}); remove or repair it.") from e
-    return files, np.stack(arrays)
+    checked = check_files(files, size, workers)
+    if bad := next((c for c in checked if c.error), None):
+        raise ValueError(f"{bad.path}: {bad.error}; remove or repair it.")
+    return files, np.stack([c.image for c in checked])

@@ -18,11 +18,11 @@ from tinycls.data import MAX_LISTED, Checked, DataError, cap_per_class, check_fi
 LABELLED = ("train", "val")
 
 
-def _bad_report(bad: list[Checked], total: int, max_bad_fraction: float) -> str:
+def _bad_report(bad: list[Checked], total: int, max_bad_fraction: float, split: str = "train/val") -> str:
     lines = "\n".join(f"  {c.path}: {c.error}" for c in bad[:MAX_LISTED])
     more = f"\n  ... and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
     return (
-        f"{len(bad)} of {total} train/val files are bad ({len(bad) / total:.2%} > max_bad_fraction "
+        f"{len(bad)} of {total} {split} files are bad ({len(bad) / total:.2%} > max_bad_fraction "
         f"{max_bad_fraction:.2%}):\n{lines}{more}\nFix: repair or delete these files, or "
         "raise prepare.max_bad_fraction in params.yaml to skip them."
     )
@@ -94,7 +94,7 @@ def prepare_dataset(
     test = check_files(test_files, image_size, workers)
     if bad_test := [c for c in test if c.error]:
         raise DataError(
-            _bad_report(bad_test, len(test), 0.0).replace("train/val", "test")
+            _bad_report(bad_test, len(test), 0.0, "test")
             + " (Bad test files cannot be skipped: every test image needs a prediction.)"
         )
     bad = [c for cs in checked.values() for c in cs if c.error]

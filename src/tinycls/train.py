@@ -118,7 +118,6 @@ class FitResult:
     best_epoch: int
     epochs_run: int
     device: str
-    interrupted: bool = False
 
 
 def fit(
