@@ -16,6 +16,10 @@ HELD_OUT = Path("artifacts/held_out/test.json")  # test file names and labels: f
 TEACHER = Path("artifacts/teacher/model.pt")
 PSEUDO = Path("artifacts/pseudo/pseudo_labels.csv")
 STUDENT = Path("artifacts/student/model.pt")
+PRETRAIN = Path("artifacts/pretrain")  # model.pt when pretrain.source is not none
+ASSISTANT = Path("artifacts/assistant")  # model.pt when kd.teachers lists the assistant
+# The checkpoints a kd.teachers list may name (stage outputs, so DVC tracks them).
+TEACHER_OUTPUTS = {"teacher": TEACHER, "assistant": ASSISTANT / "model.pt"}
 
 
 def section(name: str) -> dict[str, Any]:
@@ -31,6 +35,18 @@ def section(name: str) -> dict[str, Any]:
     if name not in params:
         raise ValueError(f"params.yaml: no [{name}] section; see README, 'Parameters'.")
     return params[name]
+
+
+def value(name: str, key: str) -> object:
+    """One key of a section, for a stage that declares just that key (`name.key`) in dvc.yaml.
+
+    Raises:
+        ValueError: the section or key is missing.
+    """
+    sec = section(name)
+    if not isinstance(sec, dict) or key not in sec:
+        raise ValueError(f"params.yaml: no [{name}].{key}; see README, 'Parameters'.")
+    return sec[key]
 
 
 def source(name: str) -> str:

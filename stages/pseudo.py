@@ -4,11 +4,14 @@ class, confidence and probabilities. No test label is read here."""
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from stages.params import CACHE, PSEUDO, TEACHER, section, source, write_json
 from tinycls.config import from_section, one_of
 from tinycls.models import load_checkpoint
 from tinycls.prepare import load_classes, load_split
-from tinycls.pseudo import LABEL_KINDS, pseudo_table, summarize, teacher_probs
+from tinycls.pseudo import LABEL_KINDS, TRAIN_ON, pseudo_table, read_probs, summarize, teacher_probs, training_sets
 from tinycls.train import DEVICES, resolve_device
 
 METRICS = Path("metrics/pseudo.json")
@@ -27,6 +30,31 @@ class PseudoParams:
             raise ValueError(f"threshold: {self.threshold} must be in [0, 1].")
         one_of("labels", self.labels, LABEL_KINDS)
         one_of("device", self.device, DEVICES)
+
+
+@dataclass(frozen=True)
+class DataParams:
+    """What a model trained after the teacher trains on ([student] and [assistant] keys)."""
+
+    train_on: str  # one of tinycls.pseudo.TRAIN_ON
+    allow_unmatched_init: bool = False  # student: a pretrain checkpoint that fits nothing is an error unless true
+
+    def __post_init__(self) -> None:
+        one_of("train_on", self.train_on, TRAIN_ON)
+
+
+def training_data(
+    train_on: str, p: PseudoParams
+) -> tuple[list[str], tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], str]:
+    """(classes, train set, selection set, its description) for a model trained after the
+    teacher (assistant, student): train, train + val, or + pseudo-labelled test (train_on)."""
+    classes = load_classes(CACHE)
+    test_images, _ = load_split(CACHE, "test")
+    probs = read_probs(pd.read_csv(PSEUDO), classes, len(test_images)) if train_on != "train" else None
+    train, val, selection = training_sets(
+        load_split(CACHE, "train"), load_split(CACHE, "val"), test_images, probs, train_on, p.threshold, p.labels
+    )
+    return classes, train, val, selection
 
 
 def main() -> None:

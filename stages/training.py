@@ -1,17 +1,22 @@
-"""Shared by the stages that train a model (teacher, student): the model keys of a params
-section, and one run of tinycls.train.fit logged through dvclive."""
+"""Shared by the stages that train a model (pretrain, teacher, assistant, student): the model
+and distillation keys of a params section, and one run of tinycls.train.fit logged through
+dvclive, optionally starting from a pretrained checkpoint and distilling from teachers."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from dvclive import Live
 
-from stages.params import source, write_json
+from stages.params import TEACHER_OUTPUTS, source, write_json
 from tinycls.config import from_section
+from tinycls.distill import load_teachers
+from tinycls.losses import KDConfig
 from tinycls.models import build_model, build_pretrained
-from tinycls.train import TrainConfig, fit, seed_everything
+from tinycls.pretrain import transfer_pretrained
+from tinycls.train import TrainConfig, fit, resolve_device, seed_everything
 from tinycls.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 MODEL_KEYS = ("arch", "pretrained", "weights", "input_size")
@@ -29,6 +34,37 @@ class ModelParams:
             raise ValueError(f"input_size: {self.input_size} must be >= 8.")
 
 
+@dataclass(frozen=True)
+class KDParams:
+    """Distillation of a trained model (params.yaml [kd] for the student, [assistant].kd)."""
+
+    mode: str  # none | vanilla | true_label
+    temperature: float = 4.0
+    alpha: float = 0.5  # weight of the model's own loss; 1 - alpha goes to the KL term
+    teachers: list[str] = field(default_factory=lambda: ["teacher"])  # names in TEACHER_OUTPUTS
+    weights: list[float] = field(default_factory=list)  # one per teacher; empty = equal
+
+    def __post_init__(self) -> None:
+        KDConfig(self.mode, self.temperature, self.alpha)  # validates the three
+        if not isinstance(self.teachers, list) or not self.teachers:
+            raise ValueError(f"teachers: {self.teachers!r} must be a non-empty list, e.g. [teacher].")
+        for name in self.teachers:
+            if name not in TEACHER_OUTPUTS:
+                raise ValueError(f"teachers: {name!r} is not one of {', '.join(TEACHER_OUTPUTS)}.")
+        if len(set(self.teachers)) != len(self.teachers):
+            raise ValueError(f"teachers: {self.teachers} lists a teacher twice; use weights instead.")
+        if not isinstance(self.weights, list) or (self.weights and len(self.weights) != len(self.teachers)):
+            raise ValueError(
+                f"weights: {self.weights!r} must be empty (equal) or give one weight per teacher {self.teachers}."
+            )
+        if any(not isinstance(w, (int, float)) or isinstance(w, bool) or w <= 0 for w in self.weights):
+            raise ValueError(f"weights: {self.weights} must all be numbers > 0.")
+
+    @property
+    def config(self) -> KDConfig:
+        return KDConfig(self.mode, self.temperature, self.alpha)
+
+
 def split_section(
     name: str, section: dict[str, Any], other_keys: tuple[str, ...] = ()
 ) -> tuple[ModelParams, TrainConfig, dict[str, Any]]:
@@ -37,6 +73,18 @@ def split_section(
     model = from_section(ModelParams, pick(MODEL_KEYS), source(name))
     rest = {k: v for k, v in section.items() if k not in MODEL_KEYS + other_keys}
     return model, from_section(TrainConfig, rest, source(name)), pick(other_keys)
+
+
+def _initialize(model: torch.nn.Module, init: Path, allow_unmatched: bool) -> dict[str, Any]:
+    """Copy a pretrained checkpoint's matching tensors into `model` (head re-initialized)."""
+    try:
+        ckpt = torch.load(init, map_location="cpu", weights_only=True)
+        state = ckpt["state_dict"]
+    except Exception as e:
+        raise ValueError(f"{init}: not a readable checkpoint ({type(e).__name__}: {e}); rerun `dvc repro pretrain`.") from e
+    t = transfer_pretrained(model, state, str(init), allow_none=allow_unmatched)
+    print(f"init from {init} ({ckpt.get('arch')}): {t.transferred} tensors transferred, {t.skipped} skipped, head {t.head} re-initialized")
+    return {"init": str(init), "init_arch": ckpt.get("arch"), "init_transferred": t.transferred, "init_skipped": t.skipped}
 
 
 def train_model(
@@ -48,16 +96,26 @@ def train_model(
     val: tuple[np.ndarray, np.ndarray],
     checkpoint: Path,
     live_dir: Path,
-    metrics: Path,
+    metrics: Path | None,
     extra_metrics: dict[str, Any],
+    kd: KDParams | None = None,
+    init: Path | None = None,
+    allow_unmatched_init: bool = False,
+    live_prefix: str = "",
+    resume_live: bool = False,
 ) -> dict[str, Any]:
-    """Build (ImageNet weights first, so a missing file fails before training), fit, log, and
-    write the stage's metrics; returns them."""
+    """Build (ImageNet weights first, so a missing file fails before training), start from
+    `init` when given, load the kd teachers (checked against the classes), fit, log, and write
+    the stage's metrics (when `metrics` is set); returns them. A stage that trains in phases
+    logs each under its `live_prefix`, resuming the same dvclive run after the first."""
     seed_everything(cfg.seed)  # before the build: the seed fixes the initial weights too
     if m.pretrained:
         model = build_pretrained(m.arch, len(classes), Path(m.weights) if m.weights else None)
     else:
         model = build_model(m.arch, len(classes))
+    out: dict[str, Any] = {}
+    if init is not None:
+        out.update(_initialize(model, init, allow_unmatched_init))
     meta = {
         "arch": m.arch,
         "arch_kwargs": {},
@@ -67,22 +125,36 @@ def train_model(
         "std": list(IMAGENET_STD),
         "stage": stage,
     }
-    with Live(str(live_dir), dvcyaml=False, save_dvc_exp=False) as live:
+    teachers = None
+    if kd is not None and kd.mode != "none":
+        weights = kd.weights or [1.0] * len(kd.teachers)
+        paths = [TEACHER_OUTPUTS[n] for n in kd.teachers]
+        teachers = load_teachers(
+            paths, classes, weights, kd.temperature, meta["mean"], meta["std"], resolve_device(cfg.device)
+        )
+        out.update({"kd_mode": kd.mode, "kd_teachers": "+".join(kd.teachers), "kd_temperature": kd.temperature, "kd_alpha": kd.alpha})
+    else:
+        out["kd_mode"] = "none"
+    with Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, resume=resume_live) as live:
 
         def log(row: dict[str, float]) -> None:
             for k, v in row.items():
-                live.log_metric(k, v)
+                live.log_metric(live_prefix + k, v)
             live.next_step()
 
-        result = fit(model, train, val, cfg, checkpoint, meta, log=log)
+        result = fit(model, train, val, cfg, checkpoint, meta, kd=kd.config if kd else None, teachers=teachers, log=log)
     out = {
         "val_f1": result.best_f1,
         "best_epoch": result.best_epoch,
         "epochs": result.epochs_run,
         "device": result.device,
         "train_images": len(train[0]),
+        "loss": cfg.loss,
+        **out,
+        "teacher_outputs": result.teacher_outputs,
         **extra_metrics,
     }
-    write_json(metrics, out)
+    if metrics is not None:
+        write_json(metrics, out)
     print(f"{stage}: best selection macro F1 {result.best_f1:.4f} at epoch {result.best_epoch} -> {checkpoint}")
     return out

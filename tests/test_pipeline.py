@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from stages.pretrain import DATA_KEYS, PretrainParams
 from stages.prepare import PrepareParams
-from stages.pseudo import PseudoParams
+from stages.pseudo import DataParams, PseudoParams
 from stages.score import ScoreParams
-from stages.student import KDParams
-from stages.training import split_section
+from stages.training import KDParams, split_section
+from tinycls.train import TrainConfig
 from tests.conftest import CLASSES, make_imagefolder
 from tinycls.config import from_section
 from tinycls.pseudo import TRAIN_ON
@@ -28,15 +29,22 @@ DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 
 def test_every_params_section_parses():
     from_section(PrepareParams, PARAMS["prepare"], "prepare")
-    for name in ("teacher", "student"):
-        model, cfg, other = split_section(name, PARAMS[name], ("train_on",))
+    for name in ("teacher", "assistant", "student"):
+        model, cfg, other = split_section(name, PARAMS[name], ("train_on", "allow_unmatched_init", "kd"))
         assert cfg.epochs >= 1 and model.input_size >= 8
+        from_section(DataParams, {k: v for k, v in other.items() if k != "kd"} or {"train_on": "train"}, name)
     assert PARAMS["student"]["train_on"] in TRAIN_ON
     assert PARAMS["teacher"]["cutmix_prob"] > 0  # the recipe's teacher uses CutMix
+    pre = PARAMS["pretrain"]
+    from_section(PretrainParams, {k: v for k, v in pre.items() if k in DATA_KEYS}, "pretrain")
+    from_section(TrainConfig, {k: v for k, v in pre.items() if k not in DATA_KEYS}, "pretrain")
+    assert pre["source"] == "digits"  # the quick start pretrains offline
     from_section(PseudoParams, PARAMS["pseudo"], "pseudo")
-    from_section(KDParams, PARAMS["kd"], "kd")
+    kd = from_section(KDParams, PARAMS["kd"], "kd")
+    assert kd.mode != "none" and kd.teachers == ["teacher"]
+    assert from_section(KDParams, PARAMS["assistant"]["kd"], "assistant.kd").teachers == ["teacher"]
     from_section(ScoreParams, PARAMS["score"], "score")
-    assert set(PARAMS) == {"prepare", "teacher", "pseudo", "student", "kd", "score"}
+    assert list(PARAMS) == ["prepare", "pretrain", "teacher", "pseudo", "assistant", "student", "kd", "score"]
 
 
 def _imports(path: Path) -> set[str]:
@@ -71,7 +79,9 @@ def test_stage_script_exists_and_declares_its_imports_and_params(stage):
     assert script in deps
     missing = _imports(ROOT / script) - deps
     assert not missing, f"dvc.yaml stage {stage} imports {sorted(missing)} but does not list them in deps"
-    read = set(re.findall(r'section\("(\w+)"\)', (ROOT / script).read_text()))
+    text = (ROOT / script).read_text()
+    read = set(re.findall(r'section\("(\w+)"\)', text))
+    read |= {".".join(k) for k in re.findall(r'value\("(\w+)", "(\w+)"\)', text)}
     assert read == set(spec["params"])
 
 
@@ -117,6 +127,9 @@ def _tiny_repo(tmp_path: Path, train_on: str = "train_val", threshold: float = 0
     params["student"].update(epochs=1, batch_size=8, input_size=16, train_on=train_on)
     params["pseudo"].update(threshold=threshold)
     params["teacher"].update(arch="pytorchcv:shufflenet_g3_wd4", epochs=1, batch_size=8, input_size=16)
+    params["assistant"].update(arch="pytorchcv:shufflenet_g3_wd4", epochs=1, batch_size=8, input_size=16)
+    params["pretrain"].update(epochs=1, batch_size=64, input_size=16)
+    params["kd"].update(mode="none")
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     make_imagefolder(repo / "data" / "tiny", **dataset)
     _sh(repo, "git", "init", "-q")
@@ -154,16 +167,26 @@ def test_dvc_repro_end_to_end(tmp_path):
     _sh(repo, "git", "add", "-A")
     _sh(repo, "git", "commit", "-qm", "baseline")
 
-    out = _sh(repo, "dvc", "exp", "run", "-S", "student.epochs=2")
+    # Done-when of the kd issue: switching the distillation reruns only what follows the teacher.
+    out = _sh(repo, "dvc", "exp", "run", "-S", "kd.mode=true_label")
     assert re.findall(r"Running stage '(\w+)'", out) == ["student", "score"]
     diff = json.loads(_sh(repo, "dvc", "metrics", "diff", "--json"))
-    assert diff["metrics/student.json"]["epochs"] == {"old": 1, "new": 2, "diff": 1}
-    # Point 4 of the teacher issue: each knob reruns exactly its stage and what follows it.
+    assert diff["metrics/student.json"]["kd_alpha"] == {"old": None, "new": 0.3}  # numbers only in the diff
+    student = json.loads((repo / "metrics" / "student.json").read_text())
+    assert student["kd_mode"] == "true_label" and student["kd_teachers"] == "teacher"
+    assert student["init_transferred"] > 0 and student["teacher_outputs"] == "per_batch"
+    # an ensemble of teacher and assistant from params alone: the assistant is trained for it
+    out = _sh(repo, "dvc", "exp", "run", "-S", "kd.mode=vanilla", "-S", "kd.teachers=[teacher,assistant]")
+    assert re.findall(r"Running stage '(\w+)'", out) == ["assistant", "student", "score"]
+    assert json.loads((repo / "metrics" / "assistant.json").read_text())["trained"] is True
+    assert json.loads((repo / "metrics" / "student.json").read_text())["kd_teachers"] == "teacher+assistant"
+    # Point 4 of the teacher issue: each knob reruns exactly its stage and what follows it
+    # (experiments build on the workspace: the assistant stays in kd.teachers).
     out = _sh(repo, "dvc", "exp", "run", "-S", "pseudo.threshold=0.95")
-    assert re.findall(r"Running stage '(\w+)'", out) == ["pseudo", "student", "score"]
+    assert re.findall(r"Running stage '(\w+)'", out) == ["pseudo", "assistant", "student", "score"]
     out = _sh(repo, "dvc", "exp", "run", "-S", "teacher.cutmix_prob=0.0")
-    assert re.findall(r"Running stage '(\w+)'", out) == ["teacher", "pseudo", "student", "score"]
+    assert re.findall(r"Running stage '(\w+)'", out) == ["teacher", "pseudo", "assistant", "student", "score"]
     shown = json.loads(_sh(repo, "dvc", "exp", "show", "--json"))
     exps = [e for row in shown for x in (row.get("experiments") or []) for e in x["revs"]]
     params = [e["data"]["params"]["params.yaml"]["data"] for e in exps]
-    assert len(exps) == 3 and {p["teacher"]["cutmix_prob"] for p in params} == {0.0, 0.5}
+    assert len(exps) == 4 and {p["kd"]["mode"] for p in params} == {"true_label", "vanilla"}

@@ -1,6 +1,9 @@
 """Student losses: knowledge distillation (vanilla and the competition team's true-label KD),
-focal loss, soft-F1 loss, and their F1-focal mix. Not wired into a stage yet (see the kd issue).
+cross-entropy, focal loss, soft-F1 loss and their F1-focal mix. Every loss takes class indices
+(B,) or class probabilities (B, K) (CutMix-mixed or soft pseudo labels) as targets.
 """
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -9,11 +12,34 @@ from torch import nn
 from tinycls.config import one_of
 
 KD_MODES = ("none", "vanilla", "true_label")
+LOSSES = ("ce", "focal", "f1_focal")
 
 
 def _hard(target: torch.Tensor) -> torch.Tensor:
     """Class indices (B,) from indices or class probabilities (B, K), e.g. CutMix targets."""
     return target.argmax(1) if target.ndim == 2 else target
+
+
+def check_kd(mode: str, temperature: float, alpha: float) -> None:
+    """Raise ValueError for an unknown mode, temperature <= 0 or alpha outside [0, 1]."""
+    one_of("mode", mode, KD_MODES)
+    if temperature <= 0:
+        raise ValueError(f"temperature: {temperature} must be > 0.")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha: {alpha} must be in [0, 1].")
+
+
+@dataclass(frozen=True)
+class KDConfig:
+    """Distillation settings: mode (none | vanilla | true_label), temperature T, and alpha, the
+    weight of the student's own loss (1 - alpha goes to the KL term)."""
+
+    mode: str = "none"
+    temperature: float = 4.0
+    alpha: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_kd(self.mode, self.temperature, self.alpha)
 
 
 def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -34,11 +60,7 @@ class DistillationLoss(nn.Module):
 
     def __init__(self, mode: str, temperature: float, alpha: float, base: nn.Module) -> None:
         super().__init__()
-        one_of("mode", mode, KD_MODES)
-        if temperature <= 0:
-            raise ValueError(f"temperature: {temperature} must be > 0.")
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha: {alpha} must be in [0, 1].")
+        check_kd(mode, temperature, alpha)
         self.mode, self.temperature, self.alpha, self.base = mode, temperature, alpha, base
 
     def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -52,16 +74,34 @@ class DistillationLoss(nn.Module):
         return self.alpha * base + (1.0 - self.alpha) * kl.mean()
 
 
+class CrossEntropy(nn.Module):
+    """mean_b[-sum_k t_bk log p_bk], t the (label-smoothed) one-hot or given class probabilities.
+
+    Label smoothing (Szegedy et al. 2016) mixes t with the uniform distribution: t' = (1 - e) t + e / K.
+    """
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.label_smoothing = label_smoothing
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
+
+
 class FocalLoss(nn.Module):
-    """mean_b[-(1 - p_b)^gamma * log p_b], p_b the probability of the true class (Lin et al. 2017)."""
+    """mean_b[-sum_k t_bk (1 - p_bk)^gamma log p_bk] (Lin et al. 2017, "Focal Loss for Dense Object
+    Detection"); with one-hot t it is -(1 - p_y)^gamma log p_y, and gamma = 0 gives cross-entropy."""
 
     def __init__(self, gamma: float = 2.0) -> None:
         super().__init__()
+        if gamma < 0:
+            raise ValueError(f"gamma: {gamma} must be >= 0.")
         self.gamma = gamma
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        log_p = F.log_softmax(logits, dim=1).gather(1, _hard(target)[:, None]).squeeze(1)  # (B,)
-        return (-((1 - log_p.exp()) ** self.gamma) * log_p).mean()
+        log_p = F.log_softmax(logits.float(), dim=1)  # (B, K)
+        t = target.float() if target.ndim == 2 else F.one_hot(target, log_p.shape[1]).float()
+        return (-(t * (1 - log_p.exp()) ** self.gamma * log_p).sum(1)).mean()
 
 
 class SoftF1Loss(nn.Module):
@@ -73,7 +113,7 @@ class SoftF1Loss(nn.Module):
         self.eps = eps
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        p = logits.softmax(1)  # (B, K)
+        p = logits.float().softmax(1)  # (B, K)
         y = target.float() if target.ndim == 2 else F.one_hot(target, p.shape[1]).float()
         tp, fp, fn = (p * y).sum(0), (p * (1 - y)).sum(0), ((1 - p) * y).sum(0)
         return 1 - (2 * tp / (2 * tp + fp + fn + self.eps)).mean()
@@ -90,3 +130,18 @@ class F1FocalLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.weight * self.f1(logits, target) + (1 - self.weight) * self.focal(logits, target)
+
+
+def student_loss(name: str, label_smoothing: float = 0.0, focal_gamma: float = 2.0, f1_weight: float = 0.6) -> nn.Module:
+    """The base loss by name: `ce` (with label smoothing), `focal`, or `f1_focal` (the team's
+    f1_weight * soft-F1 + (1 - f1_weight) * focal). Label smoothing applies to `ce` only.
+
+    Raises:
+        ValueError: unknown name (the message lists the valid ones) or a bad weight/gamma.
+    """
+    one_of("loss", name, LOSSES)
+    if name == "ce":
+        return CrossEntropy(label_smoothing)
+    if name == "focal":
+        return FocalLoss(focal_gamma)
+    return F1FocalLoss(f1_weight, focal_gamma)

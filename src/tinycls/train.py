@@ -12,12 +12,13 @@ from typing import Any
 import numpy as np
 import torch
 from timm.data import Mixup
-from timm.loss import SoftTargetCrossEntropy
 from timm.utils import ModelEmaV3
 from torch import nn
 from tqdm import tqdm
 
 from tinycls.config import one_of
+from tinycls.distill import Teachers
+from tinycls.losses import LOSSES, DistillationLoss, KDConfig, student_loss
 from tinycls.models import save_checkpoint
 from tinycls.predict import predict_logits
 from tinycls.score import macro_f1
@@ -27,8 +28,8 @@ OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "onecycle")
 DEVICES = ("auto", "cpu", "cuda")
 
-# criterion(logits (B, K), targets (B,), inputs (B, 3, H, W)) -> scalar loss; the inputs let a
-# distillation loss run its teacher on the very same batch.
+# criterion(logits (B, K), targets (B,) or (B, K), inputs (B, 3, H, W)) -> scalar loss: an
+# override of the configured loss (tests use it to watch the batches).
 Criterion = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -53,11 +54,19 @@ class TrainConfig:
     cutmix_prob: float = 0.0  # share of batches mixed by random-box CutMix (timm's Mixup)
     cutmix_alpha: float = 1.0  # Beta(alpha, alpha) draws the box's area
     ema_decay: float = 0.0  # EMA of weights (timm's ModelEmaV3) evaluated and saved; 0 = off
+    loss: str = "ce"  # ce | focal | f1_focal (tinycls.losses.student_loss)
+    focal_gamma: float = 2.0  # focal and f1_focal
+    f1_weight: float = 0.6  # f1_focal: weight of the soft-F1 part (focal gets the rest)
 
     def __post_init__(self) -> None:
         one_of("optimizer", self.optimizer, OPTIMIZERS)
         one_of("schedule", self.schedule, SCHEDULES)
         one_of("device", self.device, DEVICES)
+        one_of("loss", self.loss, LOSSES)
+        if self.focal_gamma < 0:
+            raise ValueError(f"focal_gamma: {self.focal_gamma} must be >= 0.")
+        if not 0.0 <= self.f1_weight <= 1.0:
+            raise ValueError(f"f1_weight: {self.f1_weight} must be in [0, 1].")
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: {getattr(self, name)} must be >= 1.")
@@ -118,6 +127,7 @@ class FitResult:
     best_epoch: int
     epochs_run: int
     device: str
+    teacher_outputs: str  # none | cached (computed once: no random augmentation) | per_batch
 
 
 def fit(
@@ -127,6 +137,8 @@ def fit(
     cfg: TrainConfig,
     checkpoint: Path,
     meta: dict[str, Any],
+    kd: KDConfig | None = None,
+    teachers: Teachers | None = None,
     criterion: Criterion | None = None,
     log: Callable[[dict[str, float]], None] | None = None,
     progress: bool = True,
@@ -141,13 +153,18 @@ def fit(
         cfg: loop settings.
         checkpoint: where the best checkpoint goes; `<stem>.last.pt` beside it on Ctrl-C.
         meta: plain-typed checkpoint fields (arch, arch_kwargs, classes, input_size, mean, std).
-        criterion: loss(logits, targets, inputs); default cross-entropy with label smoothing
-            (targets are class probabilities (B, K) when CutMix or soft labels are on).
+        kd: distillation settings; mode none (or no kd) trains on cfg.loss alone.
+        teachers: the frozen teacher(s) kd distils from; they see each training batch exactly
+            as the student does. When no augmentation is random (no hflip, translate or
+            CutMix) their outputs are computed once and reused every epoch.
+        criterion: overrides the loss: criterion(logits, targets, inputs); targets are class
+            probabilities (B, K) when CutMix or soft labels are on.
         log: called once per epoch with {'train/loss', 'val/loss', 'val/f1', 'lr'}.
         progress: show a tqdm bar with live loss and F1.
 
     Raises:
-        ValueError: CutMix asked for with soft labels (it needs class indices).
+        ValueError: CutMix asked for with soft labels (it needs class indices), or a kd mode
+            other than none without teachers.
         KeyboardInterrupt: re-raised after the current weights are saved.
     """
     device = resolve_device(cfg.device)
@@ -169,8 +186,17 @@ def fit(
         if cfg.cutmix_prob > 0
         else None
     )
-    ce = SoftTargetCrossEntropy() if mixer else nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    criterion = criterion or (lambda logits, y, x: ce(logits, y))
+    # CutMix targets already carry the label smoothing (timm's Mixup applies it).
+    base = student_loss(cfg.loss, 0.0 if mixer else cfg.label_smoothing, cfg.focal_gamma, cfg.f1_weight)
+    kd = kd or KDConfig()
+    if kd.mode != "none" and teachers is None:
+        raise ValueError(f"kd mode {kd.mode!r} needs teachers; pass them or set mode none.")
+    if teachers is not None and teachers.temperature != kd.temperature:
+        raise ValueError(f"teachers built at T={teachers.temperature}, kd asks T={kd.temperature}.")
+    distil = DistillationLoss(kd.mode, kd.temperature, kd.alpha, base) if kd.mode != "none" else None
+    random_aug = cfg.hflip or cfg.translate > 0 or mixer is not None
+    cache = teachers.logits_for(train[0], size, device, cfg.eval_batch_size) if distil and not random_aug else None
+    outputs = "none" if distil is None else ("cached" if cache is not None else "per_batch")
     ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
     evaluated = ema.module if ema else model  # what is validated and saved
     amp = cfg.amp and device.type == "cuda"
@@ -183,7 +209,7 @@ def fit(
     opt = _optimizer(model, cfg)
     sched = _scheduler(opt, cfg, cfg.epochs * steps_per_epoch)
     gen = torch.Generator().manual_seed(cfg.seed)
-    best = FitResult(best_f1=-1.0, best_epoch=0, epochs_run=0, device=device.type)
+    best = FitResult(best_f1=-1.0, best_epoch=0, epochs_run=0, device=device.type, teacher_outputs=outputs)
     val_y = torch.from_numpy(val[1])
     try:
         for epoch in range(1, cfg.epochs + 1):
@@ -205,10 +231,17 @@ def fit(
                 y = y_all[idx].to(device, non_blocking=True)
                 if mixer:
                     if len(x) % 2:  # timm mixes a batch with its reverse: drop the odd one out
-                        x, y = x[:-1], y[:-1]
+                        x, y, idx = x[:-1], y[:-1], idx[:-1]
                     x, y = mixer(x, y)  # y: (B, K) mixed, smoothed class probabilities
                 with torch.autocast(device.type, enabled=amp):
-                    loss = criterion(model(x), y, x)
+                    logits = model(x)
+                    if criterion:
+                        loss = criterion(logits, y, x)
+                    elif distil:
+                        t = cache[idx].to(device) if cache is not None else teachers(x)
+                        loss = distil(logits, t, y)
+                    else:
+                        loss = base(logits, y)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(opt)

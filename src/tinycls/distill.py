@@ -1,0 +1,112 @@
+"""Frozen teachers for knowledge distillation: one checkpoint or a weighted ensemble, fed the
+student's own (augmented, possibly CutMix-mixed) batch, re-normalized and resized for each
+teacher's input size.
+"""
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tinycls.models import load_checkpoint
+from tinycls.transforms import to_input
+
+
+def _stats(values: Sequence[float], device: torch.device) -> torch.Tensor:
+    return torch.tensor(list(values), dtype=torch.float32, device=device).view(1, -1, 1, 1)
+
+
+class Teachers(nn.Module):
+    """A frozen ensemble: T * log(sum_i w_i softmax(z_i / T)), the logits whose softmax at
+    temperature T is the weighted mean of the teachers' softened probabilities.
+
+    For one teacher this is its own logits shifted per row, so softmax(. / T) and argmax are
+    unchanged. Teachers are in eval mode, take no gradient, and are never updated.
+    """
+
+    def __init__(
+        self,
+        models: Sequence[nn.Module],
+        metas: Sequence[dict[str, Any]],
+        weights: Sequence[float],
+        temperature: float,
+        student_mean: Sequence[float],
+        student_std: Sequence[float],
+    ) -> None:
+        super().__init__()
+        if not models or len(models) != len(metas) or len(weights) != len(models):
+            raise ValueError(f"{len(models)} teacher(s), {len(metas)} meta(s) and {len(weights)} weight(s) must match.")
+        if any(w <= 0 for w in weights):
+            raise ValueError(f"teacher weights {list(weights)} must all be > 0.")
+        if temperature <= 0:
+            raise ValueError(f"temperature: {temperature} must be > 0.")
+        self.models = nn.ModuleList(models).eval().requires_grad_(False)
+        self.metas = list(metas)
+        total = float(sum(weights))
+        self.weights = [w / total for w in weights]
+        self.temperature = temperature
+        self.student_mean, self.student_std = tuple(student_mean), tuple(student_std)
+
+    def train(self, mode: bool = True) -> "Teachers":
+        return super().train(False)  # always eval: BatchNorm statistics and dropout stay frozen
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: the student's normalized batch (B, 3, H, W) -> ensemble logits (B, K), float32."""
+        pixels = x.float() * _stats(self.student_std, x.device) + _stats(self.student_mean, x.device)
+        mixed = None
+        for model, meta, w in zip(self.models, self.metas, self.weights, strict=True):
+            size = meta["input_size"]
+            y = pixels
+            if y.shape[-1] != size:
+                y = F.interpolate(y, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+            y = (y - _stats(meta["mean"], x.device)) / _stats(meta["std"], x.device)
+            p = w * (model(y).float() / self.temperature).softmax(1)
+            mixed = p if mixed is None else mixed + p
+        return self.temperature * mixed.clamp_min(1e-12).log()
+
+    @torch.no_grad()
+    def logits_for(
+        self, images: np.ndarray, size: int, device: torch.device, batch_size: int = 512
+    ) -> torch.Tensor:
+        """Ensemble logits (N, K) on CPU for uint8 images (N, S, S, 3) prepared as the student
+        sees them without augmentation (its size and normalization): the cache used when no
+        augmentation is random."""
+        out = []
+        for i in range(0, len(images), batch_size):
+            x = to_input(torch.from_numpy(images[i : i + batch_size]).to(device), size, self.student_mean, self.student_std)
+            with torch.autocast(device.type, enabled=device.type == "cuda"):
+                out.append(self(x).float().cpu())
+        return torch.cat(out)
+
+
+def load_teachers(
+    paths: Sequence[Path],
+    classes: Sequence[str],
+    weights: Sequence[float],
+    temperature: float,
+    student_mean: Sequence[float],
+    student_std: Sequence[float],
+    device: str | torch.device = "cpu",
+) -> Teachers:
+    """Teachers from checkpoints, each checked against the data's classes.
+
+    Raises:
+        FileNotFoundError / ValueError: a checkpoint is missing or unreadable (from
+            load_checkpoint), or its classes differ from the data's (the message names it).
+    """
+    models, metas = [], []
+    for path in paths:
+        model, meta = load_checkpoint(path, device)
+        if list(meta["classes"]) != list(classes):
+            raise ValueError(
+                f"{path}: teacher classes {meta['classes']} differ from the data's {list(classes)}; "
+                "retrain it on this dataset (`dvc repro`)."
+            )
+        models.append(model)
+        metas.append(meta)
+    return Teachers(models, metas, weights, temperature, student_mean, student_std).to(device)

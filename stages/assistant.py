@@ -1,0 +1,52 @@
+"""Stage `assistant`: the middle of a teacher chain (teacher -> assistant -> student). A
+mid-size model distilled from the teacher (params.yaml [assistant].kd), trained only when the
+student's kd.teachers lists it, so the chain or the ensemble is chosen by params alone."""
+
+import shutil
+from pathlib import Path
+
+from stages.params import ASSISTANT, section, source, value, write_json
+from stages.pseudo import DataParams, PseudoParams, training_data
+from stages.training import KDParams, split_section, train_model
+from tinycls.config import from_section
+
+LIVE = Path("live/assistant")
+METRICS = Path("metrics/assistant.json")
+
+
+def main() -> None:
+    m, cfg, other = split_section("assistant", section("assistant"), ("train_on", "kd"))
+    kd = from_section(KDParams, other.pop("kd", None), source("assistant") + ".kd")
+    if kd.teachers != ["teacher"]:
+        raise ValueError(f"{source('assistant')}.kd.teachers: {kd.teachers}: the assistant learns from [teacher] only.")
+    data = from_section(DataParams, other, source("assistant"))
+    wanted = value("kd", "teachers")
+    shutil.rmtree(ASSISTANT, ignore_errors=True)
+    ASSISTANT.mkdir(parents=True)
+    if not isinstance(wanted, list) or "assistant" not in wanted:
+        LIVE.mkdir(parents=True, exist_ok=True)
+        write_json(ASSISTANT / "status.json", {"trained": False, "why": "params.yaml [kd].teachers does not list it"})
+        write_json(METRICS, {"trained": False})
+        print("assistant: not trained (kd.teachers does not list it)")
+        return
+    pseudo = from_section(PseudoParams, section("pseudo"), source("pseudo"))
+    classes, train, val, selection = training_data(data.train_on, pseudo)
+    metrics = train_model(
+        "assistant",
+        m,
+        cfg,
+        classes,
+        train,
+        val,
+        ASSISTANT / "model.pt",
+        LIVE,
+        None,
+        {"train_on": data.train_on, "selection": selection},
+        kd=kd,
+    )
+    write_json(ASSISTANT / "status.json", {"trained": True, "arch": m.arch})
+    write_json(METRICS, {"trained": True, **metrics})
+
+
+if __name__ == "__main__":
+    main()
