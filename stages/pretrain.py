@@ -31,7 +31,10 @@ class PretrainParams:
         if self.input_size < 8:
             raise ValueError(f"input_size: {self.input_size} must be >= 8.")
         if Path(self.cifar_root).expanduser().resolve().is_relative_to(Path("data").resolve()):
-            raise ValueError(f"cifar_root: {self.cifar_root!r} is inside data/, which holds your dataset only; use a folder outside it.")
+            raise ValueError(
+                f"cifar_root: {self.cifar_root!r} is inside data/, which holds your dataset only; "
+                "use a folder outside it."
+            )
 
 
 def main() -> None:

@@ -81,10 +81,20 @@ def _initialize(model: torch.nn.Module, init: Path, allow_unmatched: bool) -> di
         ckpt = torch.load(init, map_location="cpu", weights_only=True)
         state = ckpt["state_dict"]
     except Exception as e:
-        raise ValueError(f"{init}: not a readable checkpoint ({type(e).__name__}: {e}); rerun `dvc repro pretrain`.") from e
+        raise ValueError(
+            f"{init}: not a readable checkpoint ({type(e).__name__}: {e}); rerun `dvc repro pretrain`."
+        ) from e
     t = transfer_pretrained(model, state, str(init), allow_none=allow_unmatched)
-    print(f"init from {init} ({ckpt.get('arch')}): {t.transferred} tensors transferred, {t.skipped} skipped, head {t.head} re-initialized")
-    return {"init": str(init), "init_arch": ckpt.get("arch"), "init_transferred": t.transferred, "init_skipped": t.skipped}
+    print(
+        f"init from {init} ({ckpt.get('arch')}): {t.transferred} tensors transferred, "
+        f"{t.skipped} skipped, head {t.head} re-initialized"
+    )
+    return {
+        "init": str(init),
+        "init_arch": ckpt.get("arch"),
+        "init_transferred": t.transferred,
+        "init_skipped": t.skipped,
+    }
 
 
 def train_model(
@@ -132,7 +142,14 @@ def train_model(
         teachers = load_teachers(
             paths, classes, weights, kd.temperature, meta["mean"], meta["std"], resolve_device(cfg.device)
         )
-        out.update({"kd_mode": kd.mode, "kd_teachers": "+".join(kd.teachers), "kd_temperature": kd.temperature, "kd_alpha": kd.alpha})
+        out.update(
+            {
+                "kd_mode": kd.mode,
+                "kd_teachers": "+".join(kd.teachers),
+                "kd_temperature": kd.temperature,
+                "kd_alpha": kd.alpha,
+            }
+        )
     else:
         out["kd_mode"] = "none"
     with Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, resume=resume_live) as live:

@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.pretrain import DATA_KEYS, PretrainParams
 from stages.prepare import PrepareParams
+from stages.pretrain import DATA_KEYS, PretrainParams
 from stages.pseudo import DataParams, PseudoParams
 from stages.score import ScoreParams
 from stages.training import KDParams, split_section
-from tinycls.train import TrainConfig
 from tests.conftest import CLASSES, make_imagefolder
 from tinycls.config import from_section
 from tinycls.pseudo import TRAIN_ON
+from tinycls.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())

@@ -70,15 +70,15 @@ class Teachers(nn.Module):
         return self.temperature * mixed.clamp_min(1e-12).log()
 
     @torch.no_grad()
-    def logits_for(
-        self, images: np.ndarray, size: int, device: torch.device, batch_size: int = 512
-    ) -> torch.Tensor:
+    def logits_for(self, images: np.ndarray, size: int, device: torch.device, batch_size: int = 512) -> torch.Tensor:
         """Ensemble logits (N, K) on CPU for uint8 images (N, S, S, 3) prepared as the student
         sees them without augmentation (its size and normalization): the cache used when no
         augmentation is random."""
         out = []
         for i in range(0, len(images), batch_size):
-            x = to_input(torch.from_numpy(images[i : i + batch_size]).to(device), size, self.student_mean, self.student_std)
+            x = to_input(
+                torch.from_numpy(images[i : i + batch_size]).to(device), size, self.student_mean, self.student_std
+            )
             with torch.autocast(device.type, enabled=device.type == "cuda"):
                 out.append(self(x).float().cpu())
         return torch.cat(out)

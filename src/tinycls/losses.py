@@ -132,7 +132,9 @@ class F1FocalLoss(nn.Module):
         return self.weight * self.f1(logits, target) + (1 - self.weight) * self.focal(logits, target)
 
 
-def student_loss(name: str, label_smoothing: float = 0.0, focal_gamma: float = 2.0, f1_weight: float = 0.6) -> nn.Module:
+def student_loss(
+    name: str, label_smoothing: float = 0.0, focal_gamma: float = 2.0, f1_weight: float = 0.6
+) -> nn.Module:
     """The base loss by name: `ce` (with label smoothing), `focal`, or `f1_focal` (the team's
     f1_weight * soft-F1 + (1 - f1_weight) * focal). Label smoothing applies to `ce` only.
 

@@ -121,7 +121,9 @@ class Transfer:
     head: list[str]  # the re-initialized classifier tensors
 
 
-def transfer_pretrained(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str, allow_none: bool = False) -> Transfer:
+def transfer_pretrained(
+    model: nn.Module, state_dict: dict[str, torch.Tensor], source: str, allow_none: bool = False
+) -> Transfer:
     """Copy every tensor of `state_dict` whose name and shape match one of `model`'s, except the
     classifier head, which keeps its fresh initialization.
 
