@@ -24,8 +24,9 @@ def main() -> None:
     shutil.rmtree(ASSISTANT, ignore_errors=True)
     ASSISTANT.mkdir(parents=True)
     if not isinstance(wanted, list) or "assistant" not in wanted:
-        LIVE.mkdir(parents=True, exist_ok=True)
-        write_json(ASSISTANT / "status.json", {"trained": False, "why": "params.yaml [kd].teachers does not list it"})
+        status = {"trained": False, "why": "params.yaml [kd].teachers does not list it"}
+        write_json(ASSISTANT / "status.json", status)
+        write_json(LIVE / "metrics.json", status)  # a declared output: git keeps no empty folder
         write_json(METRICS, {"trained": False})
         print("assistant: not trained (kd.teachers does not list it)")
         return

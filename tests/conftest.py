@@ -50,3 +50,46 @@ def tree_digest(root: Path) -> dict[str, str]:
 @pytest.fixture
 def dataset(tmp_path: Path) -> Path:
     return make_imagefolder(tmp_path / "data" / "tiny")
+
+
+def _pickle(path: Path, obj: dict) -> str:
+    import pickle
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(obj, protocol=2))
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def _cifar_batch(rng: np.random.Generator, labels: list[int], key: str) -> dict:
+    # The real layout: uint8 rows of 3072 = 1024 red, 1024 green, 1024 blue values (32x32, row-major).
+    data = rng.integers(0, 256, (len(labels), 3 * 32 * 32), dtype=np.uint8)
+    return {"batch_label": b"generated", key: labels, "data": data, "filenames": [f"{i}.png" for i in labels]}
+
+
+def make_cifar(root: Path, monkeypatch: pytest.MonkeyPatch, per_class: int = 2) -> Path:
+    """CIFAR-10 and CIFAR-100 in torchvision's python-pickle format under `root`, tiny, with
+    torchvision's md5 table pointed at the generated files (their integrity check still runs)."""
+    import torchvision.datasets as tvd
+
+    rng = np.random.default_rng(0)
+    c10 = root / tvd.CIFAR10.base_folder
+    train_list = []
+    for i in range(1, 6):  # the classes spread over the five training batches
+        labels = [c for c in range(10) for _ in range(per_class) if c % 5 == i - 1]
+        train_list.append([f"data_batch_{i}", _pickle(c10 / f"data_batch_{i}", _cifar_batch(rng, labels, "labels"))])
+    test = _pickle(c10 / "test_batch", _cifar_batch(rng, [c for c in range(10) for _ in range(per_class)], "labels"))
+    meta = _pickle(c10 / "batches.meta", {"label_names": [f"c10_{i}" for i in range(10)]})
+    monkeypatch.setattr(tvd.CIFAR10, "train_list", train_list)
+    monkeypatch.setattr(tvd.CIFAR10, "test_list", [["test_batch", test]])
+    monkeypatch.setattr(tvd.CIFAR10, "meta", {**tvd.CIFAR10.meta, "md5": meta})
+
+    c100 = root / tvd.CIFAR100.base_folder
+    labels = [c for c in range(100) for _ in range(per_class)]
+    batch = _cifar_batch(rng, labels, "fine_labels") | {"coarse_labels": [c // 5 for c in labels]}
+    train = _pickle(c100 / "train", batch)
+    test = _pickle(c100 / "test", _cifar_batch(rng, list(range(100)), "fine_labels"))
+    meta = _pickle(c100 / "meta", {"fine_label_names": [f"c100_{i}" for i in range(100)]})
+    monkeypatch.setattr(tvd.CIFAR100, "train_list", [["train", train]])
+    monkeypatch.setattr(tvd.CIFAR100, "test_list", [["test", test]])
+    monkeypatch.setattr(tvd.CIFAR100, "meta", {**tvd.CIFAR100.meta, "md5": meta})
+    return root

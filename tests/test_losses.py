@@ -93,3 +93,35 @@ def test_f1_focal_mixes_its_parts():
     assert F1FocalLoss(0.6, 2.0)(x, y).item() == pytest.approx(expected.item())
     with pytest.raises(ValueError, match="weight: 2 must be in"):
         F1FocalLoss(2)
+
+
+def test_cross_entropy_takes_indices_and_probabilities():
+    from timm.loss import SoftTargetCrossEntropy
+
+    from tinycls.losses import CrossEntropy
+
+    x, y = torch.randn(6, 4), torch.randint(0, 4, (6,))
+    soft = torch.softmax(torch.randn(6, 4), 1)
+    assert CrossEntropy()(x, soft).item() == pytest.approx(SoftTargetCrossEntropy()(x, soft).item(), abs=1e-6)
+    smooth = torch.nn.functional.one_hot(y, 4).float() * 0.9 + 0.1 / 4
+    assert CrossEntropy(0.1)(x, y).item() == pytest.approx(SoftTargetCrossEntropy()(x, smooth).item(), abs=1e-6)
+
+
+def test_focal_on_probabilities_weighs_each_class():
+    logits = torch.zeros(1, 2)  # p = (0.5, 0.5)
+    soft = torch.tensor([[0.25, 0.75]])
+    assert FocalLoss(2.0)(logits, soft).item() == pytest.approx(0.25 * math.log(2))  # sum_k t_k = 1
+    x, y = torch.randn(5, 3), torch.randint(0, 3, (5,))
+    one_hot = torch.nn.functional.one_hot(y, 3).float()
+    assert FocalLoss(2.0)(x, one_hot).item() == pytest.approx(FocalLoss(2.0)(x, y).item(), abs=1e-6)
+
+
+def test_student_loss_by_name():
+    from tinycls.losses import CrossEntropy, student_loss
+
+    assert isinstance(student_loss("ce", 0.1), CrossEntropy)
+    assert isinstance(student_loss("focal"), FocalLoss)
+    f = student_loss("f1_focal", f1_weight=0.6, focal_gamma=2.0)
+    assert isinstance(f, F1FocalLoss) and f.weight == 0.6
+    with pytest.raises(ValueError, match="loss: 'dice' is not one of ce, focal, f1_focal."):
+        student_loss("dice")

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
-from tests.conftest import make_imagefolder
+from tests.conftest import make_cifar, make_imagefolder
 from tinycls.models import build_model, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,8 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def workdir(tmp_path, monkeypatch):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["prepare"].update(dataset="tiny", image_size=16, max_per_class=0, workers=1)
-    for name in ("teacher", "student"):
+    for name in ("teacher", "assistant", "student"):
         params[name].update(arch="pytorchcv:shufflenet_g3_wd4", epochs=1, batch_size=8, input_size=16)
+    params["pretrain"].update(epochs=1, batch_size=32, input_size=16, download=False)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     make_imagefolder(tmp_path / "data" / "tiny")
     monkeypatch.chdir(tmp_path)
@@ -114,3 +116,125 @@ def test_student_trains_on_all_data_with_the_proxy(workdir):
     m = json.loads(Path("metrics/student.json").read_text())
     assert m["train_images"] == 18 + 6 + 9 and m["selection"].startswith("proxy")
     shutil.rmtree("artifacts/student")
+
+
+@pytest.mark.parametrize(
+    ("source", "phases"),
+    [
+        ("cifar10", ["cifar10"]),
+        ("cifar100", ["cifar100"]),
+        ("cifar10_to_100", ["cifar10", "cifar100"]),
+        ("cifar100_to_10", ["cifar100", "cifar10"]),
+    ],
+)
+def test_pretrain_on_every_cifar_source(workdir, monkeypatch, source, phases):
+    from stages import pretrain
+
+    root = make_cifar(workdir / "cifar", monkeypatch, per_class=2)
+    _set(Path("params.yaml"), "pretrain", source=source, cifar_root=str(root), max_per_class=1)
+    pretrain.main()
+    m = json.loads(Path("metrics/pretrain.json").read_text())
+    assert m["source"] == source and [p["dataset"] for p in m["phases"]] == phases
+    assert [p["classes"] for p in m["phases"]] == [10 if n == "cifar10" else 100 for n in phases]
+    if len(phases) == 2:  # the second phase starts from the first: body copied, head fresh
+        assert m["phases"][1]["init_transferred"] > 0 and m["phases"][1]["init_skipped"] == 1
+    ckpt = torch.load("artifacts/pretrain/model.pt", weights_only=True)
+    assert ckpt["arch"] == "pytorchcv:shufflenet_g3_wd4" and len(ckpt["classes"]) == m["phases"][-1]["classes"]
+    assert sorted(p.name for p in Path("artifacts/pretrain").iterdir()) == ["model.pt", "source.json"]
+
+
+def test_student_starts_from_the_pretrained_digits_model(workdir):
+    from stages import pretrain, student
+
+    pretrain.main()  # params.yaml's own source: digits, offline
+    assert json.loads(Path("metrics/pretrain.json").read_text())["phases"][0]["dataset"] == "digits"
+    _set(Path("params.yaml"), "kd", mode="none")
+    _set(Path("params.yaml"), "student", train_on="train")
+    student.main()
+    m = json.loads(Path("metrics/student.json").read_text())
+    assert m["init"] == "artifacts/pretrain/model.pt" and m["init_transferred"] > 0 and m["init_skipped"] == 1
+
+
+def test_pretrain_of_another_architecture_fails_unless_allowed(workdir):
+    from stages import student
+
+    save_checkpoint(
+        Path("artifacts/pretrain/model.pt"),
+        build_model("timm:mobilenetv3_small_050", 10),
+        {"arch": "timm:mobilenetv3_small_050", "arch_kwargs": {}, "classes": list("0123456789")},
+    )
+    _set(Path("params.yaml"), "kd", mode="none")
+    _set(Path("params.yaml"), "student", train_on="train")
+    with pytest.raises(ValueError, match=r"pretrain/model.pt: none of its \d+ tensors fit .*allow_unmatched_init"):
+        student.main()
+    assert not Path("artifacts/student/model.pt").exists()
+    _set(Path("params.yaml"), "student", allow_unmatched_init=True)
+    student.main()
+    assert json.loads(Path("metrics/student.json").read_text())["init_transferred"] == 0
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"source": "imagenet"}, "[pretrain].source: 'imagenet' is not one of none, cifar10, cifar100, cifar10_to_100"),
+        ({"cifar_root": "data/cifar"}, "[pretrain].cifar_root: 'data/cifar' is inside data/"),
+        ({"source": "cifar10", "cifar_root": "nowhere"}, "cifar10: nowhere/cifar-10-batches-py does not exist"),
+    ],
+)
+def test_pretrain_bad_inputs_fail_before_training(workdir, values, message):
+    from stages import pretrain
+
+    _set(Path("params.yaml"), "pretrain", **values)
+    with pytest.raises((ValueError, RuntimeError)) as e:
+        pretrain.main()
+    assert message in str(e.value)
+    assert not Path("live/pretrain").exists() and not Path("artifacts/pretrain/model.pt").exists()
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"mode": "truelabel"}, "params.yaml [kd].mode: 'truelabel' is not one of none, vanilla, true_label."),
+        ({"temperature": 0.0}, "params.yaml [kd].temperature: 0.0 must be > 0."),
+        ({"alpha": 1.5}, "params.yaml [kd].alpha: 1.5 must be in [0, 1]."),
+        ({"teachers": ["teacher", "oracle"]}, "[kd].teachers: 'oracle' is not one of teacher, assistant."),
+        ({"weights": [1.0, 2.0]}, "[kd].weights: [1.0, 2.0] must be empty (equal) or give one weight per teacher"),
+    ],
+)
+def test_kd_bad_settings(workdir, values, message):
+    from stages import student
+
+    _set(Path("params.yaml"), "kd", **values)
+    with pytest.raises(ValueError) as e:
+        student.main()
+    assert message in str(e.value)
+
+
+def test_kd_teacher_of_other_classes_is_refused(workdir):
+    from stages import pseudo, student
+
+    _teacher(["ant", "bee", "cat"])
+    pseudo.main()
+    _teacher(["ant", "bee", "dog"])
+    with pytest.raises(ValueError, match=r"teacher/model.pt: teacher classes \['ant', 'bee', 'dog'\] differ"):
+        student.main()
+    assert not Path("artifacts/student/model.pt").exists()
+
+
+def test_assistant_trains_only_when_listed_and_the_student_learns_from_both(workdir):
+    from stages import assistant, pseudo, student
+
+    _teacher(["ant", "bee", "cat"])
+    pseudo.main()
+    assistant.main()
+    assert json.loads(Path("metrics/assistant.json").read_text()) == {"trained": False}
+    assert not Path("artifacts/assistant/model.pt").exists()
+    _set(Path("params.yaml"), "kd", teachers=["teacher", "assistant"], weights=[2.0, 1.0], mode="vanilla")
+    assistant.main()
+    m = json.loads(Path("metrics/assistant.json").read_text())
+    assert m["trained"] and m["kd_mode"] == "vanilla" and m["kd_teachers"] == "teacher"
+    student.main()
+    assert json.loads(Path("metrics/student.json").read_text())["kd_teachers"] == "teacher+assistant"
+    _set(Path("params.yaml"), "assistant", kd={"mode": "vanilla", "teachers": ["assistant"]})
+    with pytest.raises(ValueError, match=r"\[assistant\].kd.teachers: \['assistant'\]: the assistant learns from"):
+        assistant.main()

@@ -50,6 +50,7 @@ class Teachers(nn.Module):
         self.weights = [w / total for w in weights]
         self.temperature = temperature
         self.student_mean, self.student_std = tuple(student_mean), tuple(student_std)
+        self.eval()
 
     def train(self, mode: bool = True) -> "Teachers":
         return super().train(False)  # always eval: BatchNorm statistics and dropout stay frozen

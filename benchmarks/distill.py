@@ -1,0 +1,90 @@
+"""What distillation costs: seconds per student epoch without a teacher, with the teacher run on
+every (randomly augmented) batch, and with teacher outputs cached once (no random augmentation).
+
+Uses the quick start's prepared cache and trained teacher, so run `dvc repro` first; then, from
+the repository root with the venv on PATH: `python -m benchmarks.distill`.
+"""
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from stages.params import CACHE, TEACHER
+from tinycls.distill import load_teachers
+from tinycls.losses import KDConfig
+from tinycls.models import build_model
+from tinycls.prepare import load_classes, load_split
+from tinycls.train import TrainConfig, fit, resolve_device, seed_everything
+from tinycls.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+
+def epoch_times(arch: str, train, val, classes, size: int, epochs: int, kd: bool, augment: bool, device) -> list[float]:
+    seed_everything(0)
+    model = build_model(arch, len(classes))
+    meta = {
+        "arch": arch,
+        "arch_kwargs": {},
+        "classes": classes,
+        "input_size": size,
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+    }
+    cfg = TrainConfig(
+        epochs=epochs,
+        batch_size=128,
+        device=device.type,
+        hflip=augment,
+        translate=0.1 if augment else 0.0,
+        label_smoothing=0.1,
+    )
+    teachers = load_teachers([TEACHER], classes, [1.0], 20.0, meta["mean"], meta["std"], device) if kd else None
+    stamps = [time.perf_counter()]
+    with tempfile.TemporaryDirectory() as tmp:
+        fit(
+            model,
+            train,
+            val,
+            cfg,
+            Path(tmp) / "s.pt",
+            meta,
+            kd=KDConfig("true_label", 20.0, 0.3) if kd else None,
+            teachers=teachers,
+            log=lambda row: stamps.append(time.perf_counter()),
+            progress=False,
+        )
+    return [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--arch", default="pytorchcv:shufflenet_g3_wd4")
+    ap.add_argument("--size", type=int, default=32)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+    device = resolve_device(args.device)
+    classes = load_classes(CACHE)
+    train, val = load_split(CACHE, "train"), load_split(CACHE, "val")
+    runs = {
+        "no teacher (hflip + translate)": (False, True),
+        "teacher on every batch (hflip + translate)": (True, True),
+        "no teacher, no random augmentation": (False, False),
+        "teacher outputs cached (no random augmentation)": (True, False),
+    }
+    print(
+        f"{args.arch} {args.size}px, {len(train[0]):,} images/epoch, on {device.type}, "
+        f"{torch.get_num_threads()} threads"
+    )
+    print("| run | epoch 1 s | later epochs s (mean) |")
+    print("|---|---|---|")
+    for name, (kd, augment) in runs.items():
+        t = epoch_times(args.arch, train, val, classes, args.size, args.epochs, kd, augment, device)
+        later = sum(t[1:]) / max(len(t) - 1, 1)
+        print(f"| {name} | {t[0]:.1f} | {later:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""The distillation family on the quick start, as one `dvc exp run --queue` sweep: no KD,
+vanilla, true-label (the default), two teachers (teacher + assistant), the chain teacher ->
+assistant -> student, and true-label without pretraining. Prints a Markdown table for the README.
+
+Run from the repository root with the venv on PATH, on a clean workspace after `dvc repro`:
+`python -m benchmarks.kd_sweep`. The experiments stay in `dvc exp show`; the workspace is not
+touched (queued experiments run in DVC's temporary workspaces, one at a time).
+"""
+
+import json
+import subprocess
+import time
+
+RUNS = {
+    "kd-none": ["kd.mode=none"],
+    "kd-vanilla": ["kd.mode=vanilla"],
+    "kd-true-label": ["kd.mode=true_label"],
+    "kd-two-teachers": ["kd.mode=true_label", "kd.teachers=[teacher,assistant]"],
+    "kd-chain": ["kd.mode=true_label", "kd.teachers=[assistant]"],
+    "kd-true-label-no-pretrain": ["kd.mode=true_label", "pretrain.source=none"],
+    "kd-none-no-pretrain": ["kd.mode=none", "pretrain.source=none"],
+}
+
+
+def sh(*cmd: str) -> str:
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+
+
+def main() -> None:
+    if sh("git", "status", "--porcelain", "--untracked-files=no"):
+        raise SystemExit("benchmarks.kd_sweep: commit your changes first; queued experiments start from HEAD.")
+    stamp = time.strftime("%Y%m%d-%H%M%S")  # experiment names must be new
+    names = {f"{name}-{stamp}": name for name in RUNS}
+    for name, sets in RUNS.items():
+        args = [a for s in sets for a in ("-S", s)]
+        sh("dvc", "exp", "run", "--queue", "-n", f"{name}-{stamp}", *args)
+    start = time.time()
+    sh("dvc", "queue", "start", "-j", "1")
+    while any(w in sh("dvc", "queue", "status") for w in ("Queued", "Running")):
+        time.sleep(20)
+    print(f"sweep: {len(RUNS)} experiments in {(time.time() - start) / 60:.1f} min")
+    print(sh("dvc", "queue", "status"))
+    rows = []
+    for row in json.loads(sh("dvc", "exp", "show", "--json")):
+        for exp in row.get("experiments") or []:
+            rev = exp["revs"][0]
+            if rev.get("name") not in names:
+                continue
+            m, p = rev["data"]["metrics"], rev["data"]["params"]["params.yaml"]["data"]
+            student, score = m["metrics/student.json"]["data"], m["metrics/score.json"]["data"]
+            rows.append(
+                (
+                    list(RUNS).index(names[rev["name"]]),
+                    rev["name"],
+                    p["kd"]["mode"],
+                    "+".join(p["kd"]["teachers"]),
+                    p["pretrain"]["source"],
+                    student.get("init_transferred", 0),
+                    student["val_f1"],
+                    score["f1"],
+                    score["macs"],
+                    score["score"],
+                )
+            )
+    print(
+        "| experiment | kd.mode | kd.teachers | pretrain.source | tensors transferred | selection F1 "
+        "| test F1 | MACs | score |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in sorted(rows):
+        print(f"| {r[1]} | {r[2]} | {r[3]} | {r[4]} | {r[5]} | {r[6]:.4f} | {r[7]:.4f} | {r[8]:,} | {r[9]:.4f} |")
+
+
+if __name__ == "__main__":
+    main()

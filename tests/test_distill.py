@@ -1,0 +1,138 @@
+"""Teachers for distillation: ensembles average softened probabilities, each teacher sees the
+student's batch at its own size and normalization, teachers never learn, and fit distils."""
+
+import numpy as np
+import pytest
+import torch
+
+from tinycls.distill import Teachers, load_teachers
+from tinycls.losses import KDConfig
+from tinycls.models import build_model, save_checkpoint
+from tinycls.train import TrainConfig, fit
+from tinycls.transforms import to_input
+
+ARCH = "pytorchcv:shufflenet_g3_wd4"
+S_MEAN, S_STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+
+
+class Fixed(torch.nn.Module):
+    """A 'teacher' whose logits are given, whatever the input."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits.expand(len(x), -1)
+
+
+def _meta(size: int = 16, mean=S_MEAN, std=S_STD, classes=("r", "g", "b")) -> dict:
+    return {
+        "arch": ARCH,
+        "arch_kwargs": {},
+        "classes": list(classes),
+        "input_size": size,
+        "mean": list(mean),
+        "std": list(std),
+    }
+
+
+def _data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    x = np.clip(rng.normal(60, 30, (n, 16, 16, 3)), 0, 255)
+    x[np.arange(n), :, :, y] += 150
+    return np.clip(x, 0, 255).astype(np.uint8), y.astype(np.int64)
+
+
+def test_one_teacher_keeps_its_softened_probabilities_and_argmax():
+    z = torch.tensor([[2.0, 0.5, -1.0]])
+    t = Teachers([Fixed(z)], [_meta()], [1.0], 4.0, S_MEAN, S_STD)
+    out = t(torch.zeros(2, 3, 16, 16))
+    assert torch.allclose((out / 4.0).softmax(1), (z / 4.0).softmax(1).expand(2, -1), atol=1e-6)
+    assert out.argmax(1).tolist() == [0, 0]
+
+
+def test_ensemble_averages_softened_probabilities_with_weights():
+    a, b = torch.tensor([[3.0, 0.0, 0.0]]), torch.tensor([[0.0, 3.0, 0.0]])
+    t = Teachers([Fixed(a), Fixed(b)], [_meta(), _meta()], [3.0, 1.0], 2.0, S_MEAN, S_STD)
+    got = (t(torch.zeros(1, 3, 16, 16)) / 2.0).softmax(1)
+    want = 0.75 * (a / 2.0).softmax(1) + 0.25 * (b / 2.0).softmax(1)
+    assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_each_teacher_sees_the_batch_at_its_own_size_and_normalization():
+    torch.manual_seed(0)
+    teacher = build_model(ARCH, 3).eval()
+    meta = _meta(size=24, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    images, _ = _data(4, 0)
+    student_x = to_input(torch.from_numpy(images), 16, S_MEAN, S_STD)  # cache is 16 px
+    got = Teachers([teacher], [meta], [1.0], 1.0, S_MEAN, S_STD)(student_x)
+    with torch.no_grad():
+        direct = teacher(to_input(torch.from_numpy(images), 24, tuple(meta["mean"]), tuple(meta["std"])))
+    assert torch.allclose(got.softmax(1), direct.softmax(1), atol=1e-4)
+
+
+def test_bad_teacher_settings():
+    with pytest.raises(ValueError, match="must all be > 0"):
+        Teachers([Fixed(torch.zeros(1, 3))], [_meta()], [0.0], 1.0, S_MEAN, S_STD)
+    with pytest.raises(ValueError, match="1 teacher.*2 weight"):
+        Teachers([Fixed(torch.zeros(1, 3))], [_meta()], [1.0, 1.0], 1.0, S_MEAN, S_STD)
+    with pytest.raises(ValueError, match="temperature: 0.0 must be > 0"):
+        Teachers([Fixed(torch.zeros(1, 3))], [_meta()], [1.0], 0.0, S_MEAN, S_STD)
+
+
+def test_teacher_with_other_classes_is_refused(tmp_path):
+    save_checkpoint(tmp_path / "t.pt", build_model(ARCH, 3), _meta(classes=("r", "g", "x")))
+    with pytest.raises(ValueError, match=r"t.pt: teacher classes \['r', 'g', 'x'\] differ from the data's"):
+        load_teachers([tmp_path / "t.pt"], ["r", "g", "b"], [1.0], 4.0, S_MEAN, S_STD)
+
+
+def _teacher(tmp_path):
+    torch.manual_seed(1)
+    save_checkpoint(tmp_path / "t.pt", build_model(ARCH, 3), _meta())
+    return load_teachers([tmp_path / "t.pt"], ["r", "g", "b"], [1.0], 4.0, S_MEAN, S_STD)
+
+
+def _fit(tmp_path, teachers, kd, **cfg):
+    torch.manual_seed(0)
+    model = build_model(ARCH, 3)
+    c = TrainConfig(epochs=1, batch_size=16, device="cpu", **cfg)
+    return fit(
+        model, _data(48, 0), _data(24, 1), c, tmp_path / "s.pt", _meta(), kd=kd, teachers=teachers, progress=False
+    )
+
+
+def test_fit_distils_without_touching_the_teacher(tmp_path):
+    teachers = _teacher(tmp_path)
+    before = {k: v.clone() for k, v in teachers.state_dict().items()}
+    result = _fit(tmp_path, teachers, KDConfig("vanilla", 4.0, 0.3))
+    assert result.teacher_outputs == "per_batch"
+    assert all(torch.equal(v, before[k]) for k, v in teachers.state_dict().items())  # BN stats too
+    assert all(p.grad is None and not p.requires_grad for p in teachers.parameters())
+    assert not teachers.training and not teachers.train().training
+
+
+def test_teacher_outputs_are_cached_when_no_augmentation_is_random(tmp_path, monkeypatch):
+    teachers = _teacher(tmp_path)
+    calls = []
+    forward = Teachers.forward
+    monkeypatch.setattr(Teachers, "forward", lambda self, x: calls.append(len(x)) or forward(self, x))
+    result = _fit(tmp_path, teachers, KDConfig("true_label", 4.0, 0.3), hflip=False, translate=0.0)
+    assert result.teacher_outputs == "cached" and calls == [48]  # once, before the first step
+    cached = teachers.logits_for(_data(48, 0)[0], 16, torch.device("cpu"))
+    per_batch = forward(teachers, to_input(torch.from_numpy(_data(48, 0)[0]), 16, S_MEAN, S_STD))
+    assert torch.allclose(cached, per_batch, atol=1e-5)
+
+
+def test_kd_alpha_one_trains_exactly_like_no_kd(tmp_path):
+    plain = _fit(tmp_path, None, None)
+    a = torch.load(tmp_path / "s.pt", weights_only=True)["state_dict"]
+    kd = _fit(tmp_path, _teacher(tmp_path), KDConfig("vanilla", 4.0, 1.0))
+    b = torch.load(tmp_path / "s.pt", weights_only=True)["state_dict"]
+    assert plain.best_f1 == kd.best_f1 and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_kd_mode_needs_teachers(tmp_path):
+    with pytest.raises(ValueError, match="kd mode 'vanilla' needs teachers"):
+        _fit(tmp_path, None, KDConfig("vanilla", 4.0, 0.3))
