@@ -69,6 +69,8 @@ def main() -> None:
         init = checkpoint
     if init is not None:
         init.rename(PRETRAIN / "model.pt")
+    else:  # source none: the declared curves folder still gets a file (git keeps no empty folder)
+        write_json(LIVE / "metrics.json", {"source": p.source, "trained": False})
     for stale in PRETRAIN.glob("*.pt"):
         if stale.name != "model.pt":
             stale.unlink()

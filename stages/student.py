@@ -18,8 +18,13 @@ def main() -> None:
     data = from_section(DataParams, other, source("student"))
     pseudo = from_section(PseudoParams, section("pseudo"), source("pseudo"))
     kd = from_section(KDParams, section("kd"), source("kd"))
-    classes, train, val, selection = training_data(data.train_on, pseudo)
     init = PRETRAIN / "model.pt"
+    if m.pretrained and init.is_file():
+        raise ValueError(
+            f"{source('student')}.pretrained: true, and {init} exists: its weights would overwrite the "
+            "ImageNet ones. Set student.pretrained: false, or pretrain.source: none."
+        )
+    classes, train, val, selection = training_data(data.train_on, pseudo)
     train_model(
         "student",
         m,

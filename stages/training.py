@@ -75,7 +75,7 @@ def split_section(
     return model, from_section(TrainConfig, rest, source(name)), pick(other_keys)
 
 
-def _initialize(model: torch.nn.Module, init: Path, allow_unmatched: bool) -> dict[str, Any]:
+def _initialize(model: torch.nn.Module, arch: str, init: Path, allow_unmatched: bool) -> dict[str, Any]:
     """Copy a pretrained checkpoint's matching tensors into `model` (head re-initialized)."""
     try:
         ckpt = torch.load(init, map_location="cpu", weights_only=True)
@@ -84,6 +84,12 @@ def _initialize(model: torch.nn.Module, init: Path, allow_unmatched: bool) -> di
         raise ValueError(
             f"{init}: not a readable checkpoint ({type(e).__name__}: {e}); rerun `dvc repro pretrain`."
         ) from e
+    if ckpt.get("arch") != arch and not allow_unmatched:
+        raise ValueError(
+            f"{init}: pretrained {ckpt.get('arch')}, but this model is {arch}; rerun `dvc repro pretrain` "
+            "(it pretrains student.arch), or set params.yaml [student].allow_unmatched_init: true to copy "
+            "whatever fits."
+        )
     t = transfer_pretrained(model, state, str(init), allow_none=allow_unmatched)
     print(
         f"init from {init} ({ckpt.get('arch')}): {t.transferred} tensors transferred, "
@@ -125,7 +131,7 @@ def train_model(
         model = build_model(m.arch, len(classes))
     out: dict[str, Any] = {}
     if init is not None:
-        out.update(_initialize(model, init, allow_unmatched_init))
+        out.update(_initialize(model, m.arch, init, allow_unmatched_init))
     meta = {
         "arch": m.arch,
         "arch_kwargs": {},

@@ -136,3 +136,50 @@ def test_kd_alpha_one_trains_exactly_like_no_kd(tmp_path):
 def test_kd_mode_needs_teachers(tmp_path):
     with pytest.raises(ValueError, match="kd mode 'vanilla' needs teachers"):
         _fit(tmp_path, None, KDConfig("vanilla", 4.0, 0.3))
+
+
+class ChannelMean(torch.nn.Module):
+    """A perfect teacher for _data: the class is the brightest channel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(x.shape[-1])
+        return x.mean((2, 3)) * 10
+
+
+@pytest.mark.parametrize("augment", [False, True])  # cached outputs, and the teacher on every batch
+def test_teacher_outputs_line_up_with_their_images(tmp_path, monkeypatch, augment):
+    from tinycls.losses import DistillationLoss
+
+    teachers = Teachers([ChannelMean()], [_meta()], [1.0], 4.0, S_MEAN, S_STD)
+    agree = []
+    forward = DistillationLoss.forward
+
+    def spy(self, s, t, y):
+        agree.append(bool((t.argmax(1) == y).all()))
+        return forward(self, s, t, y)
+
+    monkeypatch.setattr(DistillationLoss, "forward", spy)
+    result = _fit(tmp_path, teachers, KDConfig("true_label", 4.0, 0.3), hflip=augment, translate=0.0)
+    assert result.teacher_outputs == ("per_batch" if augment else "cached")
+    assert len(agree) == 3 and all(agree)  # a shuffled cache would pair outputs with other images
+
+
+def test_a_larger_teacher_sees_the_batch_at_its_own_size(tmp_path):
+    spy = ChannelMean()
+    teachers = Teachers([spy], [_meta(size=32)], [1.0], 4.0, S_MEAN, S_STD)
+    seen = []
+
+    def record(module, inputs):
+        seen.append(inputs[0].shape[-1])
+
+    torch.manual_seed(0)
+    model = build_model(ARCH, 3)
+    model.register_forward_pre_hook(record)
+    cfg = TrainConfig(epochs=1, batch_size=16, device="cpu")
+    kd = KDConfig("vanilla", 4.0, 0.3)
+    fit(model, _data(48, 0), _data(24, 1), cfg, tmp_path / "s.pt", _meta(), kd=kd, teachers=teachers, progress=False)
+    assert set(spy.sizes) == {32} and set(seen) == {16}  # prepared at 32 px, the student gets 16 px

@@ -94,3 +94,26 @@ def test_transfer_from_another_architecture_fails_unless_allowed():
 
 def test_timm_head_is_the_conv_head():
     assert head_names(build_model("timm:mobilenetv3_small_050", 4)) == {"head.conv.weight"}
+
+
+def test_an_untouched_tar_gz_is_read_offline(tmp_path, monkeypatch):
+    import hashlib
+    import shutil
+    import tarfile
+
+    root = make_cifar(tmp_path / "cifar", monkeypatch)
+    archive = root / tvd.CIFAR10.filename
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(root / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    shutil.rmtree(root / "cifar-10-batches-py")
+    monkeypatch.setattr(tvd.CIFAR10, "tgz_md5", hashlib.md5(archive.read_bytes()).hexdigest())
+    for name in ("_get_redirect_url", "_urlretrieve"):  # what torchvision calls to go online
+        monkeypatch.setattr(f"torchvision.datasets.utils.{name}", lambda *a, **k: pytest.fail("went online"))
+    assert len(load_cifar("cifar10", root, download=False).train[0]) == 20
+
+
+def test_bookkeeping_tensors_alone_are_not_a_transfer():
+    # x0.5 and x0.25 ShuffleNets share module names; only BatchNorm's counters match in shape
+    wider = build_model("pytorchcv:shufflenet_g3_wd2", 10).state_dict()
+    with pytest.raises(ValueError, match="none of its .* tensors fit this model"):
+        transfer_pretrained(build_model(ARCH, 3), wider, "wd2.pt")

@@ -165,7 +165,7 @@ def test_pretrain_of_another_architecture_fails_unless_allowed(workdir):
     )
     _set(Path("params.yaml"), "kd", mode="none")
     _set(Path("params.yaml"), "student", train_on="train")
-    with pytest.raises(ValueError, match=r"pretrain/model.pt: none of its \d+ tensors fit .*allow_unmatched_init"):
+    with pytest.raises(ValueError, match=r"pretrain/model.pt: pretrained timm:mobilenetv3_small_050, but this model"):
         student.main()
     assert not Path("artifacts/student/model.pt").exists()
     _set(Path("params.yaml"), "student", allow_unmatched_init=True)
@@ -238,3 +238,25 @@ def test_assistant_trains_only_when_listed_and_the_student_learns_from_both(work
     _set(Path("params.yaml"), "assistant", kd={"mode": "vanilla", "teachers": ["assistant"]})
     with pytest.raises(ValueError, match=r"\[assistant\].kd.teachers: \['assistant'\]: the assistant learns from"):
         assistant.main()
+
+
+def test_pretrain_source_none_trains_nothing_and_the_student_starts_fresh(workdir):
+    from stages import pretrain, student
+
+    _set(Path("params.yaml"), "pretrain", source="none")
+    pretrain.main()
+    assert sorted(p.name for p in Path("artifacts/pretrain").iterdir()) == ["source.json"]
+    assert json.loads(Path("live/pretrain/metrics.json").read_text())["trained"] is False
+    _set(Path("params.yaml"), "kd", mode="none")
+    _set(Path("params.yaml"), "student", train_on="train")
+    student.main()
+    assert "init" not in json.loads(Path("metrics/student.json").read_text())
+
+
+def test_imagenet_weights_and_a_pretrain_checkpoint_conflict(workdir):
+    from stages import pretrain, student
+
+    pretrain.main()
+    _set(Path("params.yaml"), "student", pretrained=True)
+    with pytest.raises(ValueError, match=r"\[student\].pretrained: true, and artifacts/pretrain/model.pt exists"):
+        student.main()

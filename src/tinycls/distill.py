@@ -3,6 +3,7 @@ student's own (augmented, possibly CutMix-mixed) batch, re-normalized and resize
 teacher's input size.
 """
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -59,28 +60,34 @@ class Teachers(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: the student's normalized batch (B, 3, H, W) -> ensemble logits (B, K), float32."""
         pixels = x.float() * _stats(self.student_std, x.device) + _stats(self.student_mean, x.device)
-        mixed = None
+        parts = []  # log(w_i) + log softmax(z_i / T), summed over i in log space (no underflow)
         for model, meta, w in zip(self.models, self.metas, self.weights, strict=True):
             size = meta["input_size"]
             y = pixels
             if y.shape[-1] != size:
                 y = F.interpolate(y, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
             y = (y - _stats(meta["mean"], x.device)) / _stats(meta["std"], x.device)
-            p = w * (model(y).float() / self.temperature).softmax(1)
-            mixed = p if mixed is None else mixed + p
-        return self.temperature * mixed.clamp_min(1e-12).log()
+            parts.append(math.log(w) + F.log_softmax(model(y).float() / self.temperature, dim=1))
+        return self.temperature * torch.logsumexp(torch.stack(parts), dim=0)
+
+    @property
+    def input_size(self) -> int:
+        """The largest teacher input: the resolution the student's batch is prepared at."""
+        return max(int(m["input_size"]) for m in self.metas)
 
     @torch.no_grad()
-    def logits_for(self, images: np.ndarray, size: int, device: torch.device, batch_size: int = 512) -> torch.Tensor:
-        """Ensemble logits (N, K) on CPU for uint8 images (N, S, S, 3) prepared as the student
-        sees them without augmentation (its size and normalization): the cache used when no
-        augmentation is random."""
+    def logits_for(
+        self, images: np.ndarray, size: int, device: torch.device, batch_size: int = 512, amp: bool = True
+    ) -> torch.Tensor:
+        """Ensemble logits (N, K) on CPU for uint8 images (N, S, S, 3) prepared as the training
+        batch is without augmentation (at `size`, the student's normalization): the cache used
+        when no augmentation is random. `amp`: mixed precision on CUDA."""
         out = []
         for i in range(0, len(images), batch_size):
             x = to_input(
                 torch.from_numpy(images[i : i + batch_size]).to(device), size, self.student_mean, self.student_std
             )
-            with torch.autocast(device.type, enabled=device.type == "cuda"):
+            with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
                 out.append(self(x).float().cpu())
         return torch.cat(out)
 

@@ -136,7 +136,8 @@ def student_loss(
     name: str, label_smoothing: float = 0.0, focal_gamma: float = 2.0, f1_weight: float = 0.6
 ) -> nn.Module:
     """The base loss by name: `ce` (with label smoothing), `focal`, or `f1_focal` (the team's
-    f1_weight * soft-F1 + (1 - f1_weight) * focal). Label smoothing applies to `ce` only.
+    f1_weight * soft-F1 + (1 - f1_weight) * focal). Label smoothing here applies to `ce`; targets
+    that arrive smoothed (timm's CutMix) are smoothed for every loss.
 
     Raises:
         ValueError: unknown name (the message lists the valid ones) or a bad weight/gamma.

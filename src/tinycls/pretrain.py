@@ -64,8 +64,10 @@ def load_cifar(name: str, root: Path, download: bool, max_per_class: int = 0) ->
         f"{cls.base_folder}/ folder), set params.yaml [pretrain].cifar_root to a folder that holds "
         "one, or use pretrain.source digits or none."
     )
+    # torchvision extracts a local .tar.gz (md5-checked, no network) only inside download().
+    fetch = download or (root / cls.filename).is_file()
     try:
-        sets = [cls(str(root), train=train, download=download) for train in (True, False)]
+        sets = [cls(str(root), train=train, download=fetch) for train in (True, False)]
     except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
         state = "is corrupted or incomplete (md5 mismatch)" if where.exists() else "does not exist"
         hint = "" if download else " Download is off (pretrain.download: false)."
@@ -132,11 +134,21 @@ def transfer_pretrained(
             message names `source` and the fix.
     """
     head = head_names(model)
+    own = model.state_dict()
+    # Weights, not bookkeeping: BatchNorm's 0-d num_batches_tracked matches any net with the
+    # same module names, so it alone must not pass for a transfer.
+    weights = [
+        k
+        for k, v in state_dict.items()
+        if k not in head and k in own and own[k].shape == v.shape and v.is_floating_point() and v.ndim > 0
+    ]
+    if not weights:
+        if not allow_none:
+            raise ValueError(
+                f"{source}: none of its {len(state_dict)} tensors fit this model (another architecture?); "
+                "pretrain the same architecture, or set params.yaml [student].allow_unmatched_init: true "
+                "to train from the model's own initialization anyway."
+            )
+        return Transfer(0, len(state_dict), sorted(head))  # nothing loaded, not even counters
     moved, _ = transfer_weights(model, {k: v for k, v in state_dict.items() if k not in head})
-    if moved == 0 and not allow_none:
-        raise ValueError(
-            f"{source}: none of its {len(state_dict)} tensors fit this model (another architecture?); "
-            "pretrain the same architecture, or set params.yaml [student].allow_unmatched_init: true "
-            "to train from the model's own initialization anyway."
-        )
     return Transfer(moved, len(state_dict) - moved, sorted(head))

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from timm.data import Mixup
 from timm.utils import ModelEmaV3
 from torch import nn
@@ -153,7 +154,8 @@ def fit(
         cfg: loop settings.
         checkpoint: where the best checkpoint goes; `<stem>.last.pt` beside it on Ctrl-C.
         meta: plain-typed checkpoint fields (arch, arch_kwargs, classes, input_size, mean, std).
-        kd: distillation settings; mode none (or no kd) trains on cfg.loss alone.
+        kd: distillation settings; mode none (or no kd) trains on cfg.loss alone. Label
+            smoothing applies to cfg.loss `ce`, and to every loss through the CutMix targets.
         teachers: the frozen teacher(s) kd distils from; they see each training batch exactly
             as the student does. When no augmentation is random (no hflip, translate or
             CutMix) their outputs are computed once and reused every epoch.
@@ -193,9 +195,16 @@ def fit(
         raise ValueError(f"kd mode {kd.mode!r} needs teachers; pass them or set mode none.")
     if teachers is not None and teachers.temperature != kd.temperature:
         raise ValueError(f"teachers built at T={teachers.temperature}, kd asks T={kd.temperature}.")
-    distil = DistillationLoss(kd.mode, kd.temperature, kd.alpha, base) if kd.mode != "none" else None
+    # alpha = 1 leaves nothing to distil: the teachers need not run.
+    distil = DistillationLoss(kd.mode, kd.temperature, kd.alpha, base) if kd.mode != "none" and kd.alpha < 1 else None
+    # Batches are prepared (resized, augmented, CutMix-mixed) at the largest input any model
+    # takes, then resized down for the student: a teacher trained at 224 px sees the same crop
+    # at 224 px, not the student's 80 px upsampled.
+    view = max(size, teachers.input_size) if distil else size
     random_aug = cfg.hflip or cfg.translate > 0 or mixer is not None
-    cache = teachers.logits_for(train[0], size, device, cfg.eval_batch_size) if distil and not random_aug else None
+    cache = (
+        teachers.logits_for(train[0], view, device, cfg.eval_batch_size, cfg.amp) if distil and not random_aug else None
+    )
     outputs = "none" if distil is None else ("cached" if cache is not None else "per_batch")
     ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
     evaluated = ema.module if ema else model  # what is validated and saved
@@ -226,19 +235,20 @@ def fit(
             loss_sum, seen = torch.zeros((), device=device), 0
             for step in bar:
                 idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-                x = to_input(x_all[idx].to(device, non_blocking=True), size, mean, std)
-                x = augment(x, cfg.hflip, cfg.translate, gen)
+                xv = to_input(x_all[idx].to(device, non_blocking=True), view, mean, std)
+                xv = augment(xv, cfg.hflip, cfg.translate, gen)
                 y = y_all[idx].to(device, non_blocking=True)
                 if mixer:
-                    if len(x) % 2:  # timm mixes a batch with its reverse: drop the odd one out
-                        x, y, idx = x[:-1], y[:-1], idx[:-1]
-                    x, y = mixer(x, y)  # y: (B, K) mixed, smoothed class probabilities
+                    if len(xv) % 2:  # timm mixes a batch with its reverse: drop the odd one out
+                        xv, y, idx = xv[:-1], y[:-1], idx[:-1]
+                    xv, y = mixer(xv, y)  # y: (B, K) mixed, smoothed class probabilities
+                x = xv if view == size else F.interpolate(xv, (size, size), mode="bilinear", antialias=True)
                 with torch.autocast(device.type, enabled=amp):
                     logits = model(x)
                     if criterion:
                         loss = criterion(logits, y, x)
                     elif distil:
-                        t = cache[idx].to(device) if cache is not None else teachers(x)
+                        t = cache[idx].to(device) if cache is not None else teachers(xv)
                         loss = distil(logits, t, y)
                     else:
                         loss = base(logits, y)
