@@ -1,5 +1,5 @@
-"""The distillation family on the quick start, as one `dvc exp run --queue` sweep: no KD,
-vanilla, true-label (the default), two teachers (teacher + assistant), the chain teacher ->
+"""The distillation family on the quick start, as one `dvc exp run --queue` sweep: no KD (the
+default), vanilla, true-label, two teachers (teacher + assistant), the chain teacher ->
 assistant -> student, and true-label without pretraining. Prints a Markdown table for the README.
 
 Run from the repository root with the venv on PATH, on a clean workspace after `dvc repro`:

@@ -41,7 +41,7 @@ def test_every_params_section_parses():
     assert pre["source"] == "digits"  # the quick start pretrains offline
     from_section(PseudoParams, PARAMS["pseudo"], "pseudo")
     kd = from_section(KDParams, PARAMS["kd"], "kd")
-    assert kd.mode != "none" and kd.teachers == ["teacher"]
+    assert kd.mode == "none" and kd.teachers == ["teacher"] and kd.temperature == 20.0 and kd.alpha == 0.3
     assert from_section(KDParams, PARAMS["assistant"]["kd"], "assistant.kd").teachers == ["teacher"]
     from_section(ScoreParams, PARAMS["score"], "score")
     assert list(PARAMS) == ["prepare", "pretrain", "teacher", "pseudo", "assistant", "student", "kd", "score"]
