@@ -216,6 +216,7 @@ def test_kd_teacher_of_other_classes_is_refused(workdir):
     _teacher(["ant", "bee", "cat"])
     pseudo.main()
     _teacher(["ant", "bee", "dog"])
+    _set(Path("params.yaml"), "kd", mode="true_label")
     with pytest.raises(ValueError, match=r"teacher/model.pt: teacher classes \['ant', 'bee', 'dog'\] differ"):
         student.main()
     assert not Path("artifacts/student/model.pt").exists()
