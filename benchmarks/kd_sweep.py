@@ -7,9 +7,9 @@ Run from the repository root with the venv on PATH, on a clean workspace after `
 touched (queued experiments run in DVC's temporary workspaces, one at a time).
 """
 
-import json
-import subprocess
 import time
+
+from benchmarks.experiments import named, require_clean, sh, stamp
 
 RUNS = {
     "kd-none": ["kd.mode=none"],
@@ -22,18 +22,13 @@ RUNS = {
 }
 
 
-def sh(*cmd: str) -> str:
-    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-
-
 def main() -> None:
-    if sh("git", "status", "--porcelain", "--untracked-files=no"):
-        raise SystemExit("benchmarks.kd_sweep: commit your changes first; queued experiments start from HEAD.")
-    stamp = time.strftime("%Y%m%d-%H%M%S")  # experiment names must be new
-    names = {f"{name}-{stamp}": name for name in RUNS}
+    require_clean("kd_sweep", "queued experiments start from HEAD")
+    now = stamp()
+    names = {f"{name}-{now}": name for name in RUNS}
     for name, sets in RUNS.items():
         args = [a for s in sets for a in ("-S", s)]
-        sh("dvc", "exp", "run", "--queue", "-n", f"{name}-{stamp}", *args)
+        sh("dvc", "exp", "run", "--queue", "-n", f"{name}-{now}", *args)
     start = time.time()
     sh("dvc", "queue", "start", "-j", "1")
     while any(w in sh("dvc", "queue", "status") for w in ("Queued", "Running")):
@@ -41,27 +36,22 @@ def main() -> None:
     print(f"sweep: {len(RUNS)} experiments in {(time.time() - start) / 60:.1f} min")
     print(sh("dvc", "queue", "status"))
     rows = []
-    for row in json.loads(sh("dvc", "exp", "show", "--json")):
-        for exp in row.get("experiments") or []:
-            rev = exp["revs"][0]
-            if rev.get("name") not in names:
-                continue
-            m, p = rev["data"]["metrics"], rev["data"]["params"]["params.yaml"]["data"]
-            student, score = m["metrics/student.json"]["data"], m["metrics/score.json"]["data"]
-            rows.append(
-                (
-                    list(RUNS).index(names[rev["name"]]),
-                    rev["name"],
-                    p["kd"]["mode"],
-                    "+".join(p["kd"]["teachers"]),
-                    p["pretrain"]["source"],
-                    student.get("init_transferred", 0),
-                    student["val_f1"],
-                    score["f1"],
-                    score["macs"],
-                    score["score"],
-                )
+    for name, m, p in named(set(names)):
+        student, score = m["metrics/student.json"], m["metrics/score.json"]
+        rows.append(
+            (
+                list(RUNS).index(names[name]),
+                name,
+                p["kd"]["mode"],
+                "+".join(p["kd"]["teachers"]),
+                p["pretrain"]["source"],
+                student.get("init_transferred", 0),
+                student["val_f1"],
+                score["f1"],
+                score["macs"],
+                score["score"],
             )
+        )
     print(
         "| experiment | kd.mode | kd.teachers | pretrain.source | tensors transferred | selection F1 "
         "| test F1 | MACs | score |"

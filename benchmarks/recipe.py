@@ -6,9 +6,7 @@ It needs a clean git workspace (it refuses otherwise), leaves the three experime
 `dvc exp show`, and restores the workspace to HEAD afterwards.
 """
 
-import json
-import subprocess
-import time
+from benchmarks.experiments import named, require_clean, sh, stamp
 
 RUNS = {
     "train-only": "train",
@@ -17,38 +15,28 @@ RUNS = {
 }
 
 
-def sh(*cmd: str) -> str:
-    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-
-
 def main() -> None:
-    if sh("git", "status", "--porcelain", "--untracked-files=no"):
-        raise SystemExit("benchmarks.recipe: commit or stash your changes first; it restores the workspace to HEAD.")
-    stamp = time.strftime("%Y%m%d-%H%M%S")  # experiment names must be new
-    names = {f"recipe-{name}-{stamp}" for name in RUNS}
+    require_clean("recipe", "it restores the workspace to HEAD")
+    now = stamp()
+    names = {f"recipe-{name}-{now}" for name in RUNS}
     for name, train_on in RUNS.items():  # no --force: only the stages that changed rerun
-        sh("dvc", "exp", "run", "-n", f"recipe-{name}-{stamp}", "-S", f"student.train_on={train_on}")
+        sh("dvc", "exp", "run", "-n", f"recipe-{name}-{now}", "-S", f"student.train_on={train_on}")
     rows = []
-    for row in json.loads(sh("dvc", "exp", "show", "--json")):
-        for exp in row.get("experiments") or []:
-            rev = exp["revs"][0]
-            if rev.get("name") not in names:
-                continue
-            m = rev["data"]["metrics"]
-            score, student = m["metrics/score.json"]["data"], m["metrics/student.json"]["data"]
-            rows.append(
-                (
-                    rev["name"],
-                    student["train_on"],
-                    student["train_images"],
-                    student["val_f1"],
-                    score["f1"],
-                    score["score"],
-                    score["pseudo_label_f1"],
-                    m["metrics/pseudo.json"]["data"]["coverage"],
-                    m["metrics/teacher.json"]["data"]["val_f1"],
-                )
+    for name, m, _ in named(names):
+        score, student = m["metrics/score.json"], m["metrics/student.json"]
+        rows.append(
+            (
+                name,
+                student["train_on"],
+                student["train_images"],
+                student["val_f1"],
+                score["f1"],
+                score["score"],
+                score["pseudo_label_f1"],
+                m["metrics/pseudo.json"]["coverage"],
+                m["metrics/teacher.json"]["val_f1"],
             )
+        )
     print(
         "| experiment | student.train_on | train images | selection F1 | test F1 | score | teacher test F1 "
         "| pseudo coverage | teacher val F1 |"

@@ -1,0 +1,33 @@
+"""Shared by the benchmarks that run DVC experiments: shell calls, the clean-workspace guard,
+unique names, and reading named experiments back from `dvc exp show`."""
+
+import json
+import subprocess
+import time
+from typing import Any
+
+
+def sh(*cmd: str) -> str:
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+
+
+def require_clean(benchmark: str, why: str) -> None:
+    """Exit unless git's tracked files are unchanged (`why`: what the benchmark does to them)."""
+    if sh("git", "status", "--porcelain", "--untracked-files=no"):
+        raise SystemExit(f"benchmarks.{benchmark}: commit your changes first; {why}.")
+
+
+def stamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")  # DVC experiment names must be new
+
+
+def named(names: set[str]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(name, metrics by file, params.yaml) of each finished experiment whose name is in `names`."""
+    found = []
+    for row in json.loads(sh("dvc", "exp", "show", "--json")):
+        for exp in row.get("experiments") or []:
+            rev = exp["revs"][0]
+            if rev.get("name") in names:
+                metrics = {f: m["data"] for f, m in rev["data"]["metrics"].items()}
+                found.append((rev["name"], metrics, rev["data"]["params"]["params.yaml"]["data"]))
+    return found
