@@ -19,14 +19,22 @@ def macs(
     arch: str = typer.Argument(..., help="SOURCE:NAME (timm:..., pytorchcv:...) or a checkpoint .pt"),
     size: int = typer.Option(None, help="input side in px (default: the checkpoint's)"),
     classes: int = typer.Option(9, help="number of classes (ignored for a checkpoint)"),
+    keep_blocks: str = typer.Option(
+        None, "--keep-blocks", help="layer pruning: blocks kept per stage, e.g. 2,5,2 (ShuffleNet's full [4,8,4])"
+    ),
 ) -> None:
     """Count MACs and parameters by the competition's rules (ptflops 0.6.4 semantics).
 
     Prints the parameter count, then the MACs alone on the last line.
     """
+    from tinycls.compress import keep_blocks as prune
     from tinycls.macs import count_macs
     from tinycls.models import build_model, load_checkpoint
 
+    try:
+        keep = [int(k) for k in keep_blocks.split(",")] if keep_blocks else None
+    except ValueError:
+        raise typer.BadParameter(f"{keep_blocks!r}: expected integers separated by commas, e.g. 2,5,2") from None
     if Path(arch).suffix == ".pt":
         model, meta = load_checkpoint(Path(arch))
         size = size or meta["input_size"]
@@ -34,6 +42,11 @@ def macs(
         if size is None:
             raise typer.BadParameter("--size is required with a model name", param_hint="--size")
         model = build_model(arch, classes)
+    if keep:
+        try:
+            prune(model, keep, str(arch))
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--keep-blocks") from None
     n_macs, n_params = count_macs(model, size)
     typer.echo(f"params {n_params}")
     typer.echo(n_macs)

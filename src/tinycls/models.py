@@ -95,8 +95,13 @@ def _pytorchcv(name: str, num_classes: int, pretrained: bool, **kwargs: Any) -> 
 SOURCES: dict[str, Callable[..., nn.Module]] = {"timm": _timm, "pytorchcv": _pytorchcv}
 
 
-def build_model(arch: str, num_classes: int, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+def build_model(
+    arch: str, num_classes: int, pretrained: bool = False, keep_blocks: list[int] | None = None, **kwargs: Any
+) -> nn.Module:
     """Build `SOURCE:NAME` for `num_classes` classes; kwargs go to the source's factory.
+
+    keep_blocks: layer pruning, the first keep_blocks[i] blocks of stage i
+    (tinycls.compress.keep_blocks); a checkpoint records it in arch_kwargs and rebuilds it.
 
     Raises:
         ValueError: malformed name, unknown source or unknown model (the message says where
@@ -111,7 +116,12 @@ def build_model(arch: str, num_classes: int, pretrained: bool = False, **kwargs:
         )
     if num_classes < 2:
         raise ValueError(f"num_classes={num_classes}: a classifier needs at least 2 classes.")
-    return SOURCES[source](name, num_classes, pretrained, **kwargs)
+    model = SOURCES[source](name, num_classes, pretrained, **kwargs)
+    if keep_blocks is not None:
+        from tinycls.compress import keep_blocks as prune
+
+        prune(model, keep_blocks, arch)
+    return model
 
 
 def transfer_weights(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> tuple[int, int]:
