@@ -53,6 +53,41 @@ def macs(
 
 
 @app.command()
+def search(
+    archs: str = typer.Option(None, "--archs", help="comma-separated SOURCE:NAMEs (default: the competition's seven)"),
+    sizes: str = typer.Option("64,72,80,88,96", help="comma-separated input sides in px"),
+    classes: int = typer.Option(9, help="number of classes"),
+    budget: int = typer.Option(None, help="keep only candidates with at most this many MACs"),
+    out: Path = typer.Option(None, "--out", help="also write the table as CSV here"),
+) -> None:
+    """MACs and params of candidate architectures x input sizes, no training; marks the sizes
+    just before a MACs jump (one more pixel costing over 10%)."""
+    from tinycls.search import CANDIDATES, to_markdown, to_records
+    from tinycls.search import search as run
+
+    try:
+        size_list = [int(s) for s in sizes.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"{sizes!r}: expected integers separated by commas", param_hint="--sizes") from None
+    arch_list = [a.strip() for a in archs.split(",")] if archs else list(CANDIDATES)
+    try:
+        rows = run(arch_list, size_list, classes, budget)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    shown = [r for r in rows if r.within_budget]
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        records = to_records(shown)
+        with open(out, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(records[0]) if records else ["arch"])
+            w.writeheader()
+            w.writerows(records)
+    typer.echo(to_markdown(shown))
+    if budget is not None:
+        typer.echo(f"\n{len(shown)} of {len(rows)} candidates within {budget:,} MACs")
+
+
+@app.command()
 def predict(
     checkpoint: Path = typer.Argument(..., help="a tinycls checkpoint, e.g. artifacts/student/model.pt"),
     image_dir: Path = typer.Argument(..., help="folder of images (searched recursively)"),
