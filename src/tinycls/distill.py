@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tinycls.models import load_checkpoint
-from tinycls.transforms import to_input
+from tinycls.predict import predict_logits
 
 
 def _stats(values: Sequence[float], device: torch.device) -> torch.Tensor:
@@ -75,21 +75,13 @@ class Teachers(nn.Module):
         """The largest teacher input: the resolution the student's batch is prepared at."""
         return max(int(m["input_size"]) for m in self.metas)
 
-    @torch.no_grad()
     def logits_for(
         self, images: np.ndarray, size: int, device: torch.device, batch_size: int = 512, amp: bool = True
     ) -> torch.Tensor:
         """Ensemble logits (N, K) on CPU for uint8 images (N, S, S, 3) prepared as the training
         batch is without augmentation (at `size`, the student's normalization): the cache used
         when no augmentation is random. `amp`: mixed precision on CUDA."""
-        out = []
-        for i in range(0, len(images), batch_size):
-            x = to_input(
-                torch.from_numpy(images[i : i + batch_size]).to(device), size, self.student_mean, self.student_std
-            )
-            with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
-                out.append(self(x).float().cpu())
-        return torch.cat(out)
+        return predict_logits(self, images, size, self.student_mean, self.student_std, device, batch_size, amp)
 
 
 def load_teachers(

@@ -74,18 +74,13 @@ class DistillationLoss(nn.Module):
         return self.alpha * base + (1.0 - self.alpha) * kl.mean()
 
 
-class CrossEntropy(nn.Module):
-    """mean_b[-sum_k t_bk log p_bk], t the (label-smoothed) one-hot or given class probabilities.
-
-    Label smoothing (Szegedy et al. 2016) mixes t with the uniform distribution: t' = (1 - e) t + e / K.
-    """
+class CrossEntropy(nn.CrossEntropyLoss):
+    """mean_b[-sum_k t_bk log p_bk], t the (label-smoothed) one-hot or given class probabilities:
+    torch's own loss, with label smoothing (Szegedy et al. 2016: t' = (1 - e) t + e / K) as its
+    one argument."""
 
     def __init__(self, label_smoothing: float = 0.0) -> None:
-        super().__init__()
-        self.label_smoothing = label_smoothing
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
+        super().__init__(label_smoothing=label_smoothing)
 
 
 class FocalLoss(nn.Module):

@@ -19,13 +19,15 @@ def predict_logits(
     std: tuple[float, ...],
     device: torch.device,
     batch_size: int = 512,
+    amp: bool = True,
 ) -> torch.Tensor:
-    """Logits (N, K) on CPU for uint8 images (N, S, S, 3); puts the model in eval mode."""
+    """Logits (N, K) on CPU for uint8 images (N, S, S, 3); puts the model in eval mode.
+    `amp`: mixed precision on CUDA."""
     model.eval()
     out = []
     for i in range(0, len(images), batch_size):
         x = torch.from_numpy(images[i : i + batch_size]).to(device)
-        with torch.autocast(device.type, enabled=device.type == "cuda"):
+        with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
             out.append(model(to_input(x, input_size, mean, std)).float().cpu())
     return torch.cat(out) if out else torch.empty(0, 0)
 
