@@ -16,6 +16,7 @@ HELD_OUT = Path("artifacts/held_out/test.json")  # test file names and labels: f
 TEACHER = Path("artifacts/teacher/model.pt")
 PSEUDO = Path("artifacts/pseudo/pseudo_labels.csv")
 STUDENT = Path("artifacts/student/model.pt")
+COMPRESS = Path("artifacts/compress")  # model.pt: the final model (the student itself when compression is off)
 PRETRAIN = Path("artifacts/pretrain")  # model.pt when pretrain.source is not none
 ASSISTANT = Path("artifacts/assistant")  # model.pt when kd.teachers lists the assistant
 # The checkpoints a kd.teachers list may name (stage outputs, so DVC tracks them).

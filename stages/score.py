@@ -1,12 +1,15 @@
-"""Stage `score`: macro F1, MACs, params and the competition score of the final model, a
-confusion matrix for `dvc plots`, and a submission CSV. The only reader of the test labels."""
+"""Stage `score`: macro F1, MACs, params and the competition score of the final model (the
+compress stage's output: the compressed student, or the student when compression is off), a
+confusion matrix for `dvc plots`, and a submission CSV. When the final model is compressed, the
+student before compression is scored beside it (`student_*`). The only reader of the test labels."""
 
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from stages.params import CACHE, HELD_OUT, PSEUDO, STUDENT, section, source, write_csv, write_json
+from stages.params import CACHE, COMPRESS, HELD_OUT, PSEUDO, STUDENT, section, source, write_csv, write_json
 from tinycls.config import from_section
 from tinycls.macs import count_macs
 from tinycls.models import load_checkpoint
@@ -33,23 +36,44 @@ class ScoreParams:
 def main() -> None:
     p = from_section(ScoreParams, section("score"), source("score"))
     device = resolve_device(p.device)
-    model, meta = load_checkpoint(STUDENT, device)
+    final = COMPRESS / "model.pt"
     classes = load_classes(CACHE)
-    if meta["classes"] != classes:
-        raise ValueError(
-            f"{STUDENT}: classes {meta['classes']} differ from the data's {classes}; retrain with `dvc repro`."
-        )
-    test_pred = predict_checkpoint(model, meta, load_split(CACHE, "test")[0], device, p.batch_size).argmax(1).numpy()
+    test_x = load_split(CACHE, "test")[0]
     test_names, test_y = load_held_out(HELD_OUT)
-    if test_y is not None:
-        y, pred, split = test_y, test_pred, "test"
-    else:  # unlabelled test set: val is all there is, and it also picked the best epoch
-        val_x, y = load_split(CACHE, "val")
-        pred = predict_checkpoint(model, meta, val_x, device, p.batch_size).argmax(1).numpy()
-        split = "val (test/ is unlabelled; val also selected the epoch, so this is optimistic)"
-    macs, n_params = count_macs(model, meta["input_size"])
-    metrics = score_report(y, pred, classes, macs, n_params, p.baseline_macs, p.baseline_f1, p.f1_floor)
-    metrics |= {"f1_split": split, "arch": meta["arch"], "input_size": meta["input_size"]}
+
+    def evaluate(path: Path) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, dict]:
+        """(score report, labels and predictions of the scored split, test predictions, checkpoint meta)."""
+        model, meta = load_checkpoint(path, device)
+        if meta["classes"] != classes:
+            raise ValueError(
+                f"{path}: classes {meta['classes']} differ from the data's {classes}; retrain with `dvc repro`."
+            )
+        test_pred = predict_checkpoint(model, meta, test_x, device, p.batch_size).argmax(1).numpy()
+        if test_y is not None:
+            y, pred = test_y, test_pred
+        else:  # unlabelled test set: val is all there is, and it also picked the best epoch
+            val_x, y = load_split(CACHE, "val")
+            pred = predict_checkpoint(model, meta, val_x, device, p.batch_size).argmax(1).numpy()
+        macs, n_params = count_macs(model, meta["input_size"])
+        report = score_report(y, pred, classes, macs, n_params, p.baseline_macs, p.baseline_f1, p.f1_floor)
+        return report, y, pred, test_pred, meta
+
+    metrics, y, pred, test_pred, meta = evaluate(final)
+    split = (
+        "test"
+        if test_y is not None
+        else "val (test/ is unlabelled; val also selected the epoch, so this is optimistic)"
+    )
+    metrics |= {
+        "f1_split": split,
+        "model": meta.get("stage", "student"),  # compress | student: which stage made the scored model
+        "compression": meta.get("compression", "none"),
+        "arch": meta["arch"],
+        "input_size": meta["input_size"],
+    }
+    if metrics["model"] == "compress":  # the same numbers for the student before compression
+        before = evaluate(STUDENT)[0]
+        metrics |= {f"student_{k}": before[k] for k in ("f1", "macs", "params", "score")}
     if test_y is not None:  # how good the teacher's pseudo labels were; reported, never trained on
         teacher = read_probs(pd.read_csv(PSEUDO), classes, len(test_y)).argmax(1)
         metrics |= {
@@ -63,7 +87,8 @@ def main() -> None:
         ["file", "prediction"],
         list(zip(test_names, [classes[c] for c in test_pred], strict=True)),
     )
-    print(f"score: {metrics['score']:.4f} (macs {macs:,}, macro F1 {metrics['f1']:.4f} on {split})")
+    m = metrics
+    print(f"score: {m['score']:.4f} ({m['model']}: macs {m['macs']:,}, macro F1 {m['f1']:.4f} on {split})")
 
 
 if __name__ == "__main__":

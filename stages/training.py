@@ -119,15 +119,19 @@ def train_model(
     allow_unmatched_init: bool = False,
     live_prefix: str = "",
     resume_live: bool = False,
+    model: torch.nn.Module | None = None,
+    meta_extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build (ImageNet weights first, so a missing file fails before training), start from
     `init` when given, load the kd teachers (checked against the classes), fit, log, and write
     the stage's metrics (when `metrics` is set); returns them. A stage that trains in phases
-    logs each under its `live_prefix`, resuming the same dvclive run after the first."""
+    logs each under its `live_prefix`, resuming the same dvclive run after the first.
+    A `model` passed in (e.g. a compressed student) is fine-tuned as it is; `meta_extra` goes
+    into the checkpoint (its arch_kwargs rebuild that model)."""
     seed_everything(cfg.seed)  # before the build: the seed fixes the initial weights too
-    if m.pretrained:
+    if model is None and m.pretrained:
         model = build_pretrained(m.arch, len(classes), Path(m.weights) if m.weights else None)
-    else:
+    elif model is None:
         model = build_model(m.arch, len(classes))
     out: dict[str, Any] = {}
     if init is not None:
@@ -140,6 +144,7 @@ def train_model(
         "mean": list(IMAGENET_MEAN),
         "std": list(IMAGENET_STD),
         "stage": stage,
+        **(meta_extra or {}),
     }
     teachers = None
     if kd is not None and kd.mode != "none":

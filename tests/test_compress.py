@@ -1,4 +1,4 @@
-"""Layer pruning: the competition's ShuffleNetV1 [4-8-4] -> [2-5-2] from the library, from a
+"""Structured compression. Layer pruning: the competition's ShuffleNetV1 [4-8-4] -> [2-5-2] from the library, from a
 checkpoint and from the CLI, with the competition's own count as the reference."""
 
 import pytest
@@ -6,7 +6,15 @@ import torch
 from typer.testing import CliRunner
 
 from tinycls.cli import app
-from tinycls.compress import keep_blocks, stage_depths
+from tinycls.compress import (
+    choose_blocks,
+    compress,
+    keep_blocks,
+    prune_channels,
+    prune_to_macs,
+    split_groups,
+    stage_depths,
+)
 from tinycls.macs import count_macs
 from tinycls.models import build_model, load_checkpoint, save_checkpoint
 
@@ -81,3 +89,160 @@ def test_cli_prints_the_pruned_macs():
     assert r.exit_code == 2 and "3 stages [4, 8, 4]" in r.output
     r = runner.invoke(app, ["macs", ARCH, "--size", "80", "--keep-blocks", "two"])
     assert r.exit_code == 2 and "expected integers separated by commas" in r.output
+
+
+# --- group decomposition ---------------------------------------------------------------------
+
+
+def test_split_groups_keeps_the_block_diagonal_and_halves_the_conv():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(12, 24, 3, padding=1, groups=3, bias=False)
+    with torch.no_grad():  # zero what a 6-group conv cannot hold: then the split is exact
+        w = conv.weight.view(3, 2, 4, 2, 2, 3, 3)  # (group, out half, out, in half, in, kh, kw)
+        w[:, 0, :, 1] = 0
+        w[:, 1, :, 0] = 0
+    model = torch.nn.Sequential(conv)
+    x = torch.rand(2, 12, 8, 8)
+    before = model(x)
+    assert split_groups(model, 2) == ["0"]
+    assert conv.groups == 6 and conv.weight.shape == (24, 2, 3, 3)
+    assert torch.allclose(model(x), before, atol=1e-6)
+
+
+def test_split_groups_on_shufflenet_where_shapes_allow():
+    model = build_model(ARCH, 9)
+    names = split_groups(model, 2)
+    # stage 1's convs have 5 channels per group (15 mid channels, 3 groups): they cannot halve
+    assert names and not any(n.startswith("features.stage1.") for n in names)
+    assert all(model.get_submodule(n).groups == 6 for n in names)
+    assert count_macs(model, 80)[0] < 1_688_940
+    with pytest.raises(ValueError, match=r"split_groups 2: pytorchcv:fdmobilenet_wd4 has no grouped conv"):
+        split_groups(build_model("pytorchcv:fdmobilenet_wd4", 9), 2, "pytorchcv:fdmobilenet_wd4")
+    with pytest.raises(ValueError, match=r"split_groups: 1 must be an integer >= 2"):
+        split_groups(model, 1)
+
+
+# --- channel pruning (Torch-Pruning) ---------------------------------------------------------
+
+
+class _Net(torch.nn.Module):
+    """conv-bn-relu, a residual depthwise block, a 1x1 head: TP must keep the add consistent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU())
+        self.block = torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, padding=1, groups=8), torch.nn.BatchNorm2d(8))
+        self.head = torch.nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = torch.relu(x + self.block(x))
+        return self.head(x.mean((2, 3), keepdim=True)).flatten(1)
+
+
+def test_pruned_channels_are_the_weakest_and_the_rest_computes_the_same():
+    torch.manual_seed(0)
+    model = _Net().eval()
+    dead = [1, 5]
+    with torch.no_grad():  # channels 1 and 5 contribute nothing anywhere
+        for layer in (model.stem[0], model.stem[1], model.block[0], model.block[1]):
+            layer.weight[dead] = 0
+            layer.bias[dead] = 0
+        model.head.weight[:, dead] = 0
+    x = torch.rand(2, 3, 16, 16)
+    pruned = prune_channels(model, 0.25, 16)
+    assert pruned.stem[0].out_channels == pruned.block[0].out_channels == pruned.head.in_channels == 6
+    assert pruned.head.out_channels == 4  # the classifier keeps its classes
+    assert torch.allclose(pruned(x), model(x), atol=1e-5)
+    assert model.stem[0].out_channels == 8  # a copy was pruned
+
+
+@pytest.mark.parametrize(
+    "arch", ["pytorchcv:fdmobilenet_wd4", "pytorchcv:mobilenetv3_small_w7d20", "timm:mobilenetv3_small_050"]
+)
+def test_channel_pruning_lowers_macs_and_the_checkpoint_rebuilds_it(arch, tmp_path):
+    model = build_model(arch, 3).eval()
+    small, s = compress(model, 32, channel_ratio=0.3)
+    assert count_macs(small, 32)[0] < 0.8 * count_macs(model, 32)[0]
+    meta = {
+        "arch": arch,
+        "arch_kwargs": s.arch_kwargs,
+        "classes": ["a", "b", "c"],
+        "input_size": 32,
+        "mean": [0.5] * 3,
+        "std": [0.25] * 3,
+    }
+    save_checkpoint(tmp_path / "c.pt", small, meta)
+    again, _ = load_checkpoint(tmp_path / "c.pt")  # weights_only=True inside
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(again(x), small.eval()(x))
+
+
+def test_target_macs_is_met_by_the_least_pruning():
+    model = build_model("pytorchcv:fdmobilenet_wd4", 9)
+    full = count_macs(model, 32)[0]
+    small, ratio = prune_to_macs(model, 150_000, 32)
+    assert count_macs(small, 32)[0] <= 150_000 < full and 0 < ratio < 0.9
+    assert count_macs(prune_channels(model, ratio - 0.01, 32), 32)[0] > 150_000  # no less pruning would do
+    assert prune_to_macs(model, full, 32) == (model, 0.0)  # already within the target
+    with pytest.raises(ValueError, match=r"target_macs 1,000: below what channel pruning reaches"):
+        prune_to_macs(model, 1000, 32, name="fd")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"channel_ratio": 1.0}, r"channel_ratio: 1.0 must be in \(0, 1\)"),
+        ({"channel_ratio": -0.1}, r"channel_ratio: -0.1 must be in \(0, 1\)"),
+        ({"channel_ratio": 0.3, "importance": "l3"}, "importance: 'l3' is not one of l1, l2"),
+    ],
+)
+def test_bad_channel_pruning(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        prune_channels(build_model("pytorchcv:fdmobilenet_wd4", 9), kwargs.pop("channel_ratio", 0.3), 32, **kwargs)
+
+
+def test_shufflenet_channel_pruning_is_refused_with_the_way_out():
+    with pytest.raises(ValueError) as e:
+        compress(build_model(ARCH, 9), 32, channel_ratio=0.3, name=ARCH)
+    assert "it shuffles channels (features.stage1.unit1.c_shuffle" in str(e.value)
+    assert "compress.keep_blocks or compress.split_groups" in str(e.value)
+
+
+# --- layer pruning by weight std, and the whole chain -----------------------------------------
+
+
+def test_weight_std_keeps_the_blocks_with_the_largest_weights():
+    torch.manual_seed(0)
+    model = build_model(ARCH, 9)
+    with torch.no_grad():  # make stage 2's blocks 3 and 6 (indices 2, 5) the near-zero ones
+        for j in (2, 5):
+            for p in model.features.stage2[j].parameters():
+                p.mul_(1e-3)
+    keep = choose_blocks(model, [4, 6, 4], "weight_std")
+    assert keep[1] == [0, 1, 3, 4, 6, 7] and keep[0] == [0, 1, 2, 3]
+    assert choose_blocks(model, [2, 5, 2], "first") == [[0, 1], [0, 1, 2, 3, 4], [0, 1]]
+
+
+def test_layer_pruning_then_group_split_rebuilds_from_its_structure():
+    torch.manual_seed(0)
+    model = build_model(ARCH, 9).eval()
+    small, s = compress(model, 32, keep=[2, 5, 2], selection="weight_std", split_factor=2)
+    assert stage_depths(small) == [2, 5, 2] and s.split and set(s.layers) == set(s.split)
+    assert s.describe() == f"blocks [2, 5, 2], {len(s.split)} grouped convs split"
+    again = build_model(ARCH, 9, **s.arch_kwargs)
+    again.load_state_dict(small.state_dict())
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(again.eval()(x), small.eval()(x))
+    assert count_macs(small, 32)[0] < count_macs(build_model(ARCH, 9, keep_blocks=[2, 5, 2]), 32)[0]
+
+
+def test_cli_compresses_like_the_stage():
+    runner = CliRunner()
+    r = runner.invoke(app, ["macs", "pytorchcv:fdmobilenet_wd4", "--size", "80", "--target-macs", "1000000"])
+    assert r.exit_code == 0 and int(r.output.strip().splitlines()[-1]) <= 1_000_000
+    r = runner.invoke(app, ["macs", ARCH, "--size", "80", "--keep-blocks", "2,5,2", "--split-groups", "2"])
+    small, _ = compress(build_model(ARCH, 9), 80, keep=[2, 5, 2], split_factor=2)
+    assert r.exit_code == 0 and int(r.output.strip().splitlines()[-1]) == count_macs(small, 80)[0] < PRUNED_MACS
+    r = runner.invoke(app, ["macs", ARCH, "--size", "80", "--channel-ratio", "0.2"])
+    assert r.exit_code == 2 and "it shuffles channels" in " ".join(r.output.replace("│", " ").split())

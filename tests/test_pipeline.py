@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from stages.compress import CompressParams
 from stages.prepare import PrepareParams
 from stages.pretrain import DATA_KEYS, PretrainParams
 from stages.pseudo import DataParams, PseudoParams
@@ -43,8 +44,20 @@ def test_every_params_section_parses():
     kd = from_section(KDParams, PARAMS["kd"], "kd")
     assert kd.mode == "none" and kd.teachers == ["teacher"] and kd.temperature == 20.0 and kd.alpha == 0.3
     assert from_section(KDParams, PARAMS["assistant"]["kd"], "assistant.kd").teachers == ["teacher"]
+    c = from_section(CompressParams, PARAMS["compress"], "compress")
+    assert c.keep_blocks == [2, 5, 2] and c.on and c.epochs >= 1  # the competition's layer pruning
     from_section(ScoreParams, PARAMS["score"], "score")
-    assert list(PARAMS) == ["prepare", "pretrain", "teacher", "pseudo", "assistant", "student", "kd", "score"]
+    assert list(PARAMS) == [
+        "prepare",
+        "pretrain",
+        "teacher",
+        "pseudo",
+        "assistant",
+        "student",
+        "kd",
+        "compress",
+        "score",
+    ]
 
 
 def _imports(path: Path) -> set[str]:
@@ -130,6 +143,7 @@ def _tiny_repo(tmp_path: Path, train_on: str = "train_val", threshold: float = 0
     params["assistant"].update(arch="pytorchcv:shufflenet_g3_wd4", epochs=1, batch_size=8, input_size=16)
     params["pretrain"].update(epochs=1, batch_size=64, input_size=16)
     params["kd"].update(mode="none")
+    params["compress"].update(keep_blocks=[2, 5, 2], epochs=1)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     make_imagefolder(repo / "data" / "tiny", **dataset)
     _sh(repo, "git", "init", "-q")
@@ -173,7 +187,7 @@ def test_dvc_repro_end_to_end(tmp_path):
 
     # Done-when of the kd issue: switching the distillation reruns only what follows the teacher.
     out = _sh(repo, "dvc", "exp", "run", "-S", "kd.mode=true_label")
-    assert re.findall(r"Running stage '(\w+)'", out) == ["student", "score"]
+    assert re.findall(r"Running stage '(\w+)'", out) == ["student", "compress", "score"]
     diff = json.loads(_sh(repo, "dvc", "metrics", "diff", "--json"))
     assert diff["metrics/student.json"]["kd_alpha"] == {"old": None, "new": 0.3}  # numbers only in the diff
     student = json.loads((repo / "metrics" / "student.json").read_text())
@@ -181,16 +195,31 @@ def test_dvc_repro_end_to_end(tmp_path):
     assert student["init_transferred"] > 0 and student["teacher_outputs"] == "per_batch"
     # an ensemble of teacher and assistant from params alone: the assistant is trained for it
     out = _sh(repo, "dvc", "exp", "run", "-S", "kd.mode=vanilla", "-S", "kd.teachers=[teacher,assistant]")
-    assert re.findall(r"Running stage '(\w+)'", out) == ["assistant", "student", "score"]
+    assert re.findall(r"Running stage '(\w+)'", out) == ["assistant", "student", "compress", "score"]
     assert json.loads((repo / "metrics" / "assistant.json").read_text())["trained"] is True
     assert json.loads((repo / "metrics" / "student.json").read_text())["kd_teachers"] == "teacher+assistant"
     # Point 4 of the teacher issue: each knob reruns exactly its stage and what follows it
     # (experiments build on the workspace: the assistant stays in kd.teachers).
     out = _sh(repo, "dvc", "exp", "run", "-S", "pseudo.threshold=0.95")
-    assert re.findall(r"Running stage '(\w+)'", out) == ["pseudo", "assistant", "student", "score"]
+    assert re.findall(r"Running stage '(\w+)'", out) == ["pseudo", "assistant", "student", "compress", "score"]
     out = _sh(repo, "dvc", "exp", "run", "-S", "teacher.cutmix_prob=0.0")
-    assert re.findall(r"Running stage '(\w+)'", out) == ["teacher", "pseudo", "assistant", "student", "score"]
+    assert re.findall(r"Running stage '(\w+)'", out) == [
+        "teacher",
+        "pseudo",
+        "assistant",
+        "student",
+        "compress",
+        "score",
+    ]
+    # Done-when of the compression issue: another layer pruning reruns only compress and score.
+    out = _sh(repo, "dvc", "exp", "run", "-S", "compress.keep_blocks=[1,3,1]")
+    assert re.findall(r"Running stage '(\w+)'", out) == ["compress", "score"]
+    compress = json.loads((repo / "metrics" / "compress.json").read_text())
+    assert compress["keep_blocks"] == [[0], [0, 1, 2], [0]] and compress["macs"] < compress["macs_before"]
+    score = json.loads((repo / "metrics" / "score.json").read_text())
+    assert score["model"] == "compress" and score["compression"] == "blocks [1, 3, 1]"
+    assert score["macs"] == compress["macs"] and score["student_macs"] == compress["macs_before"]
     shown = json.loads(_sh(repo, "dvc", "exp", "show", "--json"))
     exps = [e for row in shown for x in (row.get("experiments") or []) for e in x["revs"]]
     params = [e["data"]["params"]["params.yaml"]["data"] for e in exps]
-    assert len(exps) == 4 and {p["kd"]["mode"] for p in params} == {"true_label", "vanilla"}
+    assert len(exps) == 5 and {p["kd"]["mode"] for p in params} == {"true_label", "vanilla"}

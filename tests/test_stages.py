@@ -261,3 +261,92 @@ def test_imagenet_weights_and_a_pretrain_checkpoint_conflict(workdir):
     _set(Path("params.yaml"), "student", pretrained=True)
     with pytest.raises(ValueError, match=r"\[student\].pretrained: true, and artifacts/pretrain/model.pt exists"):
         student.main()
+
+
+def _student(arch: str = "pytorchcv:shufflenet_g3_wd4"):
+    meta = {
+        "arch": arch,
+        "arch_kwargs": {},
+        "classes": ["ant", "bee", "cat"],
+        "input_size": 16,
+        "mean": [0.5] * 3,
+        "std": [0.25] * 3,
+        "stage": "student",
+    }
+    torch.manual_seed(0)
+    save_checkpoint(Path("artifacts/student/model.pt"), build_model(arch, 3), meta)
+    _set(Path("params.yaml"), "student", train_on="train", arch=arch)
+    _set(Path("params.yaml"), "kd", mode="none")
+
+
+def test_compress_layer_pruning_and_group_split_fine_tune_and_rebuild(workdir):
+    from stages import compress
+    from tinycls.macs import count_macs
+    from tinycls.models import load_checkpoint
+
+    _student()
+    _set(Path("params.yaml"), "compress", keep_blocks=[2, 5, 2], split_groups=2, epochs=1)
+    compress.main()
+    m = json.loads(Path("metrics/compress.json").read_text())
+    assert m["compressed"] and m["keep_blocks"] == [[0, 1], [0, 1, 2, 3, 4], [0, 1]] and m["split_convs"] > 0
+    assert m["macs"] < m["macs_before"] and m["params"] < m["params_before"] and m["epochs"] == 1
+    assert {"f1_before", "f1_compressed", "val_f1"} <= set(m)
+    model, meta = load_checkpoint(Path("artifacts/compress/model.pt"))
+    assert meta["stage"] == "compress" and meta["compression"].startswith("blocks [2, 5, 2], ")
+    assert count_macs(model, 16)[0] == m["macs"]
+    assert (Path("live/compress/plots/metrics/val/f1.tsv")).exists()
+
+
+def test_compress_off_passes_the_student_through(workdir):
+    from stages import compress
+
+    _student()
+    _set(Path("params.yaml"), "compress", keep_blocks=[], split_groups=1, channel_ratio=0.0, target_macs=0)
+    compress.main()
+    assert Path("artifacts/compress/model.pt").read_bytes() == Path("artifacts/student/model.pt").read_bytes()
+    assert json.loads(Path("metrics/compress.json").read_text())["compressed"] is False
+    assert Path("live/compress/metrics.json").exists()
+
+
+def test_compress_channel_pruning_to_a_macs_target(workdir):
+    from stages import compress
+
+    _student("pytorchcv:fdmobilenet_wd4")
+    _set(Path("params.yaml"), "compress", keep_blocks=[], target_macs=40_000, epochs=0)
+    compress.main()
+    m = json.loads(Path("metrics/compress.json").read_text())
+    assert m["macs"] <= 40_000 < m["macs_before"] and 0 < m["channel_ratio"] < 0.9
+    assert m["val_f1"] == m["f1_compressed"] and not Path("live/compress/plots").exists()  # no fine-tuning
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"keep_blocks": [2, 5]}, r"keep_blocks \[2, 5\]: 2 entries, but pytorchcv:shufflenet_g3_wd4 has 3 stages"),
+        ({"keep_blocks": [2, 0, 2]}, "stage 2 has 8 blocks; keep between 1"),
+        ({"keep_blocks": "2,5,2"}, r"keep_blocks: '2,5,2' must be a list of block counts"),
+        ({"channel_ratio": 1.0}, r"\[compress\].channel_ratio: 1.0 must be in \[0, 1\)"),
+        ({"channel_ratio": 0.3}, "channel pruning of pytorchcv:shufflenet_g3_wd4: it shuffles channels"),
+        ({"target_macs": 10}, "channel pruning of pytorchcv:shufflenet_g3_wd4: it shuffles channels"),
+        ({"split_groups": 0}, r"split_groups: 0 must be >= 1"),
+        ({"split_groups": 7}, "split_groups 7: pytorchcv:shufflenet_g3_wd4 has no grouped conv"),
+        ({"block_selection": "random"}, "block_selection: 'random' is not one of first, weight_std"),
+    ],
+)
+def test_compress_bad_settings_fail_before_fine_tuning(workdir, values, message):
+    from stages import compress
+
+    _student()
+    _set(Path("params.yaml"), "compress", **values)
+    with pytest.raises(ValueError, match=message):
+        compress.main()
+    assert not Path("live/compress").exists() and not Path("artifacts/compress/model.pt").exists()
+
+
+def test_compress_target_below_reach(workdir):
+    from stages import compress
+
+    _student("pytorchcv:fdmobilenet_wd4")
+    _set(Path("params.yaml"), "compress", keep_blocks=[], target_macs=100)
+    with pytest.raises(ValueError, match=r"target_macs 100: below what channel pruning reaches on pytorchcv:fdmob"):
+        compress.main()

@@ -22,12 +22,17 @@ def macs(
     keep_blocks: str = typer.Option(
         None, "--keep-blocks", help="layer pruning: blocks kept per stage, e.g. 2,5,2 (ShuffleNet's full [4,8,4])"
     ),
+    block_selection: str = typer.Option("first", help="which blocks stay: first | weight_std"),
+    split_groups: int = typer.Option(1, help="group decomposition: grouped convs get this many times more groups"),
+    channel_ratio: float = typer.Option(0.0, help="Torch-Pruning channel pruning: share of channels removed"),
+    target_macs: int = typer.Option(0, help="channel pruning down to at most this many MACs"),
 ) -> None:
-    """Count MACs and parameters by the competition's rules (ptflops 0.6.4 semantics).
+    """Count MACs and parameters by the competition's rules (ptflops 0.6.4 semantics), of the
+    model as it is or compressed as the compress stage would (params.yaml [compress]).
 
     Prints the parameter count, then the MACs alone on the last line.
     """
-    from tinycls.compress import keep_blocks as prune
+    from tinycls.compress import compress
     from tinycls.macs import count_macs
     from tinycls.models import build_model, load_checkpoint
 
@@ -42,11 +47,11 @@ def macs(
         if size is None:
             raise typer.BadParameter("--size is required with a model name", param_hint="--size")
         model = build_model(arch, classes)
-    if keep:
+    if keep or split_groups != 1 or channel_ratio or target_macs:
         try:
-            prune(model, keep, str(arch))
+            model, _ = compress(model, size, keep, block_selection, split_groups, channel_ratio, target_macs, name=arch)
         except ValueError as e:
-            raise typer.BadParameter(str(e), param_hint="--keep-blocks") from None
+            raise typer.BadParameter(str(e)) from None
     n_macs, n_params = count_macs(model, size)
     typer.echo(f"params {n_params}")
     typer.echo(n_macs)

@@ -96,12 +96,18 @@ SOURCES: dict[str, Callable[..., nn.Module]] = {"timm": _timm, "pytorchcv": _pyt
 
 
 def build_model(
-    arch: str, num_classes: int, pretrained: bool = False, keep_blocks: list[int] | None = None, **kwargs: Any
+    arch: str,
+    num_classes: int,
+    pretrained: bool = False,
+    keep_blocks: list[int] | list[list[int]] | None = None,
+    layers: dict[str, list[int]] | None = None,
+    **kwargs: Any,
 ) -> nn.Module:
     """Build `SOURCE:NAME` for `num_classes` classes; kwargs go to the source's factory.
 
-    keep_blocks: layer pruning, the first keep_blocks[i] blocks of stage i
-    (tinycls.compress.keep_blocks); a checkpoint records it in arch_kwargs and rebuilds it.
+    keep_blocks: layer pruning, the first keep_blocks[i] blocks of stage i, or the listed
+    block indices (tinycls.compress.keep_blocks). layers: new shapes of pruned or split layers
+    (tinycls.compress.reshape_layers). A compressed checkpoint records both in arch_kwargs.
 
     Raises:
         ValueError: malformed name, unknown source or unknown model (the message says where
@@ -121,6 +127,10 @@ def build_model(
         from tinycls.compress import keep_blocks as prune
 
         prune(model, keep_blocks, arch)
+    if layers:
+        from tinycls.compress import reshape_layers
+
+        reshape_layers(model, layers)
     return model
 
 

@@ -1,0 +1,147 @@
+"""Stage `compress`: structured compression of the student (params.yaml [compress]): layer
+pruning, group decomposition, Torch-Pruning channel pruning by ratio or to a MACs target; then
+fine-tuning with the student's training settings and its kd teachers. With every kind off, the
+student passes through unchanged, so `score` always scores artifacts/compress/model.pt."""
+
+import dataclasses
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stages.params import COMPRESS, STUDENT, section, source, write_json
+from stages.pseudo import DataParams, PseudoParams, training_data
+from stages.training import KDParams, split_section, train_model
+from tinycls.compress import BLOCK_SELECTIONS, IMPORTANCES, compress
+from tinycls.config import from_section, one_of
+from tinycls.macs import count_macs
+from tinycls.models import load_checkpoint, save_checkpoint
+from tinycls.predict import predict_checkpoint
+from tinycls.score import macro_f1
+from tinycls.train import resolve_device
+
+LIVE = Path("live/compress")
+METRICS = Path("metrics/compress.json")
+
+
+@dataclass(frozen=True)
+class CompressParams:
+    keep_blocks: list[int] = field(default_factory=list)  # blocks kept per stage, e.g. [2, 5, 2]; [] = all
+    block_selection: str = "first"  # first | weight_std (the removable blocks with the largest weight std)
+    split_groups: int = 1  # grouped convs get this many times more groups (2: 3 -> 6); 1 = off
+    channel_ratio: float = 0.0  # Torch-Pruning: share of channels removed, [0, 1); 0 = off
+    target_macs: int = 0  # > 0: the least channel pruning that gets MACs <= this (overrides channel_ratio)
+    importance: str = "l2"  # l1 | l2: channels with the smallest weight norm go first
+    epochs: int = 3  # fine-tuning epochs after compression; 0 = none
+    lr: float = 2.0e-3  # fine-tuning peak learning rate (the rest of the loop is the student's)
+
+    def __post_init__(self) -> None:
+        k = self.keep_blocks
+        if not isinstance(k, list) or any(isinstance(v, bool) or not isinstance(v, int) for v in k):
+            raise ValueError(
+                f"keep_blocks: {k!r} must be a list of block counts, one per stage (e.g. [2, 5, 2] for "
+                "ShuffleNetV1's [4, 8, 4]), or [] to keep every block."
+            )
+        one_of("block_selection", self.block_selection, BLOCK_SELECTIONS)
+        if self.split_groups < 1:
+            raise ValueError(f"split_groups: {self.split_groups} must be >= 1 (1 = off, 2 = 3 -> 6 groups).")
+        if not 0.0 <= self.channel_ratio < 1.0:
+            raise ValueError(f"channel_ratio: {self.channel_ratio} must be in [0, 1): the share of channels removed.")
+        if self.target_macs < 0:
+            raise ValueError(f"target_macs: {self.target_macs} must be >= 0 (0 = off).")
+        one_of("importance", self.importance, IMPORTANCES)
+        if self.epochs < 0:
+            raise ValueError(f"epochs: {self.epochs} must be >= 0 (0 = no fine-tuning).")
+        if self.lr <= 0:
+            raise ValueError(f"lr: {self.lr} must be > 0.")
+
+    @property
+    def on(self) -> bool:
+        return bool(self.keep_blocks) or self.split_groups != 1 or self.channel_ratio > 0 or self.target_macs > 0
+
+
+def main() -> None:
+    p = from_section(CompressParams, section("compress"), source("compress"))
+    m, cfg, other = split_section("student", section("student"), ("train_on", "allow_unmatched_init"))
+    data = from_section(DataParams, other, source("student"))
+    pseudo = from_section(PseudoParams, section("pseudo"), source("pseudo"))
+    kd = from_section(KDParams, section("kd"), source("kd"))
+    student, meta = load_checkpoint(STUDENT)
+    size = meta["input_size"]
+    macs, n_params = count_macs(student, size)
+    out = COMPRESS / "model.pt"
+    shutil.rmtree(COMPRESS, ignore_errors=True)
+    if not p.on:
+        COMPRESS.mkdir(parents=True)
+        shutil.copyfile(STUDENT, out)
+        status = {"compressed": False, "why": "params.yaml [compress] turns every kind off", "macs": macs}
+        write_json(LIVE / "metrics.json", status)  # a declared output: git keeps no empty folder
+        write_json(METRICS, {**status, "params": n_params})
+        print(f"compress: off, the student passes through ({macs:,} MACs)")
+        return
+    if meta["arch_kwargs"]:
+        raise ValueError(f"{STUDENT}: already compressed ({meta['arch_kwargs']}); retrain it with `dvc repro student`.")
+    # Every setting is checked here, on the trained student, before any fine-tuning.
+    small, structure = compress(
+        student,
+        size,
+        p.keep_blocks,
+        p.block_selection,
+        p.split_groups,
+        p.channel_ratio,
+        p.target_macs,
+        p.importance,
+        meta["arch"],
+    )
+    small_macs, small_params = count_macs(small, size)
+    print(f"compress: {structure.describe()}: {macs:,} -> {small_macs:,} MACs, {n_params:,} -> {small_params:,} params")
+    classes, train, val, selection = training_data(data.train_on, pseudo)
+    if meta["classes"] != classes:
+        raise ValueError(f"{STUDENT}: classes {meta['classes']} differ from the data's {classes}; run `dvc repro`.")
+    device = resolve_device(cfg.device)
+
+    def f1(model: object) -> float:
+        logits = predict_checkpoint(model.to(device).eval(), meta, val[0], device, cfg.eval_batch_size)
+        return macro_f1(val[1], logits.argmax(1).numpy(), len(classes))
+
+    extra = {
+        "compressed": True,
+        "compression": structure.describe(),
+        "keep_blocks": structure.keep_blocks or [],
+        "split_convs": len(structure.split),
+        "channel_ratio": structure.channel_ratio,
+        "macs_before": macs,
+        "macs": small_macs,
+        "macs_reduction": 1 - small_macs / macs,
+        "params_before": n_params,
+        "params": small_params,
+        "f1_before": f1(student),
+        "f1_compressed": f1(small),
+        "selection": selection,
+        "fine_tune_epochs": p.epochs,
+    }
+    meta_extra = {"arch_kwargs": structure.arch_kwargs, "compression": structure.describe()}
+    if p.epochs == 0:
+        save_checkpoint(out, small, {**meta, **meta_extra, "stage": "compress"})
+        write_json(LIVE / "metrics.json", {"fine_tuned": False})
+        write_json(METRICS, {**extra, "val_f1": extra["f1_compressed"]})
+        return
+    tune = dataclasses.replace(cfg, epochs=p.epochs, lr=p.lr)
+    train_model(
+        "compress",
+        m,
+        tune,
+        classes,
+        train,
+        val,
+        out,
+        LIVE,
+        METRICS,
+        {"train_on": data.train_on, **extra},
+        kd=kd,
+        model=small,
+        meta_extra=meta_extra,
+    )
+
+
+if __name__ == "__main__":
+    main()
