@@ -223,3 +223,8 @@ def test_dvc_repro_end_to_end(tmp_path):
     exps = [e for row in shown for x in (row.get("experiments") or []) for e in x["revs"]]
     params = [e["data"]["params"]["params.yaml"]["data"] for e in exps]
     assert len(exps) == 5 and {p["kd"]["mode"] for p in params} == {"true_label", "vanilla"}
+    # the F1-against-MACs plot over those experiments (and the committed baseline)
+    out = _sh(repo, "tinycls", "pareto")
+    rows = (repo / "plots" / "pareto.csv").read_text().splitlines()
+    assert len(rows) == 1 + 6 and (repo / "plots" / "pareto.png").stat().st_size > 0
+    assert "blocks [1, 3, 1]" in out and "runs on the front" in out

@@ -92,6 +92,81 @@ def search(
         typer.echo(f"\n{len(shown)} of {len(rows)} candidates within {budget:,} MACs")
 
 
+def _dvc() -> str:
+    """DVC of this environment (beside this Python when the venv is not on PATH)."""
+    import shutil
+    import sys
+
+    return shutil.which("dvc") or str(Path(sys.executable).parent / "dvc")
+
+
+@app.command()
+def queue(
+    candidates: Path = typer.Argument(..., help="CSV of `tinycls search --out` (columns arch, size), shortlisted"),
+    epochs: int = typer.Option(2, help="student epochs per candidate: a brief run to rank them"),
+    prefix: str = typer.Option("cand-", help="experiment names start with this"),
+    set_: list[str] = typer.Option(None, "--set", "-S", help="more params for every candidate, e.g. kd.mode=vanilla"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the commands, queue nothing"),
+) -> None:
+    """Queue one DVC experiment per candidate (student.arch and student.input_size from the CSV,
+    compression off); then `dvc queue start`, and `tinycls pareto` once they are done."""
+    import shlex
+    import subprocess
+
+    from tinycls.pareto import queue_commands
+
+    if not candidates.is_file():
+        raise typer.BadParameter(f"{candidates}: no such file; write one with `tinycls search --out {candidates}`.")
+    with open(candidates, newline="") as f:
+        rows = list(csv.DictReader(f))
+    try:
+        cmds = queue_commands(rows, epochs, prefix, set_ or [])
+    except ValueError as e:
+        raise typer.BadParameter(f"{candidates}: {e}") from None
+    for cmd in cmds:
+        typer.echo(shlex.join(cmd))
+        if not dry_run:
+            subprocess.run([_dvc(), *cmd[1:]], check=True)
+    if not dry_run:
+        typer.echo(f"{len(cmds)} experiments queued: `dvc queue start -j 1`, `dvc queue status`, then `tinycls pareto`")
+
+
+@app.command()
+def pareto(
+    source: Path = typer.Option(None, "--from", help="saved `dvc exp show --json` output (default: run it)"),
+    all_commits: bool = typer.Option(False, "--all-commits", "-A", help="experiments of every commit, not only HEAD"),
+    out: Path = typer.Option(Path("plots/pareto.png"), "--out", help="PNG to write"),
+    csv_out: Path = typer.Option(Path("plots/pareto.csv"), "--csv", help="CSV to write (for `dvc plots show`)"),
+) -> None:
+    """F1 against MACs of every finished experiment, the Pareto front marked: a table, a PNG
+    and a CSV (`dvc plots show plots/pareto.csv --template scatter -x macs -y f1`)."""
+    import json
+    import subprocess
+
+    from tinycls.pareto import mark_front, plot, runs, to_markdown, write_csv
+
+    if source is not None:
+        if not source.is_file():
+            raise typer.BadParameter(f"{source}: no such file", param_hint="--from")
+        text = source.read_text()
+    else:
+        cmd = [_dvc(), "exp", "show", "--json"] + (["-A"] if all_commits else [])
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise typer.BadParameter(f"`{' '.join(cmd)}` failed: {r.stderr.strip()[:300]}; run it in the repository.")
+        text = r.stdout
+    try:
+        found = mark_front(runs(json.loads(text)))
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise typer.BadParameter(f"not `dvc exp show --json` output ({type(e).__name__}: {e})") from None
+    if not found:
+        raise typer.BadParameter("no experiment has metrics/score.json yet; run `dvc repro` or `dvc queue start`.")
+    write_csv(found, csv_out)
+    plot(found, out)
+    typer.echo(to_markdown(found))
+    typer.echo(f"\n{sum(r.pareto for r in found)} of {len(found)} runs on the front; {out}, {csv_out}")
+
+
 @app.command()
 def predict(
     checkpoint: Path = typer.Argument(..., help="a tinycls checkpoint, e.g. artifacts/student/model.pt"),
