@@ -8,10 +8,13 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from stages.params import COMPRESS, STUDENT, section, source, write_json
 from stages.pseudo import DataParams, PseudoParams, training_data
 from stages.training import KDParams, split_section, train_model
-from tinycls.compress import BLOCK_SELECTIONS, IMPORTANCES, compress
+from tinycls.compress import BLOCK_SELECTIONS, IMPORTANCES, compress, recalibrate_bn
 from tinycls.config import from_section, one_of
 from tinycls.macs import count_macs
 from tinycls.models import load_checkpoint, save_checkpoint
@@ -31,7 +34,8 @@ class CompressParams:
     channel_ratio: float = 0.0  # Torch-Pruning: share of channels removed, [0, 1); 0 = off
     target_macs: int = 0  # > 0: the least channel pruning that gets MACs <= this (overrides channel_ratio)
     importance: str = "l2"  # l1 | l2: channels with the smallest weight norm go first
-    epochs: int = 3  # fine-tuning epochs after compression; 0 = none
+    bn_images: int = 2048  # training images that re-estimate BatchNorm statistics after compression; 0 = off
+    epochs: int = 6  # fine-tuning epochs after compression; 0 = none
     lr: float = 2.0e-3  # fine-tuning peak learning rate (the rest of the loop is the student's)
 
     def __post_init__(self) -> None:
@@ -49,6 +53,8 @@ class CompressParams:
         if self.target_macs < 0:
             raise ValueError(f"target_macs: {self.target_macs} must be >= 0 (0 = off).")
         one_of("importance", self.importance, IMPORTANCES)
+        if self.bn_images < 0:
+            raise ValueError(f"bn_images: {self.bn_images} must be >= 0 (0 = keep the student's statistics).")
         if self.epochs < 0:
             raise ValueError(f"epochs: {self.epochs} must be >= 0 (0 = no fine-tuning).")
         if self.lr <= 0:
@@ -98,8 +104,11 @@ def main() -> None:
     if meta["classes"] != classes:
         raise ValueError(f"{STUDENT}: classes {meta['classes']} differ from the data's {classes}; run `dvc repro`.")
     device = resolve_device(cfg.device)
+    if p.bn_images:
+        pick = np.random.default_rng(cfg.seed).permutation(len(train[0]))[: p.bn_images]
+        recalibrate_bn(small, train[0][np.sort(pick)], size, meta["mean"], meta["std"], device, cfg.eval_batch_size)
 
-    def f1(model: object) -> float:
+    def f1(model: torch.nn.Module) -> float:
         logits = predict_checkpoint(model.to(device).eval(), meta, val[0], device, cfg.eval_batch_size)
         return macro_f1(val[1], logits.argmax(1).numpy(), len(classes))
 
@@ -115,7 +124,8 @@ def main() -> None:
         "params_before": n_params,
         "params": small_params,
         "f1_before": f1(student),
-        "f1_compressed": f1(small),
+        "f1_compressed": f1(small),  # after the BatchNorm re-estimate, before fine-tuning
+        "bn_images": min(p.bn_images, len(train[0])),
         "selection": selection,
         "fine_tune_epochs": p.epochs,
     }

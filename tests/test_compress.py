@@ -246,3 +246,34 @@ def test_cli_compresses_like_the_stage():
     assert r.exit_code == 0 and int(r.output.strip().splitlines()[-1]) == count_macs(small, 80)[0] < PRUNED_MACS
     r = runner.invoke(app, ["macs", ARCH, "--size", "80", "--channel-ratio", "0.2"])
     assert r.exit_code == 2 and "it shuffles channels" in " ".join(r.output.replace("│", " ").split())
+
+
+def test_recalibrate_bn_re_estimates_statistics_from_images():
+    from tinycls.compress import recalibrate_bn
+    from tinycls.transforms import to_input
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4)).train()
+    model[1].running_mean.fill_(5.0)  # stale statistics, as after dropping the blocks before it
+    images = torch.randint(0, 256, (8, 12, 12, 3), dtype=torch.uint8).numpy()
+    weight = model[0].weight.detach().clone()
+    mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    recalibrate_bn(model, images, 16, mean, std, batch_size=4)
+    with torch.no_grad():
+        expected = model[0](to_input(torch.from_numpy(images), 16, mean, std)).mean((0, 2, 3))
+    assert torch.allclose(model[1].running_mean, expected, atol=1e-5)
+    assert model.training and torch.equal(model[0].weight, weight)  # mode restored, weights untouched
+
+
+def test_a_change_a_checkpoint_cannot_record_is_refused():
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.norm = torch.nn.Conv2d(3, 8, 3), torch.nn.GroupNorm(2, 8)  # GroupNorm: not recorded
+            self.head = torch.nn.Conv2d(8, 4, 1)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.norm(self.conv(x))).mean((2, 3), keepdim=True)).flatten(1)
+
+    with pytest.raises(ValueError, match=r"net: compression changed \[.norm.weight., .norm.bias.\], which"):
+        compress(Net(), 16, channel_ratio=0.5, name="net")

@@ -291,6 +291,7 @@ def test_compress_layer_pruning_and_group_split_fine_tune_and_rebuild(workdir):
     assert m["compressed"] and m["keep_blocks"] == [[0, 1], [0, 1, 2, 3, 4], [0, 1]] and m["split_convs"] > 0
     assert m["macs"] < m["macs_before"] and m["params"] < m["params_before"] and m["epochs"] == 1
     assert {"f1_before", "f1_compressed", "val_f1"} <= set(m)
+    assert m["bn_images"] == m["train_images"] < 2048  # all of them
     model, meta = load_checkpoint(Path("artifacts/compress/model.pt"))
     assert meta["stage"] == "compress" and meta["compression"].startswith("blocks [2, 5, 2], ")
     assert count_macs(model, 16)[0] == m["macs"]
@@ -331,6 +332,7 @@ def test_compress_channel_pruning_to_a_macs_target(workdir):
         ({"split_groups": 0}, r"split_groups: 0 must be >= 1"),
         ({"split_groups": 7}, "split_groups 7: pytorchcv:shufflenet_g3_wd4 has no grouped conv"),
         ({"block_selection": "random"}, "block_selection: 'random' is not one of first, weight_std"),
+        ({"bn_images": -1}, r"bn_images: -1 must be >= 0"),
     ],
 )
 def test_compress_bad_settings_fail_before_fine_tuning(workdir, values, message):

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -310,6 +311,33 @@ def prune_to_macs(
     return best, hi
 
 
+def recalibrate_bn(
+    model: nn.Module,
+    images: np.ndarray,
+    input_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device | str = "cpu",
+    batch_size: int = 256,
+) -> nn.Module:
+    """Re-estimate the BatchNorm running statistics (in place) on uint8 images (N, S, S, 3):
+    dropped blocks and split or pruned convs change what every later BatchNorm sees, and its
+    old statistics then wreck the outputs. torch's swa_utils.update_bn resets them and takes a
+    cumulative average over the batches; no weight changes."""
+    from torch.optim.swa_utils import update_bn
+
+    from tinycls.transforms import to_input
+
+    device = torch.device(device)
+    batches = (
+        to_input(torch.from_numpy(images[i : i + batch_size]).to(device), input_size, tuple(mean), tuple(std))
+        for i in range(0, len(images), batch_size)
+    )
+    with torch.no_grad():
+        update_bn(batches, model.to(device), device)
+    return model
+
+
 LAYER_TYPES = (nn.Conv2d, nn.BatchNorm2d, nn.Linear)
 
 
@@ -424,4 +452,12 @@ def compress(
         s.channel_ratio = float(channel_ratio)
     before, after = layer_shapes(reference), layer_shapes(out)
     s.layers = {n: shape for n, shape in after.items() if before.get(n) != shape}
+    # What a checkpoint records must rebuild this very network: check it now, not at load time.
+    rebuilt = reshape_layers(reference, s.layers).state_dict()
+    odd = [k for k, v in out.state_dict().items() if k not in rebuilt or rebuilt[k].shape != v.shape]
+    if odd:
+        raise ValueError(
+            f"{name}: compression changed {odd[:3]}, which a checkpoint cannot record (it records Conv2d, "
+            "BatchNorm2d and Linear shapes); turn channel pruning off for this model."
+        )
     return out, s
