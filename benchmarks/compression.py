@@ -8,9 +8,7 @@ Run from the repository root with the venv on PATH, on a clean workspace after `
 `tinycls pareto`); the workspace is not touched.
 """
 
-import time
-
-from benchmarks.experiments import named, require_clean, sh, stamp
+from benchmarks.experiments import named, require_clean, run_queued
 
 OFF = ["compress.keep_blocks=[]"]
 FD = ["student.arch=pytorchcv:fdmobilenet_wd4", *OFF]
@@ -31,17 +29,7 @@ RUNS = {
 
 def main() -> None:
     require_clean("compression", "queued experiments start from HEAD")
-    now = stamp()
-    names = {f"{name}-{now}": name for name in RUNS}
-    for name, sets in RUNS.items():
-        args = [a for s in sets for a in ("-S", s)]
-        sh("dvc", "exp", "run", "--queue", "-n", f"{name}-{now}", *args)
-    start = time.time()
-    sh("dvc", "queue", "start", "-j", "1")
-    while any(w in sh("dvc", "queue", "status") for w in ("Queued", "Running")):
-        time.sleep(20)
-    print(f"compression: {len(RUNS)} experiments in {(time.time() - start) / 60:.1f} min")
-    print(sh("dvc", "queue", "status"))
+    names = run_queued(RUNS, "compression")
     rows = []
     for name, m, p in named(set(names)):
         c, score = m["metrics/compress.json"], m["metrics/score.json"]

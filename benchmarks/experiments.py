@@ -21,6 +21,22 @@ def stamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S")  # DVC experiment names must be new
 
 
+def run_queued(runs: dict[str, list[str]], benchmark: str) -> dict[str, str]:
+    """Queue one experiment per entry of `runs` (key -> `-S` settings) from HEAD under a new
+    name, run them one at a time in DVC's temporary workspaces and wait; returns {name: key}."""
+    now = stamp()
+    names = {f"{key}-{now}": key for key in runs}
+    for name, key in names.items():
+        sh("dvc", "exp", "run", "--queue", "-n", name, *[a for s in runs[key] for a in ("-S", s)])
+    start = time.time()
+    sh("dvc", "queue", "start", "-j", "1")
+    while any(w in sh("dvc", "queue", "status") for w in ("Queued", "Running")):
+        time.sleep(20)
+    print(f"{benchmark}: {len(runs)} experiments in {(time.time() - start) / 60:.1f} min")
+    print(sh("dvc", "queue", "status"))
+    return names
+
+
 def named(names: set[str]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     """(name, metrics by file, params.yaml) of each finished experiment whose name is in `names`."""
     found = []

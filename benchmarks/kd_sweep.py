@@ -7,9 +7,7 @@ Run from the repository root with the venv on PATH, on a clean workspace after `
 touched (queued experiments run in DVC's temporary workspaces, one at a time).
 """
 
-import time
-
-from benchmarks.experiments import named, require_clean, sh, stamp
+from benchmarks.experiments import named, require_clean, run_queued
 
 RUNS = {
     "kd-none": ["kd.mode=none"],
@@ -24,17 +22,7 @@ RUNS = {
 
 def main() -> None:
     require_clean("kd_sweep", "queued experiments start from HEAD")
-    now = stamp()
-    names = {f"{name}-{now}": name for name in RUNS}
-    for name, sets in RUNS.items():
-        args = [a for s in sets for a in ("-S", s)]
-        sh("dvc", "exp", "run", "--queue", "-n", f"{name}-{now}", *args)
-    start = time.time()
-    sh("dvc", "queue", "start", "-j", "1")
-    while any(w in sh("dvc", "queue", "status") for w in ("Queued", "Running")):
-        time.sleep(20)
-    print(f"sweep: {len(RUNS)} experiments in {(time.time() - start) / 60:.1f} min")
-    print(sh("dvc", "queue", "status"))
+    names = run_queued(RUNS, "sweep")
     rows = []
     for name, m, p in named(set(names)):
         student, score = m["metrics/student.json"], m["metrics/score.json"]
