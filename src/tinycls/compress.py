@@ -224,14 +224,6 @@ def split_groups(model: nn.Module, factor: int, name: str = "model") -> list[str
     return names
 
 
-def _head(model: nn.Module) -> nn.Module:
-    """The classifier: the last Conv2d or Linear in definition order."""
-    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    if not layers:
-        raise ValueError(f"{type(model).__name__}: no Conv2d or Linear layer to prune.")
-    return layers[-1]
-
-
 def prune_channels(
     model: nn.Module, ratio: float, input_size: int, importance: str = "l2", name: str = "model"
 ) -> nn.Module:
@@ -244,6 +236,8 @@ def prune_channels(
             cannot prune consistently (channel shuffles, channel splits).
     """
     import torch_pruning as tp
+
+    from tinycls.models import classifier_layer
 
     if isinstance(ratio, bool) or not 0.0 < ratio < 1.0:
         raise ValueError(f"channel_ratio: {ratio!r} must be in (0, 1): the share of channels removed.")
@@ -267,7 +261,7 @@ def prune_channels(
             example,
             importance=tp.importance.GroupMagnitudeImportance(p=IMPORTANCES[importance]),
             pruning_ratio=float(ratio),
-            ignored_layers=[_head(pruned)],
+            ignored_layers=[classifier_layer(pruned)[1]],  # it keeps the class count
         )
         pruner.step()
         with torch.no_grad():

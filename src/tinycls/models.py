@@ -50,16 +50,13 @@ def _timm(name: str, num_classes: int, pretrained: bool, **kwargs: Any) -> nn.Mo
     return Classifier(body, getattr(body, "head_hidden_size", None) or body.num_features, num_classes)
 
 
-def _last_layer(module: nn.Module) -> tuple[nn.Module, str, nn.Module]:
-    """(parent, attribute, layer) of the last Conv2d or Linear inside `module`."""
-    found = None
-    for parent in module.modules():
-        for attr, child in parent.named_children():
-            if isinstance(child, (nn.Conv2d, nn.Linear)):
-                found = (parent, attr, child)
-    if found is None:
+def classifier_layer(module: nn.Module) -> tuple[str, nn.Module]:
+    """(qualified name, layer) of the last Conv2d or Linear inside `module`, in definition order:
+    the classifier, whose shape depends on the class count."""
+    found = [(n, m) for n, m in module.named_modules() if n and isinstance(m, (nn.Conv2d, nn.Linear))]
+    if not found:
         raise ValueError(f"{type(module).__name__}: no Conv2d or Linear classifier layer found.")
-    return found
+    return found[-1]
 
 
 def _pytorchcv(name: str, num_classes: int, pretrained: bool, **kwargs: Any) -> nn.Module:
@@ -80,7 +77,9 @@ def _pytorchcv(name: str, num_classes: int, pretrained: bool, **kwargs: Any) -> 
     if isinstance(model.output, nn.Linear):
         model.output = ConvHead(model.output.in_features, num_classes)
     else:  # a classifier block (e.g. MobileNetV3's conv-hswish-conv): swap its last layer
-        parent, attr, layer = _last_layer(model.output)
+        name, layer = classifier_layer(model.output)
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.output.get_submodule(parent_name)
         c = layer.in_channels if isinstance(layer, nn.Conv2d) else layer.in_features
         setattr(
             parent,

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from tinycls.config import one_of
-from tinycls.models import transfer_weights
+from tinycls.models import classifier_layer, transfer_weights
 
 # source -> datasets trained on, in order; the team's best was CIFAR-10 then CIFAR-100.
 PHASES: dict[str, tuple[str, ...]] = {
@@ -107,12 +107,7 @@ def load_phase(name: str, root: Path, download: bool, max_per_class: int, seed: 
 def head_names(model: nn.Module) -> set[str]:
     """State-dict names of the classifier layer: the last Conv2d or Linear (our ConvHead, or the
     last layer of a pytorchcv classifier block), which depends on the class count."""
-    last = None
-    for name, module in model.named_modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            last = name
-    if last is None:
-        raise ValueError(f"{type(model).__name__}: no Conv2d or Linear classifier layer found.")
+    last = classifier_layer(model)[0]
     return {k for k in model.state_dict() if k.startswith(last + ".")}
 
 
