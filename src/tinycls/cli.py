@@ -14,6 +14,15 @@ app = typer.Typer(
 )
 
 
+def _ints(text: str, example: str, option: str | None = None) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r}: expected integers separated by commas, e.g. {example}", param_hint=option
+        ) from None
+
+
 @app.command()
 def macs(
     arch: str = typer.Argument(..., help="SOURCE:NAME (timm:..., pytorchcv:...) or a checkpoint .pt"),
@@ -36,10 +45,7 @@ def macs(
     from tinycls.macs import count_macs
     from tinycls.models import build_model, load_checkpoint
 
-    try:
-        keep = [int(k) for k in keep_blocks.split(",")] if keep_blocks else None
-    except ValueError:
-        raise typer.BadParameter(f"{keep_blocks!r}: expected integers separated by commas, e.g. 2,5,2") from None
+    keep = _ints(keep_blocks, "2,5,2") if keep_blocks else None
     if Path(arch).suffix == ".pt":
         model, meta = load_checkpoint(Path(arch))
         size = size or meta["input_size"]
@@ -70,10 +76,7 @@ def search(
     from tinycls.search import CANDIDATES, to_markdown, to_records
     from tinycls.search import search as run
 
-    try:
-        size_list = [int(s) for s in sizes.split(",")]
-    except ValueError:
-        raise typer.BadParameter(f"{sizes!r}: expected integers separated by commas", param_hint="--sizes") from None
+    size_list = _ints(sizes, "64,72,80", "--sizes")
     arch_list = [a.strip() for a in archs.split(",")] if archs else list(CANDIDATES)
     try:
         rows = run(arch_list, size_list, classes, budget)
