@@ -1,52 +1,63 @@
-"""The distillation family on the quick start, as one `dvc exp run --queue` sweep: no KD (the
-default), vanilla, true-label, two teachers (teacher + assistant), the chain teacher ->
-assistant -> student, and true-label without pretraining. Prints a Markdown table for the README.
+"""The distillation family on the quick start, as one `dvc exp run --queue` sweep over student
+seeds: no KD, vanilla, true-label (the default), two teachers (teacher + assistant), and the
+chain teacher -> assistant -> student. Prints a Markdown table of mean +- std over the seeds
+(a fresh clone on another machine moved one run's test F1 by 0.015: single runs mislead).
 
 Run from the repository root with the venv on PATH, on a clean workspace after `dvc repro`:
-`python -m benchmarks.kd_sweep`. The experiments stay in `dvc exp show`; the workspace is not
-touched (queued experiments run in DVC's temporary workspaces, one at a time).
+`python -m benchmarks.kd_sweep [--seeds 0,1,2] [--variants none,true_label]`. The experiments
+stay in `dvc exp show`; the workspace is not touched (queued experiments run in DVC's
+temporary workspaces, one at a time).
 """
+
+import argparse
+import statistics
 
 from benchmarks.experiments import named, require_clean, run_queued
 
-RUNS = {
-    "kd-none": ["kd.mode=none"],
-    "kd-vanilla": ["kd.mode=vanilla"],
-    "kd-true-label": ["kd.mode=true_label"],
-    "kd-two-teachers": ["kd.mode=true_label", "kd.teachers=[teacher,assistant]"],
-    "kd-chain": ["kd.mode=true_label", "kd.teachers=[assistant]"],
-    "kd-true-label-no-pretrain": ["kd.mode=true_label", "pretrain.source=none"],
-    "kd-none-no-pretrain": ["kd.mode=none", "pretrain.source=none"],
+VARIANTS = {
+    "none": ["kd.mode=none"],
+    "vanilla": ["kd.mode=vanilla"],
+    "true_label": ["kd.mode=true_label"],
+    "two-teachers": ["kd.mode=true_label", "kd.teachers=[teacher,assistant]"],
+    "chain": ["kd.mode=true_label", "kd.teachers=[assistant]"],
+}
+COLUMNS = {  # column -> (metrics file, key)
+    "selection F1": ("metrics/student.json", "val_f1"),
+    "student test F1": ("metrics/score.json", "student_f1"),
+    "final test F1": ("metrics/score.json", "f1"),
+    "final score": ("metrics/score.json", "score"),
 }
 
 
+def mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} +- {statistics.stdev(values):.4f}"
+
+
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", default="0,1,2", help="student.seed values, comma-separated")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"some of {', '.join(VARIANTS)}")
+    args = ap.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    variants = args.variants.split(",")
+    if unknown := [v for v in variants if v not in VARIANTS]:
+        raise SystemExit(f"--variants: unknown {unknown}; valid: {', '.join(VARIANTS)}")
     require_clean("kd_sweep", "queued experiments start from HEAD")
-    names = run_queued(RUNS, "sweep")
-    rows = []
-    for name, m, p in named(set(names)):
-        student, score = m["metrics/student.json"], m["metrics/score.json"]
-        rows.append(
-            (
-                list(RUNS).index(names[name]),
-                name,
-                p["kd"]["mode"],
-                "+".join(p["kd"]["teachers"]),
-                p["pretrain"]["source"],
-                student.get("init_transferred", 0),
-                student["val_f1"],
-                score["f1"],
-                score["macs"],
-                score["score"],
-            )
-        )
-    print(
-        "| experiment | kd.mode | kd.teachers | pretrain.source | tensors transferred | selection F1 "
-        "| test F1 | MACs | score |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in sorted(rows):
-        print(f"| {r[1]} | {r[2]} | {r[3]} | {r[4]} | {r[5]} | {r[6]:.4f} | {r[7]:.4f} | {r[8]:,} | {r[9]:.4f} |")
+    variant_of = {f"kd-{v.replace('_', '-')}-s{s}": v for v in variants for s in seeds}
+    runs = {key: [*VARIANTS[v], f"student.seed={key.rsplit('-s', 1)[1]}"] for key, v in variant_of.items()}
+    names = run_queued(runs, "kd_sweep")
+    results: dict[str, dict[str, list[float]]] = {v: {c: [] for c in COLUMNS} for v in variants}
+    for name, m, _ in named(set(names)):
+        variant = variant_of[names[name]]
+        for column, (file, key) in COLUMNS.items():
+            results[variant][column].append(m[file][key])
+    print(f"| variant (`-S` flags) | runs | {' | '.join(COLUMNS)} |")
+    print("|---|---|" + "---|" * len(COLUMNS))
+    for v in variants:
+        cells = [mean_std(results[v][c]) for c in COLUMNS]
+        print(f"| {v} (`{' '.join(VARIANTS[v])}`) | {len(results[v]['final score'])} | {' | '.join(cells)} |")
 
 
 if __name__ == "__main__":

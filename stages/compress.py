@@ -37,6 +37,7 @@ class CompressParams:
     bn_images: int = 2048  # training images that re-estimate BatchNorm statistics after compression; 0 = off
     epochs: int = 6  # fine-tuning epochs after compression; 0 = none
     lr: float = 2.0e-3  # fine-tuning peak learning rate (the rest of the loop is the student's)
+    kd_teachers: list[str] = field(default_factory=list)  # teachers of the fine-tuning; [] = kd.teachers
 
     def __post_init__(self) -> None:
         k = self.keep_blocks
@@ -59,10 +60,33 @@ class CompressParams:
             raise ValueError(f"epochs: {self.epochs} must be >= 0 (0 = no fine-tuning).")
         if self.lr <= 0:
             raise ValueError(f"lr: {self.lr} must be > 0.")
+        if not isinstance(self.kd_teachers, list):
+            raise ValueError(f"kd_teachers: {self.kd_teachers!r} must be a list, e.g. [student] or [] (= kd.teachers).")
 
     @property
     def on(self) -> bool:
         return bool(self.keep_blocks) or self.split_groups != 1 or self.channel_ratio > 0 or self.target_macs > 0
+
+
+def tuning_teachers(kd: KDParams, names: list[str]) -> KDParams:
+    """The kd settings of the fine-tuning: kd's own, or kd's mode with `names` as teachers
+    (equal weights), e.g. [student]: the uncompressed student teaches its compressed copy.
+
+    Raises:
+        ValueError: teachers named with kd.mode none, an unknown name, or the assistant when
+            kd.teachers does not list it (it is trained only then).
+    """
+    if not names:
+        return kd
+    where = source("compress") + ".kd_teachers"
+    if kd.mode == "none":
+        raise ValueError(f"{where}: {names} teach nothing with kd.mode none; set kd.mode true_label or vanilla.")
+    if "assistant" in names and "assistant" not in kd.teachers:
+        raise ValueError(f"{where}: {names}: the assistant is trained only when kd.teachers lists it; add it there.")
+    try:
+        return dataclasses.replace(kd, teachers=names, weights=[])
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
 
 
 def main() -> None:
@@ -70,7 +94,7 @@ def main() -> None:
     m, cfg, other = split_section("student", section("student"), ("train_on", "allow_unmatched_init"))
     data = from_section(DataParams, other, source("student"))
     pseudo = from_section(PseudoParams, section("pseudo"), source("pseudo"))
-    kd = from_section(KDParams, section("kd"), source("kd"))
+    kd = tuning_teachers(from_section(KDParams, section("kd"), source("kd")), p.kd_teachers)
     student, meta = load_checkpoint(STUDENT)
     size = meta["input_size"]
     macs, n_params = count_macs(student, size)

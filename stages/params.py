@@ -19,8 +19,9 @@ STUDENT = Path("artifacts/student/model.pt")
 COMPRESS = Path("artifacts/compress")  # model.pt: the final model (the student itself when compression is off)
 PRETRAIN = Path("artifacts/pretrain")  # model.pt when pretrain.source is not none
 ASSISTANT = Path("artifacts/assistant")  # model.pt when kd.teachers lists the assistant
-# The checkpoints a kd.teachers list may name (stage outputs, so DVC tracks them).
-TEACHER_OUTPUTS = {"teacher": TEACHER, "assistant": ASSISTANT / "model.pt"}
+# The checkpoints a kd.teachers list may name (stage outputs, so DVC tracks them); `student`
+# teaches only its own compressed copy (compress.kd_teachers).
+TEACHER_OUTPUTS = {"teacher": TEACHER, "assistant": ASSISTANT / "model.pt", "student": STUDENT}
 
 
 def section(name: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from stages.params import CACHE, PSEUDO, TEACHER, section, source, write_json
 from tinycls.config import from_section, one_of
@@ -24,10 +25,13 @@ class PseudoParams:
     hflip_tta: bool  # average the teacher over the image and its mirror
     batch_size: int
     device: str
+    min_teacher_f1: float = 0.0  # a teacher below this val F1 neither picks epochs nor trains (train only)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold: {self.threshold} must be in [0, 1].")
+        if not 0.0 <= self.min_teacher_f1 <= 1.0:
+            raise ValueError(f"min_teacher_f1: {self.min_teacher_f1} must be in [0, 1] (0 = always trust it).")
         one_of("labels", self.labels, LABEL_KINDS)
         one_of("device", self.device, DEVICES)
 
@@ -51,8 +55,17 @@ def training_data(
     classes = load_classes(CACHE)
     test_images, _ = load_split(CACHE, "test")
     probs = read_probs(pd.read_csv(PSEUDO), classes, len(test_images)) if train_on != "train" else None
+    teacher_f1 = torch.load(TEACHER, map_location="cpu", weights_only=True).get("val_f1") if probs is not None else None
     train, val, selection = training_sets(
-        load_split(CACHE, "train"), load_split(CACHE, "val"), test_images, probs, train_on, p.threshold, p.labels
+        load_split(CACHE, "train"),
+        load_split(CACHE, "val"),
+        test_images,
+        probs,
+        train_on,
+        p.threshold,
+        p.labels,
+        teacher_f1,
+        p.min_teacher_f1,
     )
     return classes, train, val, selection
 

@@ -18,6 +18,11 @@ def main() -> None:
     data = from_section(DataParams, other, source("student"))
     pseudo = from_section(PseudoParams, section("pseudo"), source("pseudo"))
     kd = from_section(KDParams, section("kd"), source("kd"))
+    if "student" in kd.teachers:
+        raise ValueError(
+            f"{source('kd')}.teachers: {kd.teachers}: the student cannot teach itself; list it in "
+            "compress.kd_teachers to distil the compressed student from the uncompressed one."
+        )
     init = PRETRAIN / "model.pt"
     if m.pretrained and init.is_file():
         raise ValueError(

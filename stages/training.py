@@ -11,13 +11,14 @@ import torch
 from dvclive import Live
 
 from stages.params import TEACHER_OUTPUTS, source, write_json
-from tinycls.config import from_section
+from tinycls.config import from_section, one_of
 from tinycls.distill import load_teachers
 from tinycls.losses import KDConfig
-from tinycls.models import build_model, build_pretrained
+from tinycls.models import build_model
 from tinycls.pretrain import transfer_pretrained
-from tinycls.train import TrainConfig, fit, resolve_device, seed_everything
+from tinycls.train import OUTPUT_MODES, TrainConfig, fit, resolve_device, seed_everything
 from tinycls.transforms import IMAGENET_MEAN, IMAGENET_STD
+from tinycls.weights import build_pretrained
 
 MODEL_KEYS = ("arch", "pretrained", "weights", "input_size")
 
@@ -27,11 +28,16 @@ class ModelParams:
     arch: str  # SOURCE:NAME, e.g. pytorchcv:shufflenet_g3_wd4 or timm:tf_efficientnetv2_b0
     pretrained: bool  # ImageNet weights: from `weights` when set, else the source's hub
     input_size: int  # px
-    weights: str = ""  # local ImageNet weights file, for machines without network
+    weights: str = ""  # local ImageNet weights file or package:NAME, for machines without network
 
     def __post_init__(self) -> None:
         if self.input_size < 8:
             raise ValueError(f"input_size: {self.input_size} must be >= 8.")
+        if self.weights and not self.pretrained:
+            raise ValueError(
+                f"weights: {self.weights!r} is set but pretrained is false, so it would be ignored; "
+                "set pretrained: true to start from it, or weights: ''."
+            )
 
 
 @dataclass(frozen=True)
@@ -43,9 +49,11 @@ class KDParams:
     alpha: float = 0.5  # weight of the model's own loss; 1 - alpha goes to the KL term
     teachers: list[str] = field(default_factory=lambda: ["teacher"])  # names in TEACHER_OUTPUTS
     weights: list[float] = field(default_factory=list)  # one per teacher; empty = equal
+    teacher_outputs: str = "per_batch"  # per_batch | cached (tinycls.train.OUTPUT_MODES)
 
     def __post_init__(self) -> None:
         KDConfig(self.mode, self.temperature, self.alpha)  # validates the three
+        one_of("teacher_outputs", self.teacher_outputs, OUTPUT_MODES)
         if not isinstance(self.teachers, list) or not self.teachers:
             raise ValueError(f"teachers: {self.teachers!r} must be a non-empty list, e.g. [teacher].")
         for name in self.teachers:
@@ -129,11 +137,14 @@ def train_model(
     A `model` passed in (e.g. a compressed student) is fine-tuned as it is; `meta_extra` goes
     into the checkpoint (its arch_kwargs rebuild that model)."""
     seed_everything(cfg.seed)  # before the build: the seed fixes the initial weights too
+    out: dict[str, Any] = {}
     if model is None and m.pretrained:
-        model = build_pretrained(m.arch, len(classes), Path(m.weights) if m.weights else None)
+        model, report = build_pretrained(m.arch, len(classes), m.weights)
+        if report is not None:
+            print(f"{stage}: ImageNet weights {report.describe()}")
+            out.update({"weights": m.weights, "weights_loaded": report.loaded, "weights_by": report.by})
     elif model is None:
         model = build_model(m.arch, len(classes))
-    out: dict[str, Any] = {}
     if init is not None:
         out.update(_initialize(model, m.arch, init, allow_unmatched_init))
     meta = {
@@ -170,7 +181,18 @@ def train_model(
                 live.log_metric(live_prefix + k, v)
             live.next_step()
 
-        result = fit(model, train, val, cfg, checkpoint, meta, kd=kd.config if kd else None, teachers=teachers, log=log)
+        result = fit(
+            model,
+            train,
+            val,
+            cfg,
+            checkpoint,
+            meta,
+            kd=kd.config if kd else None,
+            teachers=teachers,
+            log=log,
+            teacher_outputs=kd.teacher_outputs if kd else "per_batch",
+        )
     out = {
         "val_f1": result.best_f1,
         "best_epoch": result.best_epoch,

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from tinycls import train as train_module
 from tinycls.distill import Teachers, load_teachers
 from tinycls.losses import KDConfig
 from tinycls.models import build_model, save_checkpoint
@@ -94,12 +95,21 @@ def _teacher(tmp_path):
     return load_teachers([tmp_path / "t.pt"], ["r", "g", "b"], [1.0], 4.0, S_MEAN, S_STD)
 
 
-def _fit(tmp_path, teachers, kd, **cfg):
+def _fit(tmp_path, teachers, kd, outputs="per_batch", **cfg):
     torch.manual_seed(0)
     model = build_model(ARCH, 3)
     c = TrainConfig(epochs=1, batch_size=16, device="cpu", **cfg)
     return fit(
-        model, _data(48, 0), _data(24, 1), c, tmp_path / "s.pt", _meta(), kd=kd, teachers=teachers, progress=False
+        model,
+        _data(48, 0),
+        _data(24, 1),
+        c,
+        tmp_path / "s.pt",
+        _meta(),
+        kd=kd,
+        teachers=teachers,
+        progress=False,
+        teacher_outputs=outputs,
     )
 
 
@@ -123,6 +133,19 @@ def test_teacher_outputs_are_cached_when_no_augmentation_is_random(tmp_path, mon
     cached = teachers.logits_for(_data(48, 0)[0], 16, torch.device("cpu"))
     per_batch = forward(teachers, to_input(torch.from_numpy(_data(48, 0)[0]), 16, S_MEAN, S_STD))
     assert torch.allclose(cached, per_batch, atol=1e-5)
+
+
+def test_cached_teacher_outputs_serve_every_augmented_view(tmp_path, monkeypatch):
+    teachers = _teacher(tmp_path)
+    calls = []
+    forward = Teachers.forward
+    monkeypatch.setattr(Teachers, "forward", lambda self, x: calls.append(len(x)) or forward(self, x))
+    result = _fit(tmp_path, teachers, KDConfig("true_label", 4.0, 0.3), "cached", hflip=True, translate=0.1)
+    assert result.teacher_outputs == "cached_unaugmented" and calls == [48]  # one pass, not one per step
+    with pytest.raises(ValueError, match="teacher_outputs 'cached' with cutmix_prob > 0.*set cutmix_prob: 0.0"):
+        _fit(tmp_path, teachers, KDConfig("true_label", 4.0, 0.3), "cached", cutmix_prob=0.5)
+    with pytest.raises(ValueError, match="teacher_outputs: 'always' is not one of per_batch, cached"):
+        _fit(tmp_path, teachers, KDConfig("true_label", 4.0, 0.3), "always")
 
 
 def test_kd_alpha_one_trains_exactly_like_no_kd(tmp_path):
@@ -150,8 +173,11 @@ class ChannelMean(torch.nn.Module):
         return x.mean((2, 3)) * 10
 
 
-@pytest.mark.parametrize("augment", [False, True])  # cached outputs, and the teacher on every batch
-def test_teacher_outputs_line_up_with_their_images(tmp_path, monkeypatch, augment):
+@pytest.mark.parametrize(
+    ("augment", "outputs", "expected"),  # exact cache, the teacher on every batch, cache with augmentation
+    [(False, "per_batch", "cached"), (True, "per_batch", "per_batch"), (True, "cached", "cached_unaugmented")],
+)
+def test_teacher_outputs_line_up_with_their_images(tmp_path, monkeypatch, augment, outputs, expected):
     from tinycls.losses import DistillationLoss
 
     teachers = Teachers([ChannelMean()], [_meta()], [1.0], 4.0, S_MEAN, S_STD)
@@ -163,8 +189,8 @@ def test_teacher_outputs_line_up_with_their_images(tmp_path, monkeypatch, augmen
         return forward(self, s, t, y)
 
     monkeypatch.setattr(DistillationLoss, "forward", spy)
-    result = _fit(tmp_path, teachers, KDConfig("true_label", 4.0, 0.3), hflip=augment, translate=0.0)
-    assert result.teacher_outputs == ("per_batch" if augment else "cached")
+    result = _fit(tmp_path, teachers, KDConfig("true_label", 4.0, 0.3), outputs, hflip=augment, translate=0.0)
+    assert result.teacher_outputs == expected
     assert len(agree) == 3 and all(agree)  # a shuffled cache would pair outputs with other images
 
 
@@ -183,3 +209,14 @@ def test_a_larger_teacher_sees_the_batch_at_its_own_size(tmp_path):
     kd = KDConfig("vanilla", 4.0, 0.3)
     fit(model, _data(48, 0), _data(24, 1), cfg, tmp_path / "s.pt", _meta(), kd=kd, teachers=teachers, progress=False)
     assert set(spy.sizes) == {32} and set(seen) == {16}  # prepared at 32 px, the student gets 16 px
+
+
+def test_cached_outputs_leave_the_students_batch_at_its_own_size(tmp_path, monkeypatch):
+    spy = ChannelMean()
+    teachers = Teachers([spy], [_meta(size=32)], [1.0], 4.0, S_MEAN, S_STD)
+    made = []
+    to_input = train_module.to_input
+    monkeypatch.setattr(train_module, "to_input", lambda x, size, *a: made.append(size) or to_input(x, size, *a))
+    result = _fit(tmp_path, teachers, KDConfig("vanilla", 4.0, 0.3), "cached")
+    # the teacher ran once at its 32 px; the student's 3 batches were made at its 16 px directly
+    assert result.teacher_outputs == "cached_unaugmented" and set(spy.sizes) == {32} and made == [16, 16, 16]

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from tinycls.models import ConvHead, build_model, build_pretrained, load_checkpoint, save_checkpoint
+from tinycls.models import ConvHead, build_model, load_checkpoint, save_checkpoint
 
 TINY = ["pytorchcv:shufflenet_g3_wd4", "pytorchcv:mobilenetv3_small_w7d20", "timm:mobilenetv3_small_050"]
 
@@ -69,29 +69,3 @@ def test_bad_checkpoints(tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match=r"not a tinycls checkpoint \(missing \['arch'"):
         load_checkpoint(tmp_path / "other.pt")
-
-
-def test_pretrained_from_a_local_weights_file(tmp_path):
-    import timm
-    from safetensors.torch import save_file
-
-    reference = timm.create_model("mobilenetv3_small_050", pretrained=False)  # with its 1000-class head
-    save_file(reference.state_dict(), tmp_path / "model.safetensors")
-    model = build_pretrained("timm:mobilenetv3_small_050", 4, tmp_path / "model.safetensors")
-    assert torch.equal(model.body.conv_stem.weight, reference.conv_stem.weight)
-    assert model.head.conv.weight.shape == (4, 1024, 1, 1)
-
-
-def test_pretrained_weights_that_cannot_be_had(tmp_path, monkeypatch):
-    with pytest.raises(FileNotFoundError, match="no such weights file.*pretrained: false"):
-        build_pretrained("timm:mobilenetv3_small_050", 4, tmp_path / "missing.safetensors")
-    torch.save(build_model("pytorchcv:shufflenet_g3_wd4", 3).state_dict(), tmp_path / "other.pth")
-    with pytest.raises(RuntimeError, match="none of its .* tensors fit timm:mobilenetv3_small_050"):
-        build_pretrained("timm:mobilenetv3_small_050", 4, tmp_path / "other.pth")
-
-    def offline(arch, num_classes, pretrained=False, **kw):
-        raise OSError("We couldn't connect to the hub")
-
-    monkeypatch.setattr("tinycls.models.build_model", offline)
-    with pytest.raises(RuntimeError, match="could not be downloaded.*set `weights` to a local ImageNet weights file"):
-        build_pretrained("timm:mobilenetv3_small_050", 4, None)

@@ -31,18 +31,23 @@ DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 def test_every_params_section_parses():
     from_section(PrepareParams, PARAMS["prepare"], "prepare")
     for name in ("teacher", "assistant", "student"):
-        model, cfg, other = split_section(name, PARAMS[name], ("train_on", "allow_unmatched_init", "kd"))
+        keys = ("train_on", "allow_unmatched_init", "kd", "max_per_class")
+        model, cfg, other = split_section(name, PARAMS[name], keys)
         assert cfg.epochs >= 1 and model.input_size >= 8
-        from_section(DataParams, {k: v for k, v in other.items() if k != "kd"} or {"train_on": "train"}, name)
+        data = {k: v for k, v in other.items() if k not in ("kd", "max_per_class")}
+        from_section(DataParams, data or {"train_on": "train"}, name)
     assert PARAMS["student"]["train_on"] in TRAIN_ON
     assert PARAMS["teacher"]["cutmix_prob"] > 0  # the recipe's teacher uses CutMix
+    # the quick start's teacher starts from ImageNet weights that install offline
+    assert PARAMS["teacher"]["pretrained"] and PARAMS["teacher"]["weights"].startswith("package:")
     pre = PARAMS["pretrain"]
     from_section(PretrainParams, {k: v for k, v in pre.items() if k in DATA_KEYS}, "pretrain")
     from_section(TrainConfig, {k: v for k, v in pre.items() if k not in DATA_KEYS}, "pretrain")
     assert pre["source"] == "digits"  # the quick start pretrains offline
     from_section(PseudoParams, PARAMS["pseudo"], "pseudo")
     kd = from_section(KDParams, PARAMS["kd"], "kd")
-    assert kd.mode == "none" and kd.teachers == ["teacher"] and kd.temperature == 20.0 and kd.alpha == 0.3
+    assert kd.mode == "true_label" and kd.teachers == ["teacher"] and kd.temperature == 20.0 and kd.alpha == 0.3
+    assert kd.teacher_outputs == "cached"
     assert from_section(KDParams, PARAMS["assistant"]["kd"], "assistant.kd").teachers == ["teacher"]
     c = from_section(CompressParams, PARAMS["compress"], "compress")
     assert c.keep_blocks == [2, 5, 2] and c.on and c.epochs >= 1  # the competition's layer pruning
@@ -139,7 +144,9 @@ def _tiny_repo(tmp_path: Path, train_on: str = "train_val", threshold: float = 0
     params["prepare"].update(dataset="tiny", image_size=16, max_per_class=0, workers=1)
     params["student"].update(epochs=1, batch_size=8, input_size=16, train_on=train_on)
     params["pseudo"].update(threshold=threshold)
-    params["teacher"].update(arch="pytorchcv:shufflenet_g3_wd4", epochs=1, batch_size=8, input_size=16)
+    params["teacher"].update(
+        arch="pytorchcv:shufflenet_g3_wd4", pretrained=False, weights="", epochs=1, batch_size=8, input_size=16
+    )
     params["assistant"].update(arch="pytorchcv:shufflenet_g3_wd4", epochs=1, batch_size=8, input_size=16)
     params["pretrain"].update(epochs=1, batch_size=64, input_size=16)
     params["kd"].update(mode="none")
@@ -192,7 +199,7 @@ def test_dvc_repro_end_to_end(tmp_path):
     assert diff["metrics/student.json"]["kd_alpha"] == {"old": None, "new": 0.3}  # numbers only in the diff
     student = json.loads((repo / "metrics" / "student.json").read_text())
     assert student["kd_mode"] == "true_label" and student["kd_teachers"] == "teacher"
-    assert student["init_transferred"] > 0 and student["teacher_outputs"] == "per_batch"
+    assert student["init_transferred"] > 0 and student["teacher_outputs"] == "cached_unaugmented"
     # an ensemble of teacher and assistant from params alone: the assistant is trained for it
     out = _sh(repo, "dvc", "exp", "run", "-S", "kd.mode=vanilla", "-S", "kd.teachers=[teacher,assistant]")
     assert re.findall(r"Running stage '(\w+)'", out) == ["assistant", "student", "compress", "score"]

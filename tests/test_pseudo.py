@@ -86,3 +86,13 @@ def test_bad_choices():
         training_sets(TRAIN, VAL, TEST, PROBS, "train", 0.9, "fuzzy")
     with pytest.raises(ValueError, match="needs the teacher's pseudo labels"):
         training_sets(TRAIN, VAL, TEST, None, "train_val", 0.9, "hard")
+
+
+@pytest.mark.parametrize("train_on", ["train_val", "train_val_and_pseudo_labelled_test"])
+def test_a_weak_teacher_neither_picks_epochs_nor_trains(train_on):
+    train, val, selection = training_sets(TRAIN, VAL, TEST, PROBS, train_on, 0.0, "hard", 0.46, 0.6)
+    assert train is TRAIN and val is VAL
+    assert selection.startswith(f"val (fallback from {train_on}: the teacher's val F1 0.4600 < min_teacher_f1 0.6")
+    # a teacher at or above the threshold keeps the proxy
+    _, (vx, _), selection = training_sets(TRAIN, VAL, TEST, PROBS, train_on, 0.0, "hard", 0.6, 0.6)
+    assert vx is TEST and selection.startswith("proxy")

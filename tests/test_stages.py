@@ -22,6 +22,7 @@ def workdir(tmp_path, monkeypatch):
     params["prepare"].update(dataset="tiny", image_size=16, max_per_class=0, workers=1)
     for name in ("teacher", "assistant", "student"):
         params[name].update(arch="pytorchcv:shufflenet_g3_wd4", epochs=1, batch_size=8, input_size=16)
+    params["teacher"].update(pretrained=False, weights="", max_per_class=0)
     params["pretrain"].update(epochs=1, batch_size=32, input_size=16, download=False)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     make_imagefolder(tmp_path / "data" / "tiny")
@@ -38,7 +39,7 @@ def _set(path: Path, section: str, **values):
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def _teacher(classes):
+def _teacher(classes, **extra):
     meta = {
         "arch": "pytorchcv:shufflenet_g3_wd4",
         "arch_kwargs": {},
@@ -46,6 +47,7 @@ def _teacher(classes):
         "input_size": 16,
         "mean": [0.5] * 3,
         "std": [0.25] * 3,
+        **extra,
     }
     save_checkpoint(Path("artifacts/teacher/model.pt"), build_model(meta["arch"], len(classes)), meta)
 
@@ -97,6 +99,44 @@ def test_teacher_without_weights_fails_before_training(workdir):
     assert not Path("artifacts/teacher").exists() and not Path("live/teacher").exists()
 
 
+def test_teacher_fine_tunes_packaged_imagenet_weights(workdir):
+    from stages import teacher
+
+    _set(
+        Path("params.yaml"),
+        "teacher",
+        arch="timm:efficientnet_lite0",
+        pretrained=True,
+        weights="package:efficientnet_lite0",
+        max_per_class=4,
+    )
+    teacher.main()
+    m = json.loads(Path("metrics/teacher.json").read_text())
+    assert (m["weights_loaded"], m["weights_by"], m["train_images"], m["max_per_class"]) == (294, "order", 12, 4)
+    assert torch.load("artifacts/teacher/model.pt", weights_only=True)["arch"] == "timm:efficientnet_lite0"
+
+
+@pytest.mark.parametrize(
+    ("values", "error"),
+    [
+        (
+            {"weights": "package:efficientnet_lite1"},
+            r"efficientnet_lite1.*: tensor \d+ .* does not fit timm:efficientnet_lite0's",
+        ),
+        ({"arch": "timm:efficientnet_lite0", "pretrained": False}, "is set but pretrained is false"),
+        ({"max_per_class": -1}, r"\[teacher\].max_per_class: -1 must be an integer >= 0"),
+    ],
+)
+def test_bad_teacher_weights_fail_before_training(workdir, values, error):
+    from stages import teacher
+
+    base = {"arch": "timm:efficientnet_lite0", "pretrained": True, "weights": "package:efficientnet_lite0"}
+    _set(Path("params.yaml"), "teacher", **{**base, **values})
+    with pytest.raises(ValueError, match=error):
+        teacher.main()
+    assert not Path("artifacts/teacher").exists() and not Path("live/teacher").exists()
+
+
 def test_student_train_on_is_checked(workdir):
     from stages import student
 
@@ -116,6 +156,17 @@ def test_student_trains_on_all_data_with_the_proxy(workdir):
     m = json.loads(Path("metrics/student.json").read_text())
     assert m["train_images"] == 18 + 6 + 9 and m["selection"].startswith("proxy")
     shutil.rmtree("artifacts/student")
+
+
+def test_a_weak_teacher_does_not_pick_the_students_epochs(workdir):
+    from stages import pseudo, student
+
+    _teacher(["ant", "bee", "cat"], val_f1=0.3)
+    pseudo.main()
+    _set(Path("params.yaml"), "pseudo", min_teacher_f1=0.6)
+    student.main()
+    m = json.loads(Path("metrics/student.json").read_text())
+    assert m["train_images"] == 18 and m["selection"].startswith("val (fallback from train_val")
 
 
 @pytest.mark.parametrize(
@@ -298,6 +349,32 @@ def test_compress_layer_pruning_and_group_split_fine_tune_and_rebuild(workdir):
     assert (Path("live/compress/plots/metrics/val/f1.tsv")).exists()
 
 
+def test_the_uncompressed_student_teaches_its_compressed_copy(workdir):
+    from stages import compress
+
+    _student()
+    _set(Path("params.yaml"), "kd", mode="true_label")
+    _set(Path("params.yaml"), "compress", keep_blocks=[2, 5, 2], epochs=1, kd_teachers=["student"])
+    compress.main()
+    m = json.loads(Path("metrics/compress.json").read_text())
+    assert m["kd_mode"] == "true_label" and m["kd_teachers"] == "student"
+    for teachers, message in [
+        (["oracle"], "'oracle' is not one of teacher, assistant, student"),
+        (["assistant"], "the assistant is trained only when kd.teachers lists it"),
+    ]:
+        _set(Path("params.yaml"), "compress", kd_teachers=teachers)
+        with pytest.raises(ValueError, match=message):
+            compress.main()
+
+
+def test_the_student_cannot_teach_itself(workdir):
+    from stages import student
+
+    _set(Path("params.yaml"), "kd", mode="true_label", teachers=["student"])
+    with pytest.raises(ValueError, match=r"\[kd\].teachers: \['student'\]: the student cannot teach itself"):
+        student.main()
+
+
 def test_compress_off_passes_the_student_through(workdir):
     from stages import compress
 
@@ -333,6 +410,8 @@ def test_compress_channel_pruning_to_a_macs_target(workdir):
         ({"split_groups": 7}, "split_groups 7: pytorchcv:shufflenet_g3_wd4 has no grouped conv"),
         ({"block_selection": "random"}, "block_selection: 'random' is not one of first, weight_std"),
         ({"bn_images": -1}, r"bn_images: -1 must be >= 0"),
+        ({"kd_teachers": ["student"]}, r"\[compress\].kd_teachers: \['student'\] teach nothing with kd.mode none"),
+        ({"kd_teachers": "student"}, r"kd_teachers: 'student' must be a list"),
     ],
 )
 def test_compress_bad_settings_fail_before_fine_tuning(workdir, values, message):

@@ -145,55 +145,6 @@ def transfer_weights(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> t
     return len(match), len(state_dict) - len(match)
 
 
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    sd = torch.load(path, map_location="cpu", weights_only=True)
-    sd = sd.get("state_dict", sd.get("model", sd)) if isinstance(sd, dict) else sd
-    if not isinstance(sd, dict):
-        raise ValueError(f"{path}: holds no state_dict.")
-    return sd
-
-
-def build_pretrained(arch: str, num_classes: int, weights: Path | None) -> nn.Module:
-    """`arch` with ImageNet weights: from the local `weights` file when given (the source's own
-    format: timm's .safetensors/.pth), else from the source's hub (needs network).
-
-    Raises:
-        FileNotFoundError: `weights` does not exist.
-        RuntimeError: the weights cannot be had, or the file holds nothing for this model; the
-            message gives both ways to fix it.
-    """
-    fix = (
-        f"Fix: set `weights` to a local ImageNet weights file for {arch} (timm/pytorchcv's own "
-        "file, e.g. model.safetensors), or set `pretrained: false`."
-    )
-    if weights is None:
-        try:
-            return build_model(arch, num_classes, pretrained=True)
-        except (OSError, RuntimeError, ValueError) as e:
-            if isinstance(e, ValueError) and "unknown" in str(e):
-                raise
-            raise RuntimeError(
-                f"{arch}: ImageNet weights could not be downloaded ({type(e).__name__}: {str(e)[:200]}). {fix}"
-            ) from e
-    if not weights.is_file():
-        raise FileNotFoundError(f"{weights}: no such weights file. {fix}")
-    model = build_model(arch, num_classes)
-    try:
-        sd = _read_weights(weights)
-    except Exception as e:
-        raise RuntimeError(f"{weights}: not a readable weights file ({type(e).__name__}: {e}). {fix}") from e
-    if isinstance(model, Classifier):  # timm models sit under .body
-        sd = {f"body.{k}": v for k, v in sd.items()}
-    moved, skipped = transfer_weights(model, sd)
-    if moved == 0:
-        raise RuntimeError(f"{weights}: none of its {skipped} tensors fit {arch}. {fix}")
-    return model
-
-
 def save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
     """Write {meta..., state_dict} atomically (a Ctrl-C mid-write leaves the old file).
 

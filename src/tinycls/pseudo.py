@@ -75,6 +75,8 @@ def training_sets(
     train_on: str,
     threshold: float,
     label_kind: str,
+    teacher_f1: float | None = None,
+    min_teacher_f1: float = 0.0,
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], str]:
     """What the student trains on, and what picks its best epoch.
 
@@ -85,6 +87,9 @@ def training_sets(
         train_on: one of TRAIN_ON.
         threshold: pseudo-labelled test images are used when the teacher's confidence >= it.
         label_kind: 'hard' (the teacher's class) or 'soft' (its probabilities) for those images.
+        teacher_f1: the teacher's own val macro F1, when known.
+        min_teacher_f1: below it the teacher's pseudo labels are not trusted to pick epochs (nor
+            to train on): the model trains on train only and val picks its epochs.
 
     Returns:
         (train set, selection set, description of the selection). Labels of the train set are
@@ -97,6 +102,13 @@ def training_sets(
     one_of("labels", label_kind, LABEL_KINDS)
     if train_on == "train":
         return train, val, "val"
+    if teacher_f1 is not None and teacher_f1 < min_teacher_f1:
+        return (
+            train,
+            val,
+            f"val (fallback from {train_on}: the teacher's val F1 {teacher_f1:.4f} < min_teacher_f1 "
+            f"{min_teacher_f1}, so its pseudo labels neither pick epochs nor train; trained on train only)",
+        )
     if probs is None:
         raise ValueError(f"train_on: {train_on!r} needs the teacher's pseudo labels on test.")
     proxy = (test_images, probs.argmax(1).astype(np.int64))

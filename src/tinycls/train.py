@@ -28,6 +28,10 @@ from tinycls.transforms import augment, to_input
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "onecycle")
 DEVICES = ("auto", "cpu", "cuda")
+# per_batch: the teachers see every augmented batch (exact; a teacher forward per step).
+# cached: their logits on each unaugmented training image, computed once and reused for every
+# augmented view of it (one teacher pass per fit; the approximation offline KD makes).
+OUTPUT_MODES = ("per_batch", "cached")
 
 # criterion(logits (B, K), targets (B,) or (B, K), inputs (B, 3, H, W)) -> scalar loss: an
 # override of the configured loss (tests use it to watch the batches).
@@ -128,7 +132,7 @@ class FitResult:
     best_epoch: int
     epochs_run: int
     device: str
-    teacher_outputs: str  # none | cached (computed once: no random augmentation) | per_batch
+    teacher_outputs: str  # none | per_batch | cached (exact: no random augmentation) | cached_unaugmented
 
 
 def fit(
@@ -143,6 +147,7 @@ def fit(
     criterion: Criterion | None = None,
     log: Callable[[dict[str, float]], None] | None = None,
     progress: bool = True,
+    teacher_outputs: str = "per_batch",
 ) -> FitResult:
     """Train `model`; keep the checkpoint with the best validation macro F1.
 
@@ -163,10 +168,12 @@ def fit(
             probabilities (B, K) when CutMix or soft labels are on.
         log: called once per epoch with {'train/loss', 'val/loss', 'val/f1', 'lr'}.
         progress: show a tqdm bar with live loss and F1.
+        teacher_outputs: per_batch or cached (OUTPUT_MODES); with no random augmentation
+            the outputs are cached either way, exactly.
 
     Raises:
-        ValueError: CutMix asked for with soft labels (it needs class indices), or a kd mode
-            other than none without teachers.
+        ValueError: CutMix asked for with soft labels (it needs class indices), a kd mode
+            other than none without teachers, or cached teacher outputs with CutMix.
         KeyboardInterrupt: re-raised after the current weights are saved.
     """
     device = resolve_device(cfg.device)
@@ -201,11 +208,19 @@ def fit(
     # takes, then resized down for the student: a teacher trained at 224 px sees the same crop
     # at 224 px, not the student's 80 px upsampled.
     view = max(size, teachers.input_size) if distil else size
+    one_of("teacher_outputs", teacher_outputs, OUTPUT_MODES)
+    if distil and teacher_outputs == "cached" and mixer is not None:
+        raise ValueError(
+            "teacher_outputs 'cached' with cutmix_prob > 0: a CutMix batch mixes two images, which "
+            "no cached output describes; set cutmix_prob: 0.0 or teacher_outputs: per_batch."
+        )
     random_aug = cfg.hflip or cfg.translate > 0 or mixer is not None
-    cache = (
-        teachers.logits_for(train[0], view, device, cfg.eval_batch_size, cfg.amp) if distil and not random_aug else None
-    )
-    outputs = "none" if distil is None else ("cached" if cache is not None else "per_batch")
+    use_cache = distil is not None and (not random_aug or teacher_outputs == "cached")
+    cache = teachers.logits_for(train[0], view, device, cfg.eval_batch_size, cfg.amp) if use_cache else None
+    outputs = "none" if distil is None else "per_batch"
+    if cache is not None:
+        outputs = "cached_unaugmented" if random_aug else "cached"
+        view = size  # the teachers saw each image at their size once; the student's batch is its own
     ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
     evaluated = ema.module if ema else model  # what is validated and saved
     amp = cfg.amp and device.type == "cuda"
