@@ -52,6 +52,8 @@ bench: data
 	$(BIN)/python -m benchmarks.throughput
 	$(BIN)/python -m benchmarks.throughput --arch timm:tf_efficientnetv2_b0 --cutmix-prob 0.5 --images 2560 --repeats 2
 	$(BIN)/python -m benchmarks.distill
+	$(BIN)/python -m benchmarks.teacher
+	$(BIN)/python -m benchmarks.anchors
 	$(BIN)/python -m benchmarks.compression
 	$(BIN)/python -m benchmarks.recipe
 	$(BIN)/python -m benchmarks.kd_sweep
