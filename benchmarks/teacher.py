@@ -13,8 +13,7 @@ import time
 from pathlib import Path
 
 from stages.params import CACHE, HELD_OUT, section
-from stages.training import split_section, train_model
-from tinycls.data import cap_per_class
+from stages.teacher import train_teacher
 from tinycls.models import load_checkpoint
 from tinycls.prepare import load_classes, load_held_out, load_split
 from tinycls.pseudo import teacher_probs
@@ -79,23 +78,19 @@ CANDIDATES: dict[str, dict] = {
 
 def run(name: str, changes: dict, test: tuple, classes: list[str], out: Path) -> dict:
     params = {**section("teacher"), **changes}
-    cap = params.pop("max_per_class", 0)
-    m, cfg, _ = split_section("teacher", params)
-    (x, y), val = load_split(CACHE, "train"), load_split(CACHE, "val")
-    keep = cap_per_class(y, cap, cfg.seed)
     start = time.perf_counter()
-    metrics = train_model("teacher", m, cfg, classes, (x[keep], y[keep]), val, out / f"{name}.pt", out / name, None, {})
+    metrics = train_teacher(params, out / f"{name}.pt", out / name, None)
     seconds = time.perf_counter() - start
     model, meta = load_checkpoint(out / f"{name}.pt")
-    device = resolve_device(cfg.device)
-    probs = teacher_probs(model.to(device), meta, test[0], device, True, cfg.eval_batch_size)
+    device = resolve_device(params["device"])
+    probs = teacher_probs(model.to(device), meta, test[0], device, True, params["eval_batch_size"])
     return {
         "name": name,
-        "arch": m.arch,
-        "imagenet": m.pretrained,
-        "size": m.input_size,
-        "epochs": cfg.epochs,
-        "images": len(keep),
+        "arch": params["arch"],
+        "imagenet": params["pretrained"],
+        "size": params["input_size"],
+        "epochs": params["epochs"],
+        "images": metrics["train_images"],
         "val_f1": metrics["val_f1"],
         "test_f1": macro_f1(test[1], probs.argmax(1), len(classes)),
         "seconds": seconds,

@@ -2,6 +2,7 @@
 package by default, an EfficientNetV2 for the full recipe) with random-box CutMix."""
 
 from pathlib import Path
+from typing import Any
 
 from stages.params import CACHE, TEACHER, section, source
 from stages.training import split_section, train_model
@@ -12,25 +13,35 @@ LIVE = Path("live/teacher")
 METRICS = Path("metrics/teacher.json")
 
 
-def main() -> None:
-    m, cfg, other = split_section("teacher", section("teacher"), ("max_per_class",))
+def train_teacher(params: dict[str, Any], checkpoint: Path, live: Path, metrics: Path | None) -> dict[str, Any]:
+    """Train the teacher a [teacher] section describes on the prepared cache (its train images
+    capped at max_per_class per class); returns its metrics (benchmarks.teacher calls it too).
+
+    Raises:
+        ValueError: a bad key or value in `params`, before any training.
+    """
+    m, cfg, other = split_section("teacher", params, ("max_per_class",))
     cap = other.get("max_per_class", 0)
     if isinstance(cap, bool) or not isinstance(cap, int) or cap < 0:
         raise ValueError(f"{source('teacher')}.max_per_class: {cap!r} must be an integer >= 0 (0 = every image).")
     (x, y), val = load_split(CACHE, "train"), load_split(CACHE, "val")
     keep = cap_per_class(y, cap, cfg.seed)
-    train_model(
+    return train_model(
         "teacher",
         m,
         cfg,
         load_classes(CACHE),
         (x[keep], y[keep]),
         val,
-        TEACHER,
-        LIVE,
-        METRICS,
+        checkpoint,
+        live,
+        metrics,
         {"selection": "val", "cutmix_prob": cfg.cutmix_prob, "pretrained": m.pretrained, "max_per_class": cap},
     )
+
+
+def main() -> None:
+    train_teacher(section("teacher"), TEACHER, LIVE, METRICS)
 
 
 if __name__ == "__main__":

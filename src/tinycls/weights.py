@@ -95,12 +95,6 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-def _backbone(model: nn.Module) -> tuple[nn.Module, str]:
-    """(the module the file's backbone loads into, its prefix in `model`): timm bodies sit under
-    .body with our own head beside them; a pytorchcv model is loaded whole, less its classifier."""
-    return (model.body, "body.") if isinstance(model, Classifier) else (model, "")
-
-
 def load_backbone(model: nn.Module, sd: dict[str, torch.Tensor], source: str, arch: str) -> LoadReport:
     """Load every backbone tensor of `model` from `sd`; the file's classifier is dropped.
 
@@ -112,7 +106,8 @@ def load_backbone(model: nn.Module, sd: dict[str, torch.Tensor], source: str, ar
         ValueError: some backbone tensor has no fit: the message names the first mismatch and
             both counts.
     """
-    body, _ = _backbone(model)
+    # timm bodies sit under .body beside our own head; a pytorchcv model loads whole, less its head
+    body = model.body if isinstance(model, Classifier) else model
     head_name, _ = classifier_layer(model)
     own = body.state_dict()
     if not isinstance(model, Classifier):  # a pytorchcv model: its own head is not loaded
