@@ -8,7 +8,7 @@ Run from the repository root with the venv on PATH, on a clean workspace after `
 `tinycls pareto`); the workspace is not touched.
 """
 
-from benchmarks.experiments import named, require_clean, run_queued
+from benchmarks.experiments import head, named, require_clean, run_queued
 
 OFF = ["compress.keep_blocks=[]"]
 FD = ["student.arch=pytorchcv:fdmobilenet_wd4", *OFF]
@@ -29,9 +29,10 @@ RUNS = {
 
 def main() -> None:
     require_clean("compression", "queued experiments start from HEAD")
+    rev = head()
     names = run_queued(RUNS, "compression")
     rows = []
-    for name, m, p in named(set(names)):
+    for name, m, p in named(set(names), rev):
         c, score = m["metrics/compress.json"], m["metrics/score.json"]
         tuned = c.get("compressed") and c.get("fine_tune_epochs", 0) > 0
         rows.append(

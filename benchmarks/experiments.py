@@ -37,10 +37,15 @@ def run_queued(runs: dict[str, list[str]], benchmark: str) -> dict[str, str]:
     return names
 
 
-def named(names: set[str]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """(name, metrics by file, params.yaml) of each finished experiment whose name is in `names`."""
+def head() -> str:
+    return sh("git", "rev-parse", "HEAD").strip()
+
+
+def named(names: set[str], rev: str = "HEAD") -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(name, metrics by file, params.yaml) of each finished experiment whose name is in `names`,
+    among the experiments queued from commit `rev` (the baseline they ran on)."""
     found = []
-    for row in json.loads(sh("dvc", "exp", "show", "--json")):
+    for row in json.loads(sh("dvc", "exp", "show", "--json", "--rev", rev)):
         for exp in row.get("experiments") or []:
             rev = exp["revs"][0]
             if rev.get("name") in names:

@@ -12,7 +12,9 @@ temporary workspaces, one at a time).
 import argparse
 import statistics
 
-from benchmarks.experiments import named, require_clean, run_queued
+from scipy.stats import kendalltau, spearmanr
+
+from benchmarks.experiments import head, named, require_clean, run_queued
 
 VARIANTS = {
     "none": ["kd.mode=none"],
@@ -20,12 +22,16 @@ VARIANTS = {
     "true_label": ["kd.mode=true_label"],
     "two-teachers": ["kd.mode=true_label", "kd.teachers=[teacher,assistant]"],
     "chain": ["kd.mode=true_label", "kd.teachers=[assistant]"],
+    # val picks the epochs (the student trains on train only): the other selection, for item 5's
+    # question of which one ranks runs like their test F1 does
+    "val-selected": ["kd.mode=true_label", "student.train_on=train"],
 }
 COLUMNS = {  # column -> (metrics file, key)
     "selection F1": ("metrics/student.json", "val_f1"),
     "student test F1": ("metrics/score.json", "student_f1"),
     "final test F1": ("metrics/score.json", "f1"),
     "final score": ("metrics/score.json", "score"),
+    "student score (uncompressed)": ("metrics/score.json", "student_score"),
 }
 
 
@@ -45,19 +51,33 @@ def main() -> None:
     if unknown := [v for v in variants if v not in VARIANTS]:
         raise SystemExit(f"--variants: unknown {unknown}; valid: {', '.join(VARIANTS)}")
     require_clean("kd_sweep", "queued experiments start from HEAD")
+    rev = head()
     variant_of = {f"kd-{v.replace('_', '-')}-s{s}": v for v in variants for s in seeds}
     runs = {key: [*VARIANTS[v], f"student.seed={key.rsplit('-s', 1)[1]}"] for key, v in variant_of.items()}
     names = run_queued(runs, "kd_sweep")
     results: dict[str, dict[str, list[float]]] = {v: {c: [] for c in COLUMNS} for v in variants}
-    for name, m, _ in named(set(names)):
+    by_selection: dict[str, list[tuple[float, float]]] = {}
+    for name, m, _ in named(set(names), rev):
         variant = variant_of[names[name]]
         for column, (file, key) in COLUMNS.items():
             results[variant][column].append(m[file][key])
+        selection = m["metrics/student.json"]["selection"].split(":")[0].split(" (")[0]
+        by_selection.setdefault(selection, []).append(
+            (m["metrics/student.json"]["val_f1"], m["metrics/score.json"]["student_f1"])
+        )
     print(f"| variant (`-S` flags) | runs | {' | '.join(COLUMNS)} |")
     print("|---|---|" + "---|" * len(COLUMNS))
     for v in variants:
         cells = [mean_std(results[v][c]) for c in COLUMNS]
         print(f"| {v} (`{' '.join(VARIANTS[v])}`) | {len(results[v]['final score'])} | {' | '.join(cells)} |")
+    print("\nHow the selection F1 ranks the runs against their test F1 (the student's, before compression):")
+    print("| selection | runs | Spearman rho | Kendall tau |\n|---|---|---|---|")
+    for selection, pairs in sorted(by_selection.items()):
+        if len(pairs) < 3:
+            print(f"| {selection} | {len(pairs)} | - | - |")
+            continue
+        sel, test = zip(*pairs)
+        print(f"| {selection} | {len(pairs)} | {spearmanr(sel, test)[0]:.2f} | {kendalltau(sel, test)[0]:.2f} |")
 
 
 if __name__ == "__main__":
