@@ -76,7 +76,7 @@ def main() -> None:
         if len(pairs) < 3:
             print(f"| {selection} | {len(pairs)} | - | - |")
             continue
-        sel, test = zip(*pairs)
+        sel, test = zip(*pairs, strict=True)
         print(f"| {selection} | {len(pairs)} | {spearmanr(sel, test)[0]:.2f} | {kendalltau(sel, test)[0]:.2f} |")
 
 
