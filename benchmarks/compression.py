@@ -1,12 +1,19 @@
 """Structured compression on the quick start, as one `dvc exp run --queue` sweep: the student
 uncompressed, each kind of compression right after compressing (fine-tuning off, BatchNorm
-statistics re-estimated) and after fine-tuning, and channel pruning on an FD-MobileNet student
-(ShuffleNet's channel shuffle defeats Torch-Pruning). Prints a Markdown table for the README.
+statistics re-estimated) and after fine-tuning, fine-tuning taught by the uncompressed student,
+and channel pruning on an FD-MobileNet student (ShuffleNet's channel shuffle defeats
+Torch-Pruning). Prints a Markdown table for the README, mean +- std where a row ran on more
+than one student seed.
 
 Run from the repository root with the venv on PATH, on a clean workspace after `dvc repro`:
-`python -m benchmarks.compression`. The experiments stay in `dvc exp show` (and feed
-`tinycls pareto`); the workspace is not touched.
+`python -m benchmarks.compression [--rows cmp-none,cmp-layers] [--seeds 0,1,2]`. A row whose
+student (same seed and settings) already ran anywhere in this repository, e.g. in
+`benchmarks.kd_sweep`, takes it from DVC's run cache: only `compress` and `score` rerun. The
+experiments stay in `dvc exp show` (and feed `tinycls pareto`); the workspace is not touched.
 """
+
+import argparse
+import statistics
 
 from benchmarks.experiments import head, named, require_clean, run_queued
 
@@ -17,6 +24,8 @@ RUNS = {
     "cmp-layers-no-ft": ["compress.epochs=0"],
     "cmp-layers": [],  # the default: keep_blocks [2, 5, 2]
     "cmp-layers-std": ["compress.block_selection=weight_std"],
+    "cmp-layers-kd-student": ["compress.kd_teachers=[student]"],
+    "cmp-layers-kd-both": ["compress.kd_teachers=[teacher,student]"],
     "cmp-split-no-ft": [*OFF, "compress.split_groups=2", "compress.epochs=0"],
     "cmp-split": [*OFF, "compress.split_groups=2"],
     "cmp-layers-split": ["compress.split_groups=2"],
@@ -27,23 +36,46 @@ RUNS = {
 }
 
 
+def cell(values: list[float]) -> str:
+    values = [v for v in values if v == v]  # NaN: the column does not apply
+    if not values:
+        return ""
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} +- {statistics.stdev(values):.4f}"
+
+
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", default=",".join(RUNS), help=f"some of {', '.join(RUNS)}")
+    ap.add_argument("--seeds", default="0", help="student.seed values, comma-separated")
+    args = ap.parse_args()
+    rows, seeds = args.rows.split(","), [int(s) for s in args.seeds.split(",")]
+    if unknown := [r for r in rows if r not in RUNS]:
+        raise SystemExit(f"--rows: unknown {unknown}; valid: {', '.join(RUNS)}")
     require_clean("compression", "queued experiments start from HEAD")
     rev = head()
-    names = run_queued(RUNS, "compression")
-    rows = []
+    runs = {f"{r}-s{s}": [*RUNS[r], f"student.seed={s}"] for r in rows for s in seeds}
+    names = run_queued(runs, "compression")
+    table: dict[str, dict] = {}
     for name, m, p in named(set(names), rev):
+        row = names[name].rsplit("-s", 1)[0]
         c, score = m["metrics/compress.json"], m["metrics/score.json"]
         tuned = c.get("compressed") and c.get("fine_tune_epochs", 0) > 0
-        rows.append(
+        t = table.setdefault(
+            row,
+            {
+                "student": p["student"]["arch"].split(":")[-1],
+                "compression": score.get("compression", "none"),
+                "teachers": c.get("kd_teachers", "") if tuned else "",
+                "epochs": c.get("fine_tune_epochs", 0) if c.get("compressed") else "-",
+                "macs": score["macs"],
+                "params": score["params"],
+                "values": [],
+            },
+        )
+        t["values"].append(
             (
-                list(RUNS).index(names[name]),
-                names[name],
-                p["student"]["arch"].split(":")[-1],
-                score.get("compression", "none"),
-                c.get("fine_tune_epochs", 0) if c.get("compressed") else "-",
-                score["macs"],
-                score["params"],
                 c.get("f1_compressed", float("nan")),
                 c["val_f1"] if tuned else float("nan"),
                 score["f1"],
@@ -52,14 +84,17 @@ def main() -> None:
             )
         )
     print(
-        "| experiment | student | compression | fine-tune epochs | MACs | params | selection F1 compressed "
-        "| selection F1 fine-tuned | test F1 | test F1 of the student | score |"
+        "| experiment | runs | student | compression | fine-tune epochs (teachers) | MACs | params "
+        "| selection F1 compressed | selection F1 fine-tuned | test F1 | test F1 of the student | score |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in sorted(rows):
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for row in [r for r in RUNS if r in table]:
+        t = table[row]
+        cols = [cell(list(v)) for v in zip(*t["values"], strict=True)]
+        ft = f"{t['epochs']} ({t['teachers']})" if t["teachers"] else str(t["epochs"])
         print(
-            f"| {r[1]} | {r[2]} | {r[3]} | {r[4]} | {r[5]:,} | {r[6]:,} | {r[7]:.4f} | {r[8]:.4f} | {r[9]:.4f} "
-            f"| {r[10]:.4f} | {r[11]:.4f} |"
+            f"| {row} | {len(t['values'])} | {t['student']} | {t['compression']} | {ft} | {t['macs']:,} "
+            f"| {t['params']:,} | {' | '.join(cols)} |"
         )
 
 
