@@ -57,3 +57,4 @@ bench: data
 	$(BIN)/python -m benchmarks.compression
 	$(BIN)/python -m benchmarks.recipe
 	$(BIN)/python -m benchmarks.kd_sweep
+	$(BIN)/python -m benchmarks.photos
