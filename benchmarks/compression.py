@@ -79,7 +79,7 @@ def main() -> None:
                 c.get("f1_compressed", float("nan")),
                 c["val_f1"] if tuned else float("nan"),
                 score["f1"],
-                score.get("student_f1", score["f1"]),
+                score["student_f1"],
                 score["score"],
             )
         )

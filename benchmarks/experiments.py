@@ -47,8 +47,8 @@ def named(names: set[str], rev: str = "HEAD") -> list[tuple[str, dict[str, Any],
     found = []
     for row in json.loads(sh("dvc", "exp", "show", "--json", "--rev", rev)):
         for exp in row.get("experiments") or []:
-            rev = exp["revs"][0]
-            if rev.get("name") in names:
-                metrics = {f: m["data"] for f, m in rev["data"]["metrics"].items()}
-                found.append((rev["name"], metrics, rev["data"]["params"]["params.yaml"]["data"]))
+            run = exp["revs"][0]
+            if run.get("name") in names:
+                metrics = {f: m["data"] for f, m in run["data"]["metrics"].items()}
+                found.append((run["name"], metrics, run["data"]["params"]["params.yaml"]["data"]))
     return found

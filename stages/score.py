@@ -71,9 +71,10 @@ def main() -> None:
         "arch": meta["arch"],
         "input_size": meta["input_size"],
     }
-    if metrics["model"] == "compress":  # the same numbers for the student before compression
-        before = evaluate(STUDENT)[0]
-        metrics |= {f"student_{k}": before[k] for k in ("f1", "macs", "params", "score")}
+    # the same numbers for the student before compression (itself when compression is off), so
+    # every run's score.json has them and experiments compare with or without compression
+    before = evaluate(STUDENT)[0] if metrics["model"] == "compress" else metrics
+    metrics |= {f"student_{k}": before[k] for k in ("f1", "macs", "params", "score")}
     if test_y is not None:  # how good the teacher's pseudo labels were; reported, never trained on
         teacher = read_probs(pd.read_csv(PSEUDO), classes, len(test_y)).argmax(1)
         metrics |= {
