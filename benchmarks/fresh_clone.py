@@ -1,0 +1,72 @@
+"""Fresh-clone `make run`, side by side: each commit cloned into its own folder, its venv built by
+`make setup` (not timed: the README gives set-up separately), then `make run` timed (writing the
+70,000 PNG files, filling the DVC cache for data/, and every stage of `dvc repro`), then checked:
+`git status` and `dvc status` clean means the run reproduced the commit's dvc.lock and metrics
+exactly. The first commit is the reference for the ratio (machines of the same kind differ by
+2-3x in speed; the ratio between commits measured on one machine is what compares).
+
+Run from the repository root: `python -m benchmarks.fresh_clone [--revs d3912fb,HEAD]
+[--workdir DIR]`. Commits run one after the other (never two torch jobs at once). About 30 min
+for two commits on a 2-core CPU. The clones stay in DIR (each about 7 GB) until you remove them;
+`--reuse` runs again in existing clones after `git clean` (keeping their .venv/).
+"""
+
+import argparse
+import json
+import subprocess
+import time
+from pathlib import Path
+
+from benchmarks.experiments import sh
+
+
+def prepare_clone(repo: Path, rev: str, folder: Path, reuse: bool) -> None:
+    if reuse and (folder / ".git").is_dir():
+        subprocess.run(["git", "clean", "-xdfq", "-e", ".venv"], cwd=folder, check=True)
+        subprocess.run(["git", "fetch", "-q", str(repo), rev], cwd=folder, check=True)
+        subprocess.run(["git", "checkout", "-q", "--force", "FETCH_HEAD"], cwd=folder, check=True)
+    else:
+        if folder.exists():
+            raise SystemExit(f"{folder} exists: remove it, or pass --reuse to run in it again.")
+        subprocess.run(["git", "clone", "-q", str(repo), str(folder)], check=True)
+        subprocess.run(["git", "checkout", "-q", rev], cwd=folder, check=True)
+    subprocess.run(["make", "setup"], cwd=folder, check=True, stdout=subprocess.DEVNULL)
+
+
+def timed_run(folder: Path, log: Path) -> float:
+    start = time.perf_counter()
+    with log.open("w") as out:
+        subprocess.run(["make", "run"], cwd=folder, check=True, stdout=out, stderr=subprocess.STDOUT)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--revs", default="d3912fb,HEAD", help="commits, comma-separated; the first is the reference")
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/tinycls-fresh-clone"))
+    ap.add_argument("--reuse", action="store_true", help="run again in existing clones (git clean, keep .venv/)")
+    args = ap.parse_args()
+    repo = Path.cwd()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for rev in args.revs.split(","):
+        commit = sh("git", "rev-parse", "--short", rev).strip()
+        folder = args.workdir / commit
+        prepare_clone(repo, commit, folder, args.reuse)
+        wall = timed_run(folder, args.workdir / f"{commit}.log")
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=folder, capture_output=True, text=True).stdout
+        dvc = subprocess.run([".venv/bin/dvc", "status", "-q"], cwd=folder).returncode
+        score = json.loads((folder / "metrics/score.json").read_text())
+        rows.append((commit, wall, not dirty and dvc == 0, score["f1"], score["score"]))
+        print(f"{commit}: make run {wall:.0f} s", flush=True)
+    print("| commit | fresh-clone `make run` | ratio to the first | git, dvc status clean | test F1 | score |")
+    print("|---|---|---|---|---|---|")
+    for commit, wall, clean, f1, score in rows:
+        minutes, seconds = divmod(round(wall), 60)
+        ratio = wall / rows[0][1]
+        same = "yes" if clean else "no"
+        print(f"| {commit} | {minutes} min {seconds} s | {ratio:.2f} | {same} | {f1:.4f} | {score:.4f} |")
+
+
+if __name__ == "__main__":
+    main()
