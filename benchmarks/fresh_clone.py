@@ -50,9 +50,10 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     rows = []
     for rev in args.revs.split(","):
-        commit = sh("git", "rev-parse", "--short", rev).strip()
+        full = sh("git", "rev-parse", rev).strip()  # git fetch takes full hashes only
+        commit = full[:7]
         folder = args.workdir / commit
-        prepare_clone(repo, commit, folder, args.reuse)
+        prepare_clone(repo, full, folder, args.reuse)
         wall = timed_run(folder, args.workdir / f"{commit}.log")
         dirty = subprocess.run(["git", "status", "--porcelain"], cwd=folder, capture_output=True, text=True).stdout
         dvc = subprocess.run([".venv/bin/dvc", "status", "-q"], cwd=folder).returncode
