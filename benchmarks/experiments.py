@@ -41,14 +41,14 @@ def head() -> str:
     return sh("git", "rev-parse", "HEAD").strip()
 
 
-def named(names: set[str], rev: str = "HEAD") -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """(name, metrics by file, params.yaml) of each finished experiment whose name is in `names`,
-    among the experiments queued from commit `rev` (the baseline they ran on)."""
+def named(names: set[str] | None, rev: str = "HEAD") -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(name, metrics by file, params.yaml) of each finished experiment whose name is in `names`
+    (None: every named one), among the experiments queued from commit `rev` (their baseline)."""
     found = []
     for row in json.loads(sh("dvc", "exp", "show", "--json", "--rev", rev)):
         for exp in row.get("experiments") or []:
             run = exp["revs"][0]
-            if run.get("name") in names:
+            if run.get("name") and (names is None or run["name"] in names) and (run.get("data") or {}).get("metrics"):
                 metrics = {f: m["data"] for f, m in run["data"]["metrics"].items()}
                 found.append((run["name"], metrics, run["data"]["params"]["params.yaml"]["data"]))
     return found

@@ -6,15 +6,19 @@ chain teacher -> assistant -> student. Prints a Markdown table of mean +- std ov
 Run from the repository root with the venv on PATH, on a clean workspace after `dvc repro`:
 `python -m benchmarks.kd_sweep [--seeds 0,1,2] [--variants none,true_label]`. The experiments
 stay in `dvc exp show`; the workspace is not touched (queued experiments run in DVC's
-temporary workspaces, one at a time).
+temporary workspaces, one at a time, seed by seed: a sweep stopped early has every variant at
+the first seeds). `--collect REV[,REV...]` queues nothing and tabulates the sweep experiments
+already run from those commits (one row per variant and commit): for a sweep stopped early with
+`dvc queue kill`, or to put sweeps from several commits side by side.
 """
 
 import argparse
+import re
 import statistics
 
 from scipy.stats import kendalltau, spearmanr
 
-from benchmarks.experiments import head, named, require_clean, run_queued
+from benchmarks.experiments import head, named, require_clean, run_queued, sh
 
 VARIANTS = {
     "none": ["kd.mode=none"],
@@ -45,31 +49,41 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", default="0,1,2", help="student.seed values, comma-separated")
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"some of {', '.join(VARIANTS)}")
+    ap.add_argument("--collect", help="commits whose sweep experiments to tabulate; queues nothing")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     variants = args.variants.split(",")
     if unknown := [v for v in variants if v not in VARIANTS]:
         raise SystemExit(f"--variants: unknown {unknown}; valid: {', '.join(VARIANTS)}")
-    require_clean("kd_sweep", "queued experiments start from HEAD")
-    rev = head()
-    variant_of = {f"kd-{v.replace('_', '-')}-s{s}": v for v in variants for s in seeds}
-    runs = {key: [*VARIANTS[v], f"student.seed={key.rsplit('-s', 1)[1]}"] for key, v in variant_of.items()}
-    names = run_queued(runs, "kd_sweep")
-    results: dict[str, dict[str, list[float]]] = {v: {c: [] for c in COLUMNS} for v in variants}
+    key_of = {f"kd-{v.replace('_', '-')}-s{s}": (v, s) for s in seeds for v in variants}  # seed-major
+    if args.collect:
+        revs = [sh("git", "rev-parse", r).strip() for r in args.collect.split(",")]
+        found = [(rev[:7], *exp) for rev in revs for exp in named(None, rev)]
+    else:
+        require_clean("kd_sweep", "queued experiments start from HEAD")
+        rev = head()
+        runs = {key: [*VARIANTS[v], f"student.seed={s}"] for key, (v, s) in key_of.items()}
+        names = run_queued(runs, "kd_sweep")
+        found = [(rev[:7], *exp) for exp in named(set(names), rev)]
+    rows: dict[tuple[str, str], dict[str, list[float]]] = {}
     by_selection: dict[str, list[tuple[float, float]]] = {}
-    for name, m, _ in named(set(names), rev):
-        variant = variant_of[names[name]]
+    for rev, name, m, _ in found:
+        match = re.fullmatch(r"(kd-.+-s\d+)-\d{8}-\d{6}", name)
+        if not match or match[1] not in key_of:
+            continue
+        variant = key_of[match[1]][0]
+        columns = rows.setdefault((variant, rev), {c: [] for c in COLUMNS})
         for column, (file, key) in COLUMNS.items():
-            results[variant][column].append(m[file][key])
+            columns[column].append(m[file][key])
         selection = m["metrics/student.json"]["selection"].split(":")[0].split(" (")[0]
         by_selection.setdefault(selection, []).append(
             (m["metrics/student.json"]["val_f1"], m["metrics/score.json"]["student_f1"])
         )
-    print(f"| variant (`-S` flags) | runs | {' | '.join(COLUMNS)} |")
-    print("|---|---|" + "---|" * len(COLUMNS))
-    for v in variants:
-        cells = [mean_std(results[v][c]) for c in COLUMNS]
-        print(f"| {v} (`{' '.join(VARIANTS[v])}`) | {len(results[v]['final score'])} | {' | '.join(cells)} |")
+    print(f"| variant (`-S` flags) | queued from | runs | {' | '.join(COLUMNS)} |")
+    print("|---|---|---|" + "---|" * len(COLUMNS))
+    for (v, rev), columns in sorted(rows.items(), key=lambda r: (variants.index(r[0][0]), r[0][1])):
+        cells = [mean_std(columns[c]) for c in COLUMNS]
+        print(f"| {v} (`{' '.join(VARIANTS[v])}`) | {rev} | {len(columns['final score'])} | {' | '.join(cells)} |")
     print("\nHow the selection F1 ranks the runs against their test F1 (the student's, before compression):")
     print("| selection | runs | Spearman rho | Kendall tau |\n|---|---|---|---|")
     for selection, pairs in sorted(by_selection.items()):
