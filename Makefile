@@ -58,3 +58,4 @@ bench: data
 	$(BIN)/python -m benchmarks.recipe
 	$(BIN)/python -m benchmarks.kd_sweep
 	$(BIN)/python -m benchmarks.photos
+	$(BIN)/python -m benchmarks.fresh_clone
