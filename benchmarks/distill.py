@@ -13,25 +13,19 @@ from pathlib import Path
 import torch
 
 from stages.params import CACHE, TEACHER
+from tinycls.checkpoint import checkpoint_meta
+from tinycls.device import resolve_device
 from tinycls.distill import load_teachers
 from tinycls.losses import KDConfig
 from tinycls.models import build_model
 from tinycls.prepare import load_classes, load_split
-from tinycls.train import TrainConfig, fit, resolve_device, seed_everything
-from tinycls.transforms import IMAGENET_MEAN, IMAGENET_STD
+from tinycls.train import TrainConfig, fit, seed_everything
 
 
 def epoch_times(arch: str, train, val, classes, size: int, epochs: int, kd: bool, augment: bool, device) -> list[float]:
     seed_everything(0)
     model = build_model(arch, len(classes))
-    meta = {
-        "arch": arch,
-        "arch_kwargs": {},
-        "classes": classes,
-        "input_size": size,
-        "mean": list(IMAGENET_MEAN),
-        "std": list(IMAGENET_STD),
-    }
+    meta = checkpoint_meta(arch, classes, size)
     cfg = TrainConfig(
         epochs=epochs,
         batch_size=128,

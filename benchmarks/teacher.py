@@ -14,11 +14,11 @@ from pathlib import Path
 
 from stages.params import CACHE, HELD_OUT, section
 from stages.teacher import train_teacher
-from tinycls.models import load_checkpoint
+from tinycls.checkpoint import load_checkpoint
+from tinycls.device import resolve_device
 from tinycls.prepare import load_classes, load_held_out, load_split
 from tinycls.pseudo import teacher_probs
 from tinycls.score import macro_f1
-from tinycls.train import resolve_device
 
 IMAGENET = {"pretrained": True, "weights": "package:efficientnet_lite0", "lr": 1.0e-3}
 SCRATCH = {"pretrained": False, "weights": ""}

@@ -18,8 +18,10 @@ from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 from torch.utils.data import DataLoader, TensorDataset
 
+from tinycls.checkpoint import checkpoint_meta
+from tinycls.device import resolve_device
 from tinycls.models import build_model
-from tinycls.train import TrainConfig, fit, resolve_device, seed_everything
+from tinycls.train import TrainConfig, fit, seed_everything
 from tinycls.transforms import IMAGENET_MEAN, IMAGENET_STD, to_input
 
 
@@ -53,14 +55,7 @@ def tinycls_loop(
     seed_everything(0)
     model = build_model(arch, 10)
     cfg = TrainConfig(epochs=1, batch_size=batch, device=device.type, label_smoothing=0.1, cutmix_prob=cutmix_prob)
-    meta = {
-        "arch": arch,
-        "arch_kwargs": {},
-        "classes": [str(i) for i in range(10)],
-        "input_size": size,
-        "mean": list(IMAGENET_MEAN),
-        "std": list(IMAGENET_STD),
-    }
+    meta = checkpoint_meta(arch, [str(i) for i in range(10)], size)
     val = (x[:batch], y[:batch])  # the loop always validates once per epoch: keep it small
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()

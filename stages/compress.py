@@ -14,13 +14,14 @@ import torch
 from stages.params import COMPRESS, STUDENT, section, source, write_json
 from stages.pseudo import DataParams, PseudoParams, training_data
 from stages.training import KDParams, split_section, train_model
-from tinycls.compress import BLOCK_SELECTIONS, IMPORTANCES, compress, recalibrate_bn
+from tinycls.checkpoint import load_checkpoint, save_checkpoint
+from tinycls.compress import IMPORTANCES, compress, recalibrate_bn
 from tinycls.config import from_section, one_of
+from tinycls.device import resolve_device
 from tinycls.macs import count_macs
-from tinycls.models import load_checkpoint, save_checkpoint
 from tinycls.predict import predict_checkpoint
 from tinycls.score import macro_f1
-from tinycls.train import resolve_device
+from tinycls.structure import BLOCK_SELECTIONS
 
 LIVE = Path("live/compress")
 METRICS = Path("metrics/compress.json")

@@ -9,11 +9,11 @@ import pandas as pd
 import torch
 
 from stages.params import CACHE, PSEUDO, TEACHER, section, source, write_json
+from tinycls.checkpoint import load_checkpoint
 from tinycls.config import from_section, one_of
-from tinycls.models import load_checkpoint
+from tinycls.device import DEVICES, resolve_device
 from tinycls.prepare import load_classes, load_split
 from tinycls.pseudo import LABEL_KINDS, TRAIN_ON, pseudo_table, read_probs, summarize, teacher_probs, training_sets
-from tinycls.train import DEVICES, resolve_device
 
 METRICS = Path("metrics/pseudo.json")
 
@@ -74,12 +74,7 @@ def main() -> None:
     p = from_section(PseudoParams, section("pseudo"), source("pseudo"))
     device = resolve_device(p.device)
     classes = load_classes(CACHE)
-    model, meta = load_checkpoint(TEACHER, device)
-    if meta["classes"] != classes:
-        raise ValueError(
-            f"{TEACHER}: classes {meta['classes']} differ from the data's {classes}; "
-            "retrain the teacher (`dvc repro teacher`)."
-        )
+    model, meta = load_checkpoint(TEACHER, device, classes, role="teacher")
     test_images, _ = load_split(CACHE, "test")
     if len(test_images) == 0:
         raise ValueError(f"{CACHE}/test_images.npy: the test split is empty; put images in data/<dataset>/test/.")

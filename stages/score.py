@@ -10,14 +10,14 @@ import numpy as np
 import pandas as pd
 
 from stages.params import CACHE, COMPRESS, HELD_OUT, PSEUDO, STUDENT, section, source, write_csv, write_json
+from tinycls.checkpoint import load_checkpoint
 from tinycls.config import from_section
+from tinycls.device import resolve_device
 from tinycls.macs import count_macs
-from tinycls.models import load_checkpoint
 from tinycls.predict import predict_checkpoint
 from tinycls.prepare import load_classes, load_held_out, load_split
 from tinycls.pseudo import read_probs
 from tinycls.score import macro_f1, score_report
-from tinycls.train import resolve_device
 
 METRICS = Path("metrics/score.json")
 CONFUSION = Path("plots/score/confusion.csv")
@@ -43,11 +43,7 @@ def main() -> None:
 
     def evaluate(path: Path) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, dict]:
         """(score report, labels and predictions of the scored split, test predictions, checkpoint meta)."""
-        model, meta = load_checkpoint(path, device)
-        if meta["classes"] != classes:
-            raise ValueError(
-                f"{path}: classes {meta['classes']} differ from the data's {classes}; retrain with `dvc repro`."
-            )
+        model, meta = load_checkpoint(path, device, classes)
         test_pred = predict_checkpoint(model, meta, test_x, device, p.batch_size).argmax(1).numpy()
         if test_y is not None:
             y, pred = test_y, test_pred

@@ -11,13 +11,14 @@ import torch
 from dvclive import Live
 
 from stages.params import TEACHER_OUTPUTS, source, write_json
+from tinycls.checkpoint import checkpoint_meta
 from tinycls.config import from_section, one_of
+from tinycls.device import resolve_device
 from tinycls.distill import load_teachers
 from tinycls.losses import KDConfig
 from tinycls.models import build_model
 from tinycls.pretrain import transfer_pretrained
-from tinycls.train import OUTPUT_MODES, TrainConfig, fit, resolve_device, seed_everything
-from tinycls.transforms import IMAGENET_MEAN, IMAGENET_STD
+from tinycls.train import OUTPUT_MODES, TrainConfig, fit, seed_everything
 from tinycls.weights import build_pretrained
 
 MODEL_KEYS = ("arch", "pretrained", "weights", "input_size")
@@ -147,16 +148,8 @@ def train_model(
         model = build_model(m.arch, len(classes))
     if init is not None:
         out.update(_initialize(model, m.arch, init, allow_unmatched_init))
-    meta = {
-        "arch": m.arch,
-        "arch_kwargs": {},
-        "classes": classes,
-        "input_size": m.input_size,
-        "mean": list(IMAGENET_MEAN),
-        "std": list(IMAGENET_STD),
-        "stage": stage,
-        **(meta_extra or {}),
-    }
+    meta = checkpoint_meta(m.arch, classes, m.input_size, stage=stage)
+    meta.update(meta_extra or {})  # a compressed student's arch_kwargs replace the empty ones in place
     teachers = None
     if kd is not None and kd.mode != "none":
         weights = kd.weights or [1.0] * len(kd.teachers)

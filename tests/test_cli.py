@@ -3,8 +3,9 @@ import csv
 from typer.testing import CliRunner
 
 from tests.conftest import write_image
+from tinycls.checkpoint import save_checkpoint
 from tinycls.cli import app
-from tinycls.models import build_model, save_checkpoint
+from tinycls.models import build_model
 
 runner = CliRunner()
 

@@ -5,18 +5,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from tinycls.checkpoint import load_checkpoint, save_checkpoint
 from tinycls.cli import app
-from tinycls.compress import (
-    choose_blocks,
-    compress,
-    keep_blocks,
-    prune_channels,
-    prune_to_macs,
-    split_groups,
-    stage_depths,
-)
+from tinycls.compress import compress, prune_channels, prune_to_macs, split_groups
 from tinycls.macs import count_macs
-from tinycls.models import build_model, load_checkpoint, save_checkpoint
+from tinycls.models import build_model
+from tinycls.structure import choose_blocks, keep_blocks, stage_depths
 
 ARCH = "pytorchcv:shufflenet_g3_wd4"
 PRUNED_MACS = 1_083_210  # the competition's count for [2-5-2] at 80 px, 9 classes (competition.md)

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from tinycls import train as train_module
+from tinycls.checkpoint import save_checkpoint
 from tinycls.distill import Teachers, load_teachers
 from tinycls.losses import KDConfig
-from tinycls.models import build_model, save_checkpoint
+from tinycls.models import build_model
 from tinycls.train import TrainConfig, fit
 from tinycls.transforms import to_input
 

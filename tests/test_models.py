@@ -2,7 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from tinycls.models import ConvHead, build_model, load_checkpoint, save_checkpoint
+from tinycls.checkpoint import load_checkpoint, save_checkpoint
+from tinycls.models import ConvHead, build_model
 
 TINY = ["pytorchcv:shufflenet_g3_wd4", "pytorchcv:mobilenetv3_small_w7d20", "timm:mobilenetv3_small_050"]
 

@@ -95,14 +95,25 @@ def test_stage_script_exists_and_declares_its_imports_and_params(stage):
     spec = DVC["stages"][stage]
     script = f"stages/{stage}.py"
     assert spec["cmd"] == f"python -m stages.{stage}" and (ROOT / script).exists()
-    deps = set(spec["deps"])
-    assert script in deps
-    missing = _imports(ROOT / script) - deps
-    assert not missing, f"dvc.yaml stage {stage} imports {sorted(missing)} but does not list them in deps"
+    code = {d for d in spec["deps"] if d.endswith(".py")}
+    imports = _imports(ROOT / script) | {script}
+    # Exactly the import closure: a missing module would not rerun the stage when it changes, an
+    # extra one would rerun it for nothing (a change to compression code reruns only compress, score).
+    assert not imports - code, f"dvc.yaml stage {stage} imports {sorted(imports - code)} but does not list them in deps"
+    assert not code - imports, f"dvc.yaml stage {stage} lists {sorted(code - imports)} in deps but does not import them"
     text = (ROOT / script).read_text()
     read = set(re.findall(r'section\("(\w+)"\)', text))
     read |= {".".join(k) for k in re.findall(r'value\("(\w+)", "(\w+)"\)', text)}
     assert read == set(spec["params"])
+
+
+def test_compression_code_reruns_only_compress_and_what_reads_its_model():
+    # checkpoints rebuild pruned models through tinycls.structure, not tinycls.compress, so a
+    # change to compression code reruns compress (and score, which reads artifacts/compress)
+    lists = {name for name, spec in DVC["stages"].items() if "src/tinycls/compress.py" in spec["deps"]}
+    assert lists == {"compress"}
+    readers = {name for name, spec in DVC["stages"].items() if "artifacts/compress/model.pt" in spec["deps"]}
+    assert readers == {"score"}
 
 
 def test_outputs_are_outside_data_and_metrics_uncached():

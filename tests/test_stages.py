@@ -11,7 +11,8 @@ import torch
 import yaml
 
 from tests.conftest import make_cifar, make_imagefolder
-from tinycls.models import build_model, save_checkpoint
+from tinycls.checkpoint import save_checkpoint
+from tinycls.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -332,8 +333,8 @@ def _student(arch: str = "pytorchcv:shufflenet_g3_wd4"):
 
 def test_compress_layer_pruning_and_group_split_fine_tune_and_rebuild(workdir):
     from stages import compress
+    from tinycls.checkpoint import load_checkpoint
     from tinycls.macs import count_macs
-    from tinycls.models import load_checkpoint
 
     _student()
     _set(Path("params.yaml"), "compress", keep_blocks=[2, 5, 2], split_groups=2, epochs=1)

@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import torch
 
+from tinycls.checkpoint import load_checkpoint
 from tinycls.config import from_section
-from tinycls.models import build_model, load_checkpoint
+from tinycls.models import build_model
 from tinycls.train import TrainConfig, fit, seed_everything
 
 ARCH = "pytorchcv:shufflenet_g3_wd4"
@@ -99,7 +100,7 @@ def test_config_errors_name_the_value_and_the_choices(section, message):
 
 
 def test_device_auto_selection(monkeypatch):
-    from tinycls.train import resolve_device
+    from tinycls.device import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto").type == "cpu"

@@ -41,9 +41,10 @@ def macs(
 
     Prints the parameter count, then the MACs alone on the last line.
     """
+    from tinycls.checkpoint import load_checkpoint
     from tinycls.compress import compress
     from tinycls.macs import count_macs
-    from tinycls.models import build_model, load_checkpoint
+    from tinycls.models import build_model
 
     keep = _ints(keep_blocks, "2,5,2") if keep_blocks else None
     if Path(arch).suffix == ".pt":
@@ -178,9 +179,9 @@ def predict(
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
 ) -> None:
     """Predict every image under IMAGE_DIR with CHECKPOINT and write a CSV."""
-    from tinycls.models import load_checkpoint
+    from tinycls.checkpoint import load_checkpoint
+    from tinycls.device import resolve_device
     from tinycls.predict import load_folder, predict_checkpoint
-    from tinycls.train import resolve_device
 
     dev = resolve_device(device)
     model, meta = load_checkpoint(checkpoint, dev)

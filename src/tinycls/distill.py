@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tinycls.models import load_checkpoint
+from tinycls.checkpoint import load_checkpoint
 from tinycls.predict import predict_logits
 
 
@@ -101,12 +101,7 @@ def load_teachers(
     """
     models, metas = [], []
     for path in paths:
-        model, meta = load_checkpoint(path, device)
-        if list(meta["classes"]) != list(classes):
-            raise ValueError(
-                f"{path}: teacher classes {meta['classes']} differ from the data's {list(classes)}; "
-                "retrain it on this dataset (`dvc repro`)."
-            )
+        model, meta = load_checkpoint(path, device, classes, role="teacher")
         models.append(model)
         metas.append(meta)
     return Teachers(models, metas, weights, temperature, student_mean, student_std).to(device)

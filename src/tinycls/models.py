@@ -5,13 +5,14 @@ Every model ends in adaptive average pooling and a bias-free 1x1 conv head, as t
 competition's entries did. No weights are downloaded unless `pretrained=True`.
 """
 
-import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from tinycls.structure import keep_blocks as prune_blocks
+from tinycls.structure import reshape_layers
 
 
 class ConvHead(nn.Module):
@@ -105,8 +106,8 @@ def build_model(
     """Build `SOURCE:NAME` for `num_classes` classes; kwargs go to the source's factory.
 
     keep_blocks: layer pruning, the first keep_blocks[i] blocks of stage i, or the listed
-    block indices (tinycls.compress.keep_blocks). layers: new shapes of pruned or split layers
-    (tinycls.compress.reshape_layers). A compressed checkpoint records both in arch_kwargs.
+    block indices (tinycls.structure.keep_blocks). layers: new shapes of pruned or split layers
+    (tinycls.structure.reshape_layers). A compressed checkpoint records both in arch_kwargs.
 
     Raises:
         ValueError: malformed name, unknown source or unknown model (the message says where
@@ -123,63 +124,7 @@ def build_model(
         raise ValueError(f"num_classes={num_classes}: a classifier needs at least 2 classes.")
     model = SOURCES[source](name, num_classes, pretrained, **kwargs)
     if keep_blocks is not None:
-        from tinycls.compress import keep_blocks as prune
-
-        prune(model, keep_blocks, arch)
+        prune_blocks(model, keep_blocks, arch)
     if layers:
-        from tinycls.compress import reshape_layers
-
         reshape_layers(model, layers)
     return model
-
-
-def transfer_weights(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> tuple[int, int]:
-    """Copy every tensor of `state_dict` whose name and shape match one of `model`'s.
-
-    Returns:
-        (tensors transferred, tensors of state_dict skipped).
-    """
-    own = model.state_dict()
-    match = {k: v for k, v in state_dict.items() if k in own and own[k].shape == v.shape}
-    model.load_state_dict(match, strict=False)
-    return len(match), len(state_dict) - len(match)
-
-
-def save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
-    """Write {meta..., state_dict} atomically (a Ctrl-C mid-write leaves the old file).
-
-    `meta` holds plain types only (arch, arch_kwargs, classes, input_size, mean, std, ...), so
-    `torch.load(path, weights_only=True)` works and the checkpoint rebuilds its own model.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({**meta, "state_dict": state}, tmp)
-    os.replace(tmp, path)
-
-
-REQUIRED_META = ("arch", "arch_kwargs", "classes", "input_size", "mean", "std", "state_dict")
-
-
-def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model a checkpoint describes and load its weights; returns (model, meta).
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: the file is corrupt or not a tinycls checkpoint.
-    """
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint; train one with `dvc repro` first.")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(
-            f"{path}: not a readable checkpoint ({type(e).__name__}: {e}); re-create it with `dvc repro`."
-        ) from e
-    missing = [k for k in REQUIRED_META if not isinstance(ckpt, dict) or k not in ckpt]
-    if missing:
-        raise ValueError(f"{path}: not a tinycls checkpoint (missing {missing}).")
-    model = build_model(ckpt["arch"], len(ckpt["classes"]), **ckpt["arch_kwargs"])
-    model.load_state_dict(ckpt["state_dict"])
-    meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
-    return model.to(device).eval(), meta

@@ -13,8 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from tinycls.checkpoint import transfer_weights
 from tinycls.config import one_of
-from tinycls.models import classifier_layer, transfer_weights
+from tinycls.models import classifier_layer
 
 # source -> datasets trained on, in order; the team's best was CIFAR-10 then CIFAR-100.
 PHASES: dict[str, tuple[str, ...]] = {

@@ -17,17 +17,17 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from tqdm import tqdm
 
+from tinycls.checkpoint import save_checkpoint
 from tinycls.config import one_of
+from tinycls.device import DEVICES, resolve_device
 from tinycls.distill import Teachers
 from tinycls.losses import LOSSES, DistillationLoss, KDConfig, student_loss
-from tinycls.models import save_checkpoint
 from tinycls.predict import predict_logits
 from tinycls.score import macro_f1
 from tinycls.transforms import augment, to_input
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "onecycle")
-DEVICES = ("auto", "cpu", "cuda")
 # per_batch: the teachers see every augmented batch (exact; a teacher forward per step).
 # cached: their logits on each unaugmented training image, computed once and reused for every
 # augmented view of it (one teacher pass per fit; the approximation offline KD makes).
@@ -87,17 +87,6 @@ class TrainConfig:
             raise ValueError(f"cutmix_alpha: {self.cutmix_alpha} must be > 0.")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay: {self.ema_decay} must be in [0, 1) (0 = off).")
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when present, else CPU.
-
-    Raises:
-        ValueError: 'cuda' asked for on a machine without CUDA.
-    """
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: 'cuda' asked for but CUDA is not available; use 'auto' or 'cpu'.")
-    return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")
 
 
 def seed_everything(seed: int) -> None:
