@@ -45,9 +45,20 @@ def named(names: set[str] | None, rev: str = "HEAD") -> list[tuple[str, dict[str
     """(name, metrics by file, params.yaml) of each finished experiment whose name is in `names`
     (None: every named one), among the experiments queued from commit `rev` (their baseline)."""
     found = []
-    for row in json.loads(sh("dvc", "exp", "show", "--json", "--rev", rev)):
+    for attempt in range(3):  # a queued run that ends mid-call removes its temporary workspace: try again
+        try:
+            rows = json.loads(sh("dvc", "exp", "show", "--json", "--rev", rev))
+            break
+        except subprocess.CalledProcessError:
+            if attempt == 2:
+                raise
+            time.sleep(10)
+    for row in rows:
         for exp in row.get("experiments") or []:
             run = exp["revs"][0]
+            # queued and running experiments are listed too, a running one with its baseline's metrics
+            if (exp.get("executor") or {}).get("state", "success") != "success":
+                continue
             if run.get("name") and (names is None or run["name"] in names) and (run.get("data") or {}).get("metrics"):
                 metrics = {f: m["data"] for f, m in run["data"]["metrics"].items()}
                 found.append((run["name"], metrics, run["data"]["params"]["params.yaml"]["data"]))

@@ -8,8 +8,9 @@ Run from the repository root with the venv on PATH, on a clean workspace after `
 stay in `dvc exp show`; the workspace is not touched (queued experiments run in DVC's
 temporary workspaces, one at a time, seed by seed: a sweep stopped early has every variant at
 the first seeds). `--collect REV[,REV...]` queues nothing and tabulates the sweep experiments
-already run from those commits (one row per variant and commit): for a sweep stopped early with
-`dvc queue kill`, or to put sweeps from several commits side by side.
+already run from those commits (one row per variant and commit; `--pool`: one per variant, for
+commits whose pipeline trains the same student): for a sweep stopped early with `dvc queue
+kill` and finished from a later commit, or to put sweeps from several commits side by side.
 """
 
 import argparse
@@ -50,6 +51,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2", help="student.seed values, comma-separated")
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"some of {', '.join(VARIANTS)}")
     ap.add_argument("--collect", help="commits whose sweep experiments to tabulate; queues nothing")
+    ap.add_argument("--pool", action="store_true", help="with --collect: one row per variant over all the commits")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     variants = args.variants.split(",")
@@ -58,7 +60,9 @@ def main() -> None:
     key_of = {f"kd-{v.replace('_', '-')}-s{s}": (v, s) for s in seeds for v in variants}  # seed-major
     if args.collect:
         revs = [sh("git", "rev-parse", r).strip() for r in args.collect.split(",")]
-        found = [(rev[:7], *exp) for rev in revs for exp in named(None, rev)]
+        found = [
+            ("+".join(r[:7] for r in revs) if args.pool else rev[:7], *exp) for rev in revs for exp in named(None, rev)
+        ]
     else:
         require_clean("kd_sweep", "queued experiments start from HEAD")
         rev = head()
