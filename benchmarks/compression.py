@@ -17,18 +17,19 @@ import statistics
 
 from benchmarks.experiments import head, named, require_clean, run_queued
 
-OFF = ["compress.keep_blocks=[]"]
+OFF = ["compress.keep_blocks=[]"]  # the quick start's default since c8b0b11; every row says its own
+LAYERS = ["compress.keep_blocks=[2,5,2]"]  # the competition's layer pruning of ShuffleNetV1 [4, 8, 4]
 FD = ["student.arch=pytorchcv:fdmobilenet_wd4", *OFF]
 RUNS = {
     "cmp-none": OFF,
-    "cmp-layers-no-ft": ["compress.epochs=0"],
-    "cmp-layers": [],  # the default: keep_blocks [2, 5, 2]
-    "cmp-layers-std": ["compress.block_selection=weight_std"],
-    "cmp-layers-kd-student": ["compress.kd_teachers=[student]"],
-    "cmp-layers-kd-both": ["compress.kd_teachers=[teacher,student]"],
+    "cmp-layers-no-ft": [*LAYERS, "compress.epochs=0"],
+    "cmp-layers": LAYERS,
+    "cmp-layers-std": [*LAYERS, "compress.block_selection=weight_std"],
+    "cmp-layers-kd-student": [*LAYERS, "compress.kd_teachers=[student]"],
+    "cmp-layers-kd-both": [*LAYERS, "compress.kd_teachers=[teacher,student]"],
     "cmp-split-no-ft": [*OFF, "compress.split_groups=2", "compress.epochs=0"],
     "cmp-split": [*OFF, "compress.split_groups=2"],
-    "cmp-layers-split": ["compress.split_groups=2"],
+    "cmp-layers-split": [*LAYERS, "compress.split_groups=2"],
     "cmp-fd-none": FD,
     "cmp-fd-channels-no-ft": [*FD, "compress.channel_ratio=0.3", "compress.epochs=0"],
     "cmp-fd-channels": [*FD, "compress.channel_ratio=0.3"],

@@ -46,6 +46,25 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} +- {statistics.stdev(values):.4f}"
 
 
+def paired_table(by_seed: dict[str, dict[int, float]], variants: list[str], seeds: list[int]) -> None:
+    """Each variant's student test F1 minus true_label's at the same seed (same data order and
+    initial weights): the seed-to-seed spread cancels, which a mean +- std does not show."""
+    ref = by_seed.get("true_label", {})
+    common = [s for s in seeds if s in ref]
+    others = [v for v in variants if v != "true_label"]
+    if not common or not others:
+        return
+    refs = ", ".join(f"{ref[s]:.4f}" for s in common)
+    print(f"\nStudent test F1 paired by seed against true_label ({refs} at seeds {', '.join(map(str, common))}):")
+    print(f"| variant | {' | '.join(f'seed {s}' for s in common)} | mean |")
+    print("|---|" + "---|" * (len(common) + 1))
+    for v in others:
+        diffs = [by_seed[v][s] - ref[s] if s in by_seed[v] else None for s in common]
+        cells = [f"{d:+.4f}" if d is not None else "" for d in diffs]
+        done = [d for d in diffs if d is not None]
+        print(f"| {v} | {' | '.join(cells)} | {statistics.mean(done):+.4f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", default="0,1,2", help="student.seed values, comma-separated")
@@ -60,9 +79,7 @@ def main() -> None:
     key_of = {f"kd-{v.replace('_', '-')}-s{s}": (v, s) for s in seeds for v in variants}  # seed-major
     if args.collect:
         revs = [sh("git", "rev-parse", r).strip() for r in args.collect.split(",")]
-        found = [
-            ("+".join(r[:7] for r in revs) if args.pool else rev[:7], *exp) for rev in revs for exp in named(None, rev)
-        ]
+        found = [(rev[:7], *exp) for rev in revs for exp in named(None, rev)]
     else:
         require_clean("kd_sweep", "queued experiments start from HEAD")
         rev = head()
@@ -70,13 +87,18 @@ def main() -> None:
         names = run_queued(runs, "kd_sweep")
         found = [(rev[:7], *exp) for exp in named(set(names), rev)]
     rows: dict[tuple[str, str], dict[str, list[float]]] = {}
+    revs_of: dict[tuple[str, str], set[str]] = {}
     by_selection: dict[str, list[tuple[float, float]]] = {}
+    by_seed: dict[str, dict[int, float]] = {}  # variant -> seed -> student test F1 (the first run found)
     for rev, name, m, _ in found:
         match = re.fullmatch(r"(kd-.+-s\d+)-\d{8}-\d{6}", name)
         if not match or match[1] not in key_of:
             continue
-        variant = key_of[match[1]][0]
-        columns = rows.setdefault((variant, rev), {c: [] for c in COLUMNS})
+        variant, seed = key_of[match[1]]
+        key = (variant, "" if args.pool else rev)
+        revs_of.setdefault(key, set()).add(rev)
+        columns = rows.setdefault(key, {c: [] for c in COLUMNS})
+        by_seed.setdefault(variant, {}).setdefault(seed, m["metrics/score.json"]["student_f1"])
         for column, (file, key) in COLUMNS.items():
             columns[column].append(m[file][key])
         selection = m["metrics/student.json"]["selection"].split(":")[0].split(" (")[0]
@@ -87,7 +109,9 @@ def main() -> None:
     print("|---|---|---|" + "---|" * len(COLUMNS))
     for (v, rev), columns in sorted(rows.items(), key=lambda r: (variants.index(r[0][0]), r[0][1])):
         cells = [mean_std(columns[c]) for c in COLUMNS]
-        print(f"| {v} (`{' '.join(VARIANTS[v])}`) | {rev} | {len(columns['final score'])} | {' | '.join(cells)} |")
+        revs = ", ".join(sorted(revs_of[(v, rev)]))
+        print(f"| {v} (`{' '.join(VARIANTS[v])}`) | {revs} | {len(columns['final score'])} | {' | '.join(cells)} |")
+    paired_table(by_seed, [v for v in variants if v in by_seed], seeds)
     print("\nHow the selection F1 ranks the runs against their test F1 (the student's, before compression):")
     print("| selection | runs | Spearman rho | Kendall tau |\n|---|---|---|---|")
     for selection, pairs in sorted(by_selection.items()):
