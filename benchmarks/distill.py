@@ -15,8 +15,7 @@ import torch
 from stages.params import CACHE, TEACHER
 from tinycls.checkpoint import checkpoint_meta
 from tinycls.device import resolve_device
-from tinycls.distill import load_teachers
-from tinycls.losses import KDConfig
+from tinycls.distill import KDConfig, create_distiller
 from tinycls.models import build_model
 from tinycls.prepare import load_classes, load_split
 from tinycls.train import TrainConfig, fit, seed_everything
@@ -34,7 +33,8 @@ def epoch_times(arch: str, train, val, classes, size: int, epochs: int, kd: bool
         translate=0.1 if augment else 0.0,
         label_smoothing=0.1,
     )
-    teachers = load_teachers([TEACHER], classes, [1.0], 20.0, meta["mean"], meta["std"], device) if kd else None
+    kd_cfg = KDConfig("true_label", 20.0, 0.3) if kd else None
+    distiller = create_distiller(kd_cfg, {"teacher": TEACHER}, classes, meta["mean"], meta["std"], device)
     stamps = [time.perf_counter()]
     with tempfile.TemporaryDirectory() as tmp:
         fit(
@@ -44,8 +44,7 @@ def epoch_times(arch: str, train, val, classes, size: int, epochs: int, kd: bool
             cfg,
             Path(tmp) / "s.pt",
             meta,
-            kd=KDConfig("true_label", 20.0, 0.3) if kd else None,
-            teachers=teachers,
+            distiller,
             log=lambda row: stamps.append(time.perf_counter()),
             progress=False,
         )

@@ -5,10 +5,12 @@ student's kd.teachers lists it, so the chain or the ensemble is chosen by params
 import shutil
 from pathlib import Path
 
-from stages.params import ASSISTANT, section, source, value, write_json
-from stages.pseudo import DataParams, PseudoParams, training_data
-from stages.training import KDParams, split_section, train_model
+from stages.params import ASSISTANT, CACHE, PSEUDO, TEACHER, TEACHER_OUTPUTS, section, source, value, write_json
+from stages.training import live_log, split_section
 from tinycls.config import from_section
+from tinycls.distill import KDConfig
+from tinycls.pseudo import DataConfig, PseudoConfig, training_data
+from tinycls.run import train_model
 
 LIVE = Path("live/assistant")
 METRICS = Path("metrics/assistant.json")
@@ -16,10 +18,10 @@ METRICS = Path("metrics/assistant.json")
 
 def main() -> None:
     m, cfg, other = split_section("assistant", section("assistant"), ("train_on", "kd"))
-    kd = from_section(KDParams, other.pop("kd", None), source("assistant") + ".kd")
+    kd = from_section(KDConfig, other.pop("kd", None), source("assistant") + ".kd")
     if kd.teachers != ["teacher"]:
         raise ValueError(f"{source('assistant')}.kd.teachers: {kd.teachers}: the assistant learns from [teacher] only.")
-    data = from_section(DataParams, other, source("assistant"))
+    data = from_section(DataConfig, other, source("assistant"))
     wanted = value("kd", "teachers")
     shutil.rmtree(ASSISTANT, ignore_errors=True)
     ASSISTANT.mkdir(parents=True)
@@ -30,21 +32,14 @@ def main() -> None:
         write_json(METRICS, {"trained": False})
         print("assistant: not trained (kd.teachers does not list it)")
         return
-    pseudo = from_section(PseudoParams, section("pseudo"), source("pseudo"))
-    classes, train, val, selection = training_data(data.train_on, pseudo)
-    metrics = train_model(
-        "assistant",
-        m,
-        cfg,
-        classes,
-        train,
-        val,
-        ASSISTANT / "model.pt",
-        LIVE,
-        None,
-        {"train_on": data.train_on, "selection": selection},
-        kd=kd,
-    )
+    pseudo = from_section(PseudoConfig, section("pseudo"), source("pseudo"))
+    classes, train, val, selection = training_data(CACHE, PSEUDO, TEACHER, data.train_on, pseudo)
+    with live_log(LIVE) as log:
+        metrics = train_model(
+            "assistant", m, cfg, classes, train, val, ASSISTANT / "model.pt", kd=kd,
+            teacher_checkpoints=TEACHER_OUTPUTS, log=log,
+            extra_metrics={"train_on": data.train_on, "selection": selection},
+        )  # fmt: skip
     write_json(ASSISTANT / "status.json", {"trained": True, "arch": m.arch})
     write_json(METRICS, {"trained": True, **metrics})
 

@@ -5,103 +5,36 @@ student passes through unchanged, so `score` always scores artifacts/compress/mo
 
 import dataclasses
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from stages.params import COMPRESS, STUDENT, section, source, write_json
-from stages.pseudo import DataParams, PseudoParams, training_data
-from stages.training import KDParams, split_section, train_model
+from stages.params import CACHE, COMPRESS, PSEUDO, STUDENT, TEACHER, TEACHER_OUTPUTS, section, source, write_json
+from stages.training import live_log, split_section
 from tinycls.checkpoint import load_checkpoint, save_checkpoint
-from tinycls.compress import IMPORTANCES, compress, recalibrate_bn
-from tinycls.config import from_section, one_of
-from tinycls.device import resolve_device
+from tinycls.compress_student import CompressConfig, compress_student
+from tinycls.config import from_section
+from tinycls.distill import KDConfig
 from tinycls.macs import count_macs
-from tinycls.predict import predict_checkpoint
-from tinycls.score import macro_f1
-from tinycls.structure import BLOCK_SELECTIONS
+from tinycls.pseudo import DataConfig, PseudoConfig, training_data
+from tinycls.run import train_model
 
 LIVE = Path("live/compress")
 METRICS = Path("metrics/compress.json")
 
 
-@dataclass(frozen=True)
-class CompressParams:
-    keep_blocks: list[int] = field(default_factory=list)  # blocks kept per stage, e.g. [2, 5, 2]; [] = all
-    block_selection: str = "first"  # first | weight_std (the removable blocks with the largest weight std)
-    split_groups: int = 1  # grouped convs get this many times more groups (2: 3 -> 6); 1 = off
-    channel_ratio: float = 0.0  # Torch-Pruning: share of channels removed, [0, 1); 0 = off
-    target_macs: int = 0  # > 0: the least channel pruning that gets MACs <= this (overrides channel_ratio)
-    importance: str = "l2"  # l1 | l2: channels with the smallest weight norm go first
-    bn_images: int = 2048  # training images that re-estimate BatchNorm statistics after compression; 0 = off
-    epochs: int = 6  # fine-tuning epochs after compression; 0 = none
-    lr: float = 2.0e-3  # fine-tuning peak learning rate (the rest of the loop is the student's)
-    kd_teachers: list[str] = field(default_factory=list)  # teachers of the fine-tuning; [] = kd.teachers
-
-    def __post_init__(self) -> None:
-        k = self.keep_blocks
-        if not isinstance(k, list) or any(isinstance(v, bool) or not isinstance(v, int) for v in k):
-            raise ValueError(
-                f"keep_blocks: {k!r} must be a list of block counts, one per stage (e.g. [2, 5, 2] for "
-                "ShuffleNetV1's [4, 8, 4]), or [] to keep every block."
-            )
-        one_of("block_selection", self.block_selection, BLOCK_SELECTIONS)
-        if self.split_groups < 1:
-            raise ValueError(f"split_groups: {self.split_groups} must be >= 1 (1 = off, 2 = 3 -> 6 groups).")
-        if not 0.0 <= self.channel_ratio < 1.0:
-            raise ValueError(f"channel_ratio: {self.channel_ratio} must be in [0, 1): the share of channels removed.")
-        if self.target_macs < 0:
-            raise ValueError(f"target_macs: {self.target_macs} must be >= 0 (0 = off).")
-        one_of("importance", self.importance, IMPORTANCES)
-        if self.bn_images < 0:
-            raise ValueError(f"bn_images: {self.bn_images} must be >= 0 (0 = keep the student's statistics).")
-        if self.epochs < 0:
-            raise ValueError(f"epochs: {self.epochs} must be >= 0 (0 = no fine-tuning).")
-        if self.lr <= 0:
-            raise ValueError(f"lr: {self.lr} must be > 0.")
-        if not isinstance(self.kd_teachers, list):
-            raise ValueError(f"kd_teachers: {self.kd_teachers!r} must be a list, e.g. [student] or [] (= kd.teachers).")
-
-    @property
-    def on(self) -> bool:
-        return bool(self.keep_blocks) or self.split_groups != 1 or self.channel_ratio > 0 or self.target_macs > 0
-
-
-def tuning_teachers(kd: KDParams, names: list[str]) -> KDParams:
-    """The kd settings of the fine-tuning: kd's own, or kd's mode with `names` as teachers
-    (equal weights), e.g. [student]: the uncompressed student teaches its compressed copy.
-
-    Raises:
-        ValueError: teachers named with kd.mode none, an unknown name, or the assistant when
-            kd.teachers does not list it (it is trained only then).
-    """
-    if not names:
-        return kd
-    where = source("compress") + ".kd_teachers"
-    if kd.mode == "none":
-        raise ValueError(f"{where}: {names} teach nothing with kd.mode none; set kd.mode true_label or vanilla.")
-    if "assistant" in names and "assistant" not in kd.teachers:
-        raise ValueError(f"{where}: {names}: the assistant is trained only when kd.teachers lists it; add it there.")
-    try:
-        return dataclasses.replace(kd, teachers=names, weights=[])
-    except ValueError as e:
-        raise ValueError(f"{where}: {e}") from None
-
-
 def main() -> None:
-    p = from_section(CompressParams, section("compress"), source("compress"))
+    p = from_section(CompressConfig, section("compress"), source("compress"))
     m, cfg, other = split_section("student", section("student"), ("train_on", "allow_unmatched_init"))
-    data = from_section(DataParams, other, source("student"))
-    pseudo = from_section(PseudoParams, section("pseudo"), source("pseudo"))
-    kd = tuning_teachers(from_section(KDParams, section("kd"), source("kd")), p.kd_teachers)
-    student, meta = load_checkpoint(STUDENT)
-    size = meta["input_size"]
-    macs, n_params = count_macs(student, size)
+    data = from_section(DataConfig, other, source("student"))
+    pseudo = from_section(PseudoConfig, section("pseudo"), source("pseudo"))
+    try:
+        kd = p.fine_tune_kd(from_section(KDConfig, section("kd"), source("kd")))
+    except ValueError as e:
+        raise ValueError(f"{source('compress')}.{e}") from None
     out = COMPRESS / "model.pt"
     shutil.rmtree(COMPRESS, ignore_errors=True)
     if not p.on:
+        student, meta = load_checkpoint(STUDENT)
+        macs, n_params = count_macs(student, meta["input_size"])
         COMPRESS.mkdir(parents=True)
         shutil.copyfile(STUDENT, out)
         status = {"compressed": False, "why": "params.yaml [compress] turns every kind off", "macs": macs}
@@ -109,73 +42,23 @@ def main() -> None:
         write_json(METRICS, {**status, "params": n_params})
         print(f"compress: off, the student passes through ({macs:,} MACs)")
         return
-    if meta["arch_kwargs"]:
-        raise ValueError(f"{STUDENT}: already compressed ({meta['arch_kwargs']}); retrain it with `dvc repro student`.")
+    classes, train, val, selection = training_data(CACHE, PSEUDO, TEACHER, data.train_on, pseudo)
+    student, meta = load_checkpoint(STUDENT, classes=classes, role="student")
     # Every setting is checked here, on the trained student, before any fine-tuning.
-    small, structure = compress(
-        student,
-        size,
-        p.keep_blocks,
-        p.block_selection,
-        p.split_groups,
-        p.channel_ratio,
-        p.target_macs,
-        p.importance,
-        meta["arch"],
-    )
-    small_macs, small_params = count_macs(small, size)
-    print(f"compress: {structure.describe()}: {macs:,} -> {small_macs:,} MACs, {n_params:,} -> {small_params:,} params")
-    classes, train, val, selection = training_data(data.train_on, pseudo)
-    if meta["classes"] != classes:
-        raise ValueError(f"{STUDENT}: classes {meta['classes']} differ from the data's {classes}; run `dvc repro`.")
-    device = resolve_device(cfg.device)
-    if p.bn_images:
-        pick = np.random.default_rng(cfg.seed).permutation(len(train[0]))[: p.bn_images]
-        recalibrate_bn(small, train[0][np.sort(pick)], size, meta["mean"], meta["std"], device, cfg.eval_batch_size)
-
-    def f1(model: torch.nn.Module) -> float:
-        logits = predict_checkpoint(model.to(device).eval(), meta, val[0], device, cfg.eval_batch_size)
-        return macro_f1(val[1], logits.argmax(1).numpy(), len(classes))
-
-    extra = {
-        "compressed": True,
-        "compression": structure.describe(),
-        "keep_blocks": structure.keep_blocks or [],
-        "split_convs": len(structure.split),
-        "channel_ratio": structure.channel_ratio,
-        "macs_before": macs,
-        "macs": small_macs,
-        "macs_reduction": 1 - small_macs / macs,
-        "params_before": n_params,
-        "params": small_params,
-        "f1_before": f1(student),
-        "f1_compressed": f1(small),  # after the BatchNorm re-estimate, before fine-tuning
-        "bn_images": min(p.bn_images, len(train[0])),
-        "selection": selection,
-        "fine_tune_epochs": p.epochs,
-    }
-    meta_extra = {"arch_kwargs": structure.arch_kwargs, "compression": structure.describe()}
+    c = compress_student(student, meta, p, train, val, cfg, str(STUDENT))
+    extra = {**c.metrics, "selection": selection, "fine_tune_epochs": p.epochs}
     if p.epochs == 0:
-        save_checkpoint(out, small, {**meta, **meta_extra, "stage": "compress"})
+        save_checkpoint(out, c.model, {**meta, **c.meta_extra, "stage": "compress"})
         write_json(LIVE / "metrics.json", {"fine_tuned": False})
         write_json(METRICS, {**extra, "val_f1": extra["f1_compressed"]})
         return
-    tune = dataclasses.replace(cfg, epochs=p.epochs, lr=p.lr)
-    train_model(
-        "compress",
-        m,
-        tune,
-        classes,
-        train,
-        val,
-        out,
-        LIVE,
-        METRICS,
-        {"train_on": data.train_on, **extra},
-        kd=kd,
-        model=small,
-        meta_extra=meta_extra,
-    )
+    with live_log(LIVE) as log:
+        metrics = train_model(
+            "compress", m, dataclasses.replace(cfg, epochs=p.epochs, lr=p.lr), classes, train, val, out, kd=kd,
+            teacher_checkpoints=TEACHER_OUTPUTS, model=c.model, meta_extra=c.meta_extra, log=log,
+            extra_metrics={"train_on": data.train_on, **extra},
+        )  # fmt: skip
+    write_json(METRICS, metrics)
 
 
 if __name__ == "__main__":

@@ -4,10 +4,12 @@ distilling from the teacher, the assistant, or both (params.yaml [kd])."""
 
 from pathlib import Path
 
-from stages.params import PRETRAIN, STUDENT, section, source
-from stages.pseudo import DataParams, PseudoParams, training_data
-from stages.training import KDParams, split_section, train_model
+from stages.params import CACHE, PRETRAIN, PSEUDO, STUDENT, TEACHER, TEACHER_OUTPUTS, section, source, write_json
+from stages.training import live_log, split_section
 from tinycls.config import from_section
+from tinycls.distill import KDConfig
+from tinycls.pseudo import DataConfig, PseudoConfig, training_data
+from tinycls.run import train_model
 
 LIVE = Path("live/student")
 METRICS = Path("metrics/student.json")
@@ -15,9 +17,9 @@ METRICS = Path("metrics/student.json")
 
 def main() -> None:
     m, cfg, other = split_section("student", section("student"), ("train_on", "allow_unmatched_init"))
-    data = from_section(DataParams, other, source("student"))
-    pseudo = from_section(PseudoParams, section("pseudo"), source("pseudo"))
-    kd = from_section(KDParams, section("kd"), source("kd"))
+    data = from_section(DataConfig, other, source("student"))
+    pseudo = from_section(PseudoConfig, section("pseudo"), source("pseudo"))
+    kd = from_section(KDConfig, section("kd"), source("kd"))
     if "student" in kd.teachers:
         raise ValueError(
             f"{source('kd')}.teachers: {kd.teachers}: the student cannot teach itself; list it in "
@@ -29,22 +31,14 @@ def main() -> None:
             f"{source('student')}.pretrained: true, and {init} exists: its weights would overwrite the "
             "ImageNet ones. Set student.pretrained: false, or pretrain.source: none."
         )
-    classes, train, val, selection = training_data(data.train_on, pseudo)
-    train_model(
-        "student",
-        m,
-        cfg,
-        classes,
-        train,
-        val,
-        STUDENT,
-        LIVE,
-        METRICS,
-        {"train_on": data.train_on, "selection": selection},
-        kd=kd,
-        init=init if init.is_file() else None,
-        allow_unmatched_init=data.allow_unmatched_init,
-    )
+    classes, train, val, selection = training_data(CACHE, PSEUDO, TEACHER, data.train_on, pseudo)
+    with live_log(LIVE) as log:
+        metrics = train_model(
+            "student", m, cfg, classes, train, val, STUDENT, kd=kd, teacher_checkpoints=TEACHER_OUTPUTS,
+            init=init if init.is_file() else None, allow_unmatched_init=data.allow_unmatched_init, log=log,
+            extra_metrics={"train_on": data.train_on, "selection": selection},
+        )  # fmt: skip
+    write_json(METRICS, metrics)
 
 
 if __name__ == "__main__":

@@ -4,10 +4,11 @@ package by default, an EfficientNetV2 for the full recipe) with random-box CutMi
 from pathlib import Path
 from typing import Any
 
-from stages.params import CACHE, TEACHER, section, source
-from stages.training import split_section, train_model
+from stages.params import CACHE, TEACHER, section, source, write_json
+from stages.training import live_log, split_section
 from tinycls.data import cap_per_class
 from tinycls.prepare import load_classes, load_split
+from tinycls.run import train_model
 
 LIVE = Path("live/teacher")
 METRICS = Path("metrics/teacher.json")
@@ -26,18 +27,15 @@ def train_teacher(params: dict[str, Any], checkpoint: Path, live: Path, metrics:
         raise ValueError(f"{source('teacher')}.max_per_class: {cap!r} must be an integer >= 0 (0 = every image).")
     (x, y), val = load_split(CACHE, "train"), load_split(CACHE, "val")
     keep = cap_per_class(y, cap, cfg.seed)
-    return train_model(
-        "teacher",
-        m,
-        cfg,
-        load_classes(CACHE),
-        (x[keep], y[keep]),
-        val,
-        checkpoint,
-        live,
-        metrics,
-        {"selection": "val", "cutmix_prob": cfg.cutmix_prob, "pretrained": m.pretrained, "max_per_class": cap},
-    )
+    with live_log(live) as log:
+        out = train_model(
+            "teacher", m, cfg, load_classes(CACHE), (x[keep], y[keep]), val, checkpoint, log=log,
+            extra_metrics={"selection": "val", "cutmix_prob": cfg.cutmix_prob, "pretrained": m.pretrained,
+                           "max_per_class": cap},
+        )  # fmt: skip
+    if metrics is not None:
+        write_json(metrics, out)
+    return out
 
 
 def main() -> None:

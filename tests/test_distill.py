@@ -1,14 +1,15 @@
 """Teachers for distillation: ensembles average softened probabilities, each teacher sees the
 student's batch at its own size and normalization, teachers never learn, and fit distils."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from tinycls import train as train_module
 from tinycls.checkpoint import save_checkpoint
-from tinycls.distill import Teachers, load_teachers
-from tinycls.losses import KDConfig
+from tinycls.distill import Distiller, KDConfig, Teachers, create_distiller, load_teachers
 from tinycls.models import build_model
 from tinycls.train import TrainConfig, fit
 from tinycls.transforms import to_input
@@ -100,18 +101,9 @@ def _fit(tmp_path, teachers, kd, outputs="per_batch", **cfg):
     torch.manual_seed(0)
     model = build_model(ARCH, 3)
     c = TrainConfig(epochs=1, batch_size=16, device="cpu", **cfg)
-    return fit(
-        model,
-        _data(48, 0),
-        _data(24, 1),
-        c,
-        tmp_path / "s.pt",
-        _meta(),
-        kd=kd,
-        teachers=teachers,
-        progress=False,
-        teacher_outputs=outputs,
-    )
+    kd = dataclasses.replace(kd, teacher_outputs=outputs) if kd else None
+    distiller = Distiller(kd, teachers) if kd is not None and kd.on else None
+    return fit(model, _data(48, 0), _data(24, 1), c, tmp_path / "s.pt", _meta(), distiller, progress=False)
 
 
 def test_fit_distils_without_touching_the_teacher(tmp_path):
@@ -157,9 +149,35 @@ def test_kd_alpha_one_trains_exactly_like_no_kd(tmp_path):
     assert plain.best_f1 == kd.best_f1 and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_kd_mode_needs_teachers(tmp_path):
-    with pytest.raises(ValueError, match="kd mode 'vanilla' needs teachers"):
-        _fit(tmp_path, None, KDConfig("vanilla", 4.0, 0.3))
+def test_create_distiller_decides_whether_a_fit_distils(tmp_path):
+    classes, args = ["r", "g", "b"], (S_MEAN, S_STD)
+    missing = {"teacher": tmp_path / "absent.pt"}  # never opened when nothing is distilled
+    assert create_distiller(None, missing, classes, *args) is None
+    assert create_distiller(KDConfig("none", 4.0, 0.3), missing, classes, *args) is None
+    assert create_distiller(KDConfig("vanilla", 4.0, 1.0), missing, classes, *args) is None  # all weight on the labels
+    with pytest.raises(FileNotFoundError, match="absent.pt: no such checkpoint"):
+        create_distiller(KDConfig("vanilla", 4.0, 0.3), missing, classes, *args)
+    with pytest.raises(ValueError, match=r"teachers: \['assistant'\] have no checkpoint here \(known: teacher\)"):
+        create_distiller(KDConfig("vanilla", 4.0, 0.3, teachers=["assistant"]), missing, classes, *args)
+    _teacher(tmp_path)
+    d = create_distiller(KDConfig("true_label", 20.0, 0.3), {"teacher": tmp_path / "t.pt"}, classes, *args)
+    assert d.teachers.temperature == 20.0 and d.kd.mode == "true_label"  # the temperature has one owner
+
+
+def test_kd_config_is_validated_once_with_every_key(tmp_path):
+    for kwargs, message in [
+        ({"teachers": ["oracle"]}, "teachers: 'oracle' is not one of teacher, assistant, student"),
+        ({"teachers": []}, "teachers: [] must be a non-empty list"),
+        ({"teachers": ["teacher", "teacher"]}, "lists a teacher twice"),
+        ({"weights": [1.0, 2.0]}, "must be empty (equal) or give one weight per teacher"),
+        ({"weights": [0.0]}, "must all be numbers > 0"),
+        ({"teacher_outputs": "always"}, "teacher_outputs: 'always' is not one of per_batch, cached"),
+    ]:
+        with pytest.raises(ValueError) as e:
+            KDConfig("vanilla", **kwargs)
+        assert message in str(e.value)
+    with pytest.raises(ValueError, match="teachers built at T=4.0, kd asks T=20.0"):
+        Distiller(KDConfig("vanilla", 20.0, 0.3), _teacher(tmp_path))
 
 
 class ChannelMean(torch.nn.Module):
@@ -179,7 +197,7 @@ class ChannelMean(torch.nn.Module):
     [(False, "per_batch", "cached"), (True, "per_batch", "per_batch"), (True, "cached", "cached_unaugmented")],
 )
 def test_teacher_outputs_line_up_with_their_images(tmp_path, monkeypatch, augment, outputs, expected):
-    from tinycls.losses import DistillationLoss
+    from tinycls.distill import DistillationLoss
 
     teachers = Teachers([ChannelMean()], [_meta()], [1.0], 4.0, S_MEAN, S_STD)
     agree = []
@@ -208,7 +226,7 @@ def test_a_larger_teacher_sees_the_batch_at_its_own_size(tmp_path):
     model.register_forward_pre_hook(record)
     cfg = TrainConfig(epochs=1, batch_size=16, device="cpu")
     kd = KDConfig("vanilla", 4.0, 0.3)
-    fit(model, _data(48, 0), _data(24, 1), cfg, tmp_path / "s.pt", _meta(), kd=kd, teachers=teachers, progress=False)
+    fit(model, _data(48, 0), _data(24, 1), cfg, tmp_path / "s.pt", _meta(), Distiller(kd, teachers), progress=False)
     assert set(spy.sizes) == {32} and set(seen) == {16}  # prepared at 32 px, the student gets 16 px
 
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from tinycls.losses import DistillationLoss, F1FocalLoss, FocalLoss, SoftF1Loss, kd_kl
+from tinycls.distill import DistillationLoss, KDConfig, kd_kl
+from tinycls.losses import F1FocalLoss, FocalLoss, SoftF1Loss
 
 CE = nn.CrossEntropyLoss()
 S = torch.zeros(1, 2)  # student: p = (0.5, 0.5)
@@ -27,34 +28,34 @@ def test_kl_golden_value_and_zero_for_equal_logits():
     ],
 )
 def test_golden_values(mode, label, expected):
-    loss = DistillationLoss(mode, temperature=1.0, alpha=0.5, base=CE)
+    loss = DistillationLoss(KDConfig(mode, temperature=1.0, alpha=0.5), CE)
     assert loss(S, T, torch.tensor([label])).item() == pytest.approx(expected, abs=1e-6)
 
 
 def test_alpha_one_is_the_student_loss():
     s, t, y = torch.randn(8, 5), torch.randn(8, 5), torch.randint(0, 5, (8,))
     for mode in ("vanilla", "true_label"):
-        assert DistillationLoss(mode, 4.0, 1.0, CE)(s, t, y).item() == pytest.approx(CE(s, y).item())
+        assert DistillationLoss(KDConfig(mode, 4.0, 1.0), CE)(s, t, y).item() == pytest.approx(CE(s, y).item())
 
 
 def test_true_label_with_an_always_right_teacher_is_vanilla():
     s, y = torch.randn(8, 5), torch.randint(0, 5, (8,))
     t = torch.nn.functional.one_hot(y, 5).float() * 5 + torch.randn(8, 5) * 0.1  # argmax == y
-    a = DistillationLoss("vanilla", 20.0, 0.3, CE)(s, t, y)
-    b = DistillationLoss("true_label", 20.0, 0.3, CE)(s, t, y)
+    a = DistillationLoss(KDConfig("vanilla", 20.0, 0.3), CE)(s, t, y)
+    b = DistillationLoss(KDConfig("true_label", 20.0, 0.3), CE)(s, t, y)
     assert a.item() == pytest.approx(b.item())
 
 
 def test_no_gradient_reaches_the_teacher():
     s = torch.randn(4, 3, requires_grad=True)
     t = torch.randn(4, 3, requires_grad=True)
-    DistillationLoss("vanilla", 2.0, 0.3, CE)(s, t, torch.tensor([0, 1, 2, 0])).backward()
+    DistillationLoss(KDConfig("vanilla", 2.0, 0.3), CE)(s, t, torch.tensor([0, 1, 2, 0])).backward()
     assert s.grad is not None and t.grad is None
 
 
 def test_soft_targets_pick_the_label_by_argmax():
     soft = torch.tensor([[0.7, 0.3]])
-    loss = DistillationLoss("true_label", 1.0, 0.5, nn.CrossEntropyLoss())
+    loss = DistillationLoss(KDConfig("true_label", 1.0, 0.5), nn.CrossEntropyLoss())
     assert loss(S, T, soft).item() == pytest.approx(0.5 * math.log(2) + 0.5 * KL, abs=1e-6)
 
 
@@ -67,9 +68,9 @@ def test_soft_targets_pick_the_label_by_argmax():
     ],
 )
 def test_bad_settings(kwargs, message):
-    args = {"mode": "vanilla", "temperature": 4.0, "alpha": 0.3, "base": CE} | kwargs
+    args = {"mode": "vanilla", "temperature": 4.0, "alpha": 0.3} | kwargs
     with pytest.raises(ValueError) as e:
-        DistillationLoss(**args)
+        KDConfig(**args)
     assert message in str(e.value)
 
 

@@ -12,15 +12,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.compress import CompressParams
-from stages.prepare import PrepareParams
-from stages.pretrain import DATA_KEYS, PretrainParams
-from stages.pseudo import DataParams, PseudoParams
-from stages.score import ScoreParams
-from stages.training import KDParams, split_section
+from stages.params import TEACHER_OUTPUTS
+from stages.training import split_section
 from tests.conftest import CLASSES, make_imagefolder
+from tinycls.compress_student import CompressConfig
 from tinycls.config import from_section
-from tinycls.pseudo import TRAIN_ON
+from tinycls.distill import TEACHER_ROLES, KDConfig
+from tinycls.evaluate import ScoreConfig
+from tinycls.prepare import PrepareConfig
+from tinycls.pretrain import DATA_KEYS, PretrainConfig
+from tinycls.pseudo import TRAIN_ON, DataConfig, PseudoConfig
 from tinycls.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,31 +30,32 @@ DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 
 
 def test_every_params_section_parses():
-    from_section(PrepareParams, PARAMS["prepare"], "prepare")
+    from_section(PrepareConfig, PARAMS["prepare"], "prepare")
     for name in ("teacher", "assistant", "student"):
         keys = ("train_on", "allow_unmatched_init", "kd", "max_per_class")
         model, cfg, other = split_section(name, PARAMS[name], keys)
         assert cfg.epochs >= 1 and model.input_size >= 8
         data = {k: v for k, v in other.items() if k not in ("kd", "max_per_class")}
-        from_section(DataParams, data or {"train_on": "train"}, name)
+        from_section(DataConfig, data or {"train_on": "train"}, name)
     assert PARAMS["student"]["train_on"] in TRAIN_ON
     assert PARAMS["teacher"]["cutmix_prob"] > 0  # the recipe's teacher uses CutMix
     # the quick start's teacher starts from ImageNet weights that install offline
     assert PARAMS["teacher"]["pretrained"] and PARAMS["teacher"]["weights"].startswith("package:")
     pre = PARAMS["pretrain"]
-    from_section(PretrainParams, {k: v for k, v in pre.items() if k in DATA_KEYS}, "pretrain")
+    from_section(PretrainConfig, {k: v for k, v in pre.items() if k in DATA_KEYS}, "pretrain")
     from_section(TrainConfig, {k: v for k, v in pre.items() if k not in DATA_KEYS}, "pretrain")
     assert pre["source"] == "digits"  # the quick start pretrains offline
-    from_section(PseudoParams, PARAMS["pseudo"], "pseudo")
-    kd = from_section(KDParams, PARAMS["kd"], "kd")
+    from_section(PseudoConfig, PARAMS["pseudo"], "pseudo")
+    kd = from_section(KDConfig, PARAMS["kd"], "kd")
     assert kd.mode == "true_label" and kd.teachers == ["teacher"] and kd.temperature == 20.0 and kd.alpha == 0.3
     assert kd.teacher_outputs == "cached"
-    assert from_section(KDParams, PARAMS["assistant"]["kd"], "assistant.kd").teachers == ["teacher"]
-    c = from_section(CompressParams, PARAMS["compress"], "compress")
+    assert from_section(KDConfig, PARAMS["assistant"]["kd"], "assistant.kd").teachers == ["teacher"]
+    assert tuple(TEACHER_OUTPUTS) == TEACHER_ROLES  # every name a kd.teachers list may hold has a checkpoint
+    c = from_section(CompressConfig, PARAMS["compress"], "compress")
     # off by default: on the quick start layer pruning costs more F1 than it saves MACs (README,
     # "Compression"); fine-tuning stays set for when a user turns a kind on
     assert c.keep_blocks == [] and not c.on and c.epochs >= 1
-    from_section(ScoreParams, PARAMS["score"], "score")
+    from_section(ScoreConfig, PARAMS["score"], "score")
     assert list(PARAMS) == [
         "prepare",
         "pretrain",

@@ -5,9 +5,9 @@ import pytest
 import timm
 import torch
 
-from stages.training import ModelParams
 from tinycls import weights as W
 from tinycls.models import build_model
+from tinycls.run import ModelConfig
 from tinycls.weights import build_pretrained, resolve_weights
 
 SMALL = "mobilenetv3_small_050"
@@ -105,6 +105,6 @@ def test_weights_that_cannot_be_had(tmp_path, monkeypatch):
 
 def test_weights_without_pretrained_is_refused():
     with pytest.raises(ValueError, match="weights: 'package:efficientnet_lite0' is set but pretrained is false"):
-        ModelParams(
+        ModelConfig(
             arch="timm:efficientnet_lite0", pretrained=False, input_size=32, weights="package:efficientnet_lite0"
         )

@@ -1,9 +1,7 @@
-"""Student losses: knowledge distillation (vanilla and the competition team's true-label KD),
-cross-entropy, focal loss, soft-F1 loss and their F1-focal mix. Every loss takes class indices
+"""Student losses: cross-entropy, focal loss, soft-F1 loss and their F1-focal mix (the
+distillation loss is tinycls.distill's). Every loss takes class indices
 (B,) or class probabilities (B, K) (CutMix-mixed or soft pseudo labels) as targets.
 """
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -11,67 +9,7 @@ from torch import nn
 
 from tinycls.config import one_of
 
-KD_MODES = ("none", "vanilla", "true_label")
 LOSSES = ("ce", "focal", "f1_focal")
-
-
-def _hard(target: torch.Tensor) -> torch.Tensor:
-    """Class indices (B,) from indices or class probabilities (B, K), e.g. CutMix targets."""
-    return target.argmax(1) if target.ndim == 2 else target
-
-
-def check_kd(mode: str, temperature: float, alpha: float) -> None:
-    """Raise ValueError for an unknown mode, temperature <= 0 or alpha outside [0, 1]."""
-    one_of("mode", mode, KD_MODES)
-    if temperature <= 0:
-        raise ValueError(f"temperature: {temperature} must be > 0.")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha: {alpha} must be in [0, 1].")
-
-
-@dataclass(frozen=True)
-class KDConfig:
-    """Distillation settings: mode (none | vanilla | true_label), temperature T, and alpha, the
-    weight of the student's own loss (1 - alpha goes to the KL term)."""
-
-    mode: str = "none"
-    temperature: float = 4.0
-    alpha: float = 0.5
-
-    def __post_init__(self) -> None:
-        check_kd(self.mode, self.temperature, self.alpha)
-
-
-def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Per-sample T^2 * KL(softmax(t / T) || softmax(s / T)), shape (B,); the teacher is detached."""
-    log_p_s = F.log_softmax(student_logits / temperature, dim=1)
-    log_p_t = F.log_softmax(teacher_logits.detach() / temperature, dim=1)
-    return temperature**2 * (log_p_t.exp() * (log_p_t - log_p_s)).sum(1)
-
-
-class DistillationLoss(nn.Module):
-    """alpha * base(student, target) + (1 - alpha) * mean_b[w_b * T^2 * KL(p_t^T || p_s^T)].
-
-    Hinton, Vinyals and Dean, "Distilling the Knowledge in a Neural Network" (2015). `vanilla`:
-    w_b = 1 (KL averaged over the batch, i.e. batchmean). `true_label`: w_b = [argmax teacher_b ==
-    label_b], distilling only where the teacher is right (the competition team's variant, with
-    T = 20, alpha = 0.3). `none`: the base loss alone.
-    """
-
-    def __init__(self, mode: str, temperature: float, alpha: float, base: nn.Module) -> None:
-        super().__init__()
-        check_kd(mode, temperature, alpha)
-        self.mode, self.temperature, self.alpha, self.base = mode, temperature, alpha, base
-
-    def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """student_logits, teacher_logits: (B, K); target: (B,) indices or (B, K) probabilities."""
-        base = self.base(student_logits, target)
-        if self.mode == "none" or self.alpha == 1.0:
-            return base
-        kl = kd_kl(student_logits, teacher_logits, self.temperature)  # (B,)
-        if self.mode == "true_label":
-            kl = kl * (teacher_logits.argmax(1) == _hard(target)).float()
-        return self.alpha * base + (1.0 - self.alpha) * kl.mean()
 
 
 class CrossEntropy(nn.CrossEntropyLoss):

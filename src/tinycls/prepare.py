@@ -8,6 +8,7 @@ label; their file names and labels go to a separate held-out file only the final
 
 import csv
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,31 @@ from sklearn.model_selection import train_test_split
 from tinycls.data import MAX_LISTED, Checked, DataError, cap_per_class, check_files, scan_labelled, scan_test
 
 LABELLED = ("train", "val")
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """params.yaml [prepare]: which folder under data/, and how it is split, capped and cached."""
+
+    dataset: str  # folder under data/
+    image_size: int  # cached side, px; models resize from it to their own input size
+    val_fraction: float  # held out of train per class when there is no val/
+    max_per_class: int  # 0 = all; small values make quick runs
+    max_bad_fraction: float  # bad files skipped up to this share of all files, else an error
+    seed: int
+    workers: int  # decoding processes
+
+    def __post_init__(self) -> None:
+        if self.image_size < 8:
+            raise ValueError(f"image_size: {self.image_size} must be >= 8.")
+        if not self.dataset or "/" in self.dataset:
+            raise ValueError(f"dataset: {self.dataset!r} must be a folder name under data/.")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction: {self.val_fraction} must be in (0, 1).")
+        if not 0.0 <= self.max_bad_fraction < 1.0:
+            raise ValueError(f"max_bad_fraction: {self.max_bad_fraction} must be in [0, 1).")
+        if self.max_per_class < 0 or self.workers < 1:
+            raise ValueError(f"max_per_class: {self.max_per_class} must be >= 0 and workers: {self.workers} >= 1.")
 
 
 def _bad_report(bad: list[Checked], total: int, max_bad_fraction: float, split: str = "train/val") -> str:

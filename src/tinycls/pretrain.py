@@ -27,6 +27,30 @@ PHASES: dict[str, tuple[str, ...]] = {
     "digits": ("digits",),
 }
 SOURCES = tuple(PHASES)
+DATA_KEYS = ("source", "cifar_root", "download", "max_per_class", "input_size")
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """The data keys of params.yaml [pretrain] (DATA_KEYS; the rest is the loop's TrainConfig)."""
+
+    source: str  # one of SOURCES
+    cifar_root: str  # a folder outside data/ holding (or receiving) the CIFAR copies
+    download: bool  # fetch CIFAR when it is not under cifar_root (needs network)
+    max_per_class: int  # cap on CIFAR images per class, train and val (0 = all)
+    input_size: int  # px
+
+    def __post_init__(self) -> None:
+        one_of("source", self.source, SOURCES)
+        if self.max_per_class < 0:
+            raise ValueError(f"max_per_class: {self.max_per_class} must be >= 0 (0 = all).")
+        if self.input_size < 8:
+            raise ValueError(f"input_size: {self.input_size} must be >= 8.")
+        if Path(self.cifar_root).expanduser().resolve().is_relative_to(Path("data").resolve()):
+            raise ValueError(
+                f"cifar_root: {self.cifar_root!r} is inside data/, which holds your dataset only; "
+                "use a folder outside it."
+            )
 
 
 @dataclass(frozen=True)

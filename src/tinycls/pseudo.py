@@ -5,17 +5,53 @@ When val is trained on, the teacher's pseudo labels on test become the validatio
 competition team's proxy); test images are never scored here and their labels never read.
 """
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
 from tinycls.config import one_of
+from tinycls.device import DEVICES
 from tinycls.predict import predict_checkpoint
+from tinycls.prepare import load_classes, load_split
 
 LABEL_KINDS = ("hard", "soft")
 # The last one trains on test images (with teacher labels): many competitions ban it.
 TRAIN_ON = ("train", "train_val", "train_val_and_pseudo_labelled_test")
+
+
+@dataclass(frozen=True)
+class PseudoConfig:
+    """params.yaml [pseudo]: how the teacher labels test, and when its labels are trusted."""
+
+    threshold: float  # test images with teacher confidence >= this may be trained on
+    labels: str  # hard (teacher's class) | soft (its probabilities)
+    hflip_tta: bool  # average the teacher over the image and its mirror
+    batch_size: int
+    device: str
+    min_teacher_f1: float = 0.0  # a teacher below this val F1 neither picks epochs nor trains (train only)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold: {self.threshold} must be in [0, 1].")
+        if not 0.0 <= self.min_teacher_f1 <= 1.0:
+            raise ValueError(f"min_teacher_f1: {self.min_teacher_f1} must be in [0, 1] (0 = always trust it).")
+        one_of("labels", self.labels, LABEL_KINDS)
+        one_of("device", self.device, DEVICES)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What a model trained after the teacher trains on ([student] and [assistant] keys)."""
+
+    train_on: str  # one of TRAIN_ON
+    allow_unmatched_init: bool = False  # student: a pretrain checkpoint that fits nothing is an error unless true
+
+    def __post_init__(self) -> None:
+        one_of("train_on", self.train_on, TRAIN_ON)
 
 
 def teacher_probs(
@@ -121,3 +157,27 @@ def training_sets(
         return (np.concatenate([x, test_images[keep]]), np.concatenate([y, proxy[1][keep]])), proxy, selection
     one_hot = np.eye(probs.shape[1], dtype=np.float32)[y]
     return (np.concatenate([x, test_images[keep]]), np.concatenate([one_hot, probs[keep]])), proxy, selection
+
+
+def training_data(
+    cache: Path, pseudo_csv: Path, teacher: Path, train_on: str, p: PseudoConfig
+) -> tuple[list[str], tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], str]:
+    """(classes, train set, selection set, its description) for a model trained after the
+    teacher (assistant, student), from the prepared `cache`, the pseudo-label table and the
+    teacher checkpoint (its val F1 decides whether its labels are trusted): training_sets."""
+    classes = load_classes(cache)
+    test_images, _ = load_split(cache, "test")
+    probs = read_probs(pd.read_csv(pseudo_csv), classes, len(test_images)) if train_on != "train" else None
+    teacher_f1 = torch.load(teacher, map_location="cpu", weights_only=True).get("val_f1") if probs is not None else None
+    train, val, selection = training_sets(
+        load_split(cache, "train"),
+        load_split(cache, "val"),
+        test_images,
+        probs,
+        train_on,
+        p.threshold,
+        p.labels,
+        teacher_f1,
+        p.min_teacher_f1,
+    )
+    return classes, train, val, selection

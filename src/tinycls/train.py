@@ -20,18 +20,14 @@ from tqdm import tqdm
 from tinycls.checkpoint import save_checkpoint
 from tinycls.config import one_of
 from tinycls.device import DEVICES, resolve_device
-from tinycls.distill import Teachers
-from tinycls.losses import LOSSES, DistillationLoss, KDConfig, student_loss
+from tinycls.distill import Distiller, Teaching, teaching
+from tinycls.losses import LOSSES, student_loss
 from tinycls.predict import predict_logits
 from tinycls.score import macro_f1
 from tinycls.transforms import augment, to_input
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "onecycle")
-# per_batch: the teachers see every augmented batch (exact; a teacher forward per step).
-# cached: their logits on each unaugmented training image, computed once and reused for every
-# augmented view of it (one teacher pass per fit; the approximation offline KD makes).
-OUTPUT_MODES = ("per_batch", "cached")
 
 # criterion(logits (B, K), targets (B,) or (B, K), inputs (B, 3, H, W)) -> scalar loss: an
 # override of the configured loss (tests use it to watch the batches).
@@ -124,6 +120,33 @@ class FitResult:
     teacher_outputs: str  # none | per_batch | cached (exact: no random augmentation) | cached_unaugmented
 
 
+def _mixer(cfg: TrainConfig, num_classes: int) -> Mixup | None:
+    """Random-box CutMix: timm's Mixup with mixup off; it also applies the label smoothing."""
+    if cfg.cutmix_prob == 0:
+        return None
+    return Mixup(
+        mixup_alpha=0.0,
+        cutmix_alpha=cfg.cutmix_alpha,
+        prob=cfg.cutmix_prob,
+        switch_prob=0.0,
+        label_smoothing=cfg.label_smoothing,
+        num_classes=num_classes,
+    )
+
+
+def _validate(model: nn.Module, val: tuple[np.ndarray, np.ndarray], meta: dict[str, Any], cfg: TrainConfig) -> dict:
+    """{'val/loss', 'val/f1'} of `model` on val."""
+    device = resolve_device(cfg.device)
+    logits = predict_logits(
+        model, val[0], meta["input_size"], tuple(meta["mean"]), tuple(meta["std"]), device, cfg.eval_batch_size
+    )
+    val_y = torch.from_numpy(val[1])
+    return {
+        "val/loss": nn.functional.cross_entropy(logits, val_y).item(),
+        "val/f1": macro_f1(val_y.numpy(), logits.argmax(1).numpy(), len(meta["classes"])),
+    }
+
+
 def fit(
     model: nn.Module,
     train: tuple[np.ndarray, np.ndarray],
@@ -131,12 +154,10 @@ def fit(
     cfg: TrainConfig,
     checkpoint: Path,
     meta: dict[str, Any],
-    kd: KDConfig | None = None,
-    teachers: Teachers | None = None,
+    distiller: Distiller | None = None,
     criterion: Criterion | None = None,
     log: Callable[[dict[str, float]], None] | None = None,
     progress: bool = True,
-    teacher_outputs: str = "per_batch",
 ) -> FitResult:
     """Train `model`; keep the checkpoint with the best validation macro F1.
 
@@ -148,146 +169,137 @@ def fit(
         cfg: loop settings.
         checkpoint: where the best checkpoint goes; `<stem>.last.pt` beside it on Ctrl-C.
         meta: plain-typed checkpoint fields (arch, arch_kwargs, classes, input_size, mean, std).
-        kd: distillation settings; mode none (or no kd) trains on cfg.loss alone. Label
-            smoothing applies to cfg.loss `ce`, and to every loss through the CutMix targets.
-        teachers: the frozen teacher(s) kd distils from; they see each training batch exactly
-            as the student does. When no augmentation is random (no hflip, translate or
-            CutMix) their outputs are computed once and reused every epoch.
+        distiller: the teachers and kd settings (tinycls.distill.create_distiller); None trains
+            on cfg.loss alone. The teachers see each training batch exactly as the student does;
+            their outputs are computed once and reused every epoch when no augmentation is
+            random or kd.teacher_outputs is cached. Label smoothing applies to cfg.loss `ce`,
+            and to every loss through the CutMix targets.
         criterion: overrides the loss: criterion(logits, targets, inputs); targets are class
             probabilities (B, K) when CutMix or soft labels are on.
         log: called once per epoch with {'train/loss', 'val/loss', 'val/f1', 'lr'}.
         progress: show a tqdm bar with live loss and F1.
-        teacher_outputs: per_batch or cached (OUTPUT_MODES); with no random augmentation
-            the outputs are cached either way, exactly.
 
     Raises:
-        ValueError: CutMix asked for with soft labels (it needs class indices), a kd mode
-            other than none without teachers, or cached teacher outputs with CutMix.
+        ValueError: CutMix asked for with soft labels (it needs class indices), or cached
+            teacher outputs with CutMix.
         KeyboardInterrupt: re-raised after the current weights are saved.
     """
     device = resolve_device(cfg.device)
-    size, mean, std = meta["input_size"], tuple(meta["mean"]), tuple(meta["std"])
-    num_classes = len(meta["classes"])
     model.to(device)
     if cfg.cutmix_prob > 0 and train[1].ndim != 1:
         raise ValueError("cutmix_prob > 0 needs class-index labels, not soft labels; set it to 0.0.")
-    # Random-box CutMix: timm's Mixup with mixup off; it also applies the label smoothing.
-    mixer = (
-        Mixup(
-            mixup_alpha=0.0,
-            cutmix_alpha=cfg.cutmix_alpha,
-            prob=cfg.cutmix_prob,
-            switch_prob=0.0,
-            label_smoothing=cfg.label_smoothing,
-            num_classes=num_classes,
-        )
-        if cfg.cutmix_prob > 0
-        else None
-    )
+    mixer = _mixer(cfg, len(meta["classes"]))
     # CutMix targets already carry the label smoothing (timm's Mixup applies it).
     base = student_loss(cfg.loss, 0.0 if mixer else cfg.label_smoothing, cfg.focal_gamma, cfg.f1_weight)
-    kd = kd or KDConfig()
-    if kd.mode != "none" and teachers is None:
-        raise ValueError(f"kd mode {kd.mode!r} needs teachers; pass them or set mode none.")
-    if teachers is not None and teachers.temperature != kd.temperature:
-        raise ValueError(f"teachers built at T={teachers.temperature}, kd asks T={kd.temperature}.")
-    # alpha = 1 leaves nothing to distil: the teachers need not run.
-    distil = DistillationLoss(kd.mode, kd.temperature, kd.alpha, base) if kd.mode != "none" and kd.alpha < 1 else None
-    # Batches are prepared (resized, augmented, CutMix-mixed) at the largest input any model
-    # takes, then resized down for the student: a teacher trained at 224 px sees the same crop
-    # at 224 px, not the student's 80 px upsampled.
-    view = max(size, teachers.input_size) if distil else size
-    one_of("teacher_outputs", teacher_outputs, OUTPUT_MODES)
-    if distil and teacher_outputs == "cached" and mixer is not None:
-        raise ValueError(
-            "teacher_outputs 'cached' with cutmix_prob > 0: a CutMix batch mixes two images, which "
-            "no cached output describes; set cutmix_prob: 0.0 or teacher_outputs: per_batch."
-        )
     random_aug = cfg.hflip or cfg.translate > 0 or mixer is not None
-    use_cache = distil is not None and (not random_aug or teacher_outputs == "cached")
-    cache = teachers.logits_for(train[0], view, device, cfg.eval_batch_size, cfg.amp) if use_cache else None
-    outputs = "none" if distil is None else "per_batch"
-    if cache is not None:
-        outputs = "cached_unaugmented" if random_aug else "cached"
-        view = size  # the teachers saw each image at their size once; the student's batch is its own
+    teach = teaching(distiller, base, train[0], meta["input_size"], random_aug, mixer is not None, device, cfg)
     ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
     evaluated = ema.module if ema else model  # what is validated and saved
     amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
     x_all, y_all = torch.from_numpy(train[0]), torch.from_numpy(train[1])
     # A last batch of one image breaks BatchNorm in training mode: drop it (it is reshuffled).
-    steps_per_epoch = len(x_all) // cfg.batch_size + (len(x_all) % cfg.batch_size >= 2)
-    if steps_per_epoch == 0:
+    steps = len(x_all) // cfg.batch_size + (len(x_all) % cfg.batch_size >= 2)
+    if steps == 0:
         raise ValueError(f"{len(x_all)} training image(s): at least 2 are needed.")
     opt = _optimizer(model, cfg)
-    sched = _scheduler(opt, cfg, cfg.epochs * steps_per_epoch)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    best = FitResult(best_f1=-1.0, best_epoch=0, epochs_run=0, device=device.type, teacher_outputs=outputs)
-    val_y = torch.from_numpy(val[1])
+    loop = _Loop(
+        model, cfg, meta, x_all, y_all, steps, mixer, base, teach, distiller, criterion, opt,
+        _scheduler(opt, cfg, cfg.epochs * steps), torch.amp.GradScaler("cuda", enabled=amp), ema,
+        torch.Generator().manual_seed(cfg.seed), device, amp,
+    )  # fmt: skip
+    best = FitResult(best_f1=-1.0, best_epoch=0, epochs_run=0, device=device.type, teacher_outputs=teach.outputs)
     try:
         for epoch in range(1, cfg.epochs + 1):
-            model.train()
-            order = torch.randperm(len(x_all), generator=gen)
-            bar = tqdm(
-                range(steps_per_epoch),
-                desc=f"epoch {epoch}/{cfg.epochs}",
-                disable=not progress,
-                leave=True,
-                dynamic_ncols=True,
-                mininterval=0.5,
-            )
-            loss_sum, seen = torch.zeros((), device=device), 0
-            for step in bar:
-                idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-                xv = to_input(x_all[idx].to(device, non_blocking=True), view, mean, std)
-                xv = augment(xv, cfg.hflip, cfg.translate, gen)
-                y = y_all[idx].to(device, non_blocking=True)
-                if mixer:
-                    if len(xv) % 2:  # timm mixes a batch with its reverse: drop the odd one out
-                        xv, y, idx = xv[:-1], y[:-1], idx[:-1]
-                    xv, y = mixer(xv, y)  # y: (B, K) mixed, smoothed class probabilities
-                x = xv if view == size else F.interpolate(xv, (size, size), mode="bilinear", antialias=True)
-                with torch.autocast(device.type, enabled=amp):
-                    logits = model(x)
-                    if criterion:
-                        loss = criterion(logits, y, x)
-                    elif distil:
-                        t = cache[idx].to(device) if cache is not None else teachers(xv)
-                        loss = distil(logits, t, y)
-                    else:
-                        loss = base(logits, y)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                sched.step()
-                if ema:
-                    ema.update(model, step=(epoch - 1) * steps_per_epoch + step)
-                loss_sum += loss.detach() * len(x)
-                seen += len(x)
-                if step % 20 == 0 or step == steps_per_epoch - 1:  # .item() syncs CUDA: not every step
-                    bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", best_f1=f"{max(best.best_f1, 0):.4f}")
-            logits = predict_logits(evaluated, val[0], size, mean, std, device, cfg.eval_batch_size)
-            f1 = macro_f1(val_y.numpy(), logits.argmax(1).numpy(), num_classes)
-            row = {
-                "train/loss": loss_sum.item() / seen,
-                "val/loss": nn.functional.cross_entropy(logits, val_y).item(),
-                "val/f1": f1,
-                "lr": opt.param_groups[0]["lr"],
-            }
-            bar.set_postfix(loss=f"{row['train/loss']:.4f}", val_f1=f"{f1:.4f}")
+            bar = tqdm(range(steps), desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=True,
+                       dynamic_ncols=True, mininterval=0.5)  # fmt: skip
+            row = {"train/loss": loop.epoch(epoch, bar, best.best_f1), **_validate(evaluated, val, meta, cfg)}
+            row["lr"] = opt.param_groups[0]["lr"]
+            bar.set_postfix(loss=f"{row['train/loss']:.4f}", val_f1=f"{row['val/f1']:.4f}")
             bar.close()
             best.epochs_run = epoch
-            if f1 > best.best_f1:
-                best.best_f1, best.best_epoch = f1, epoch
-                save_checkpoint(checkpoint, evaluated, {**meta, "epoch": epoch, "val_f1": f1})
+            if row["val/f1"] > best.best_f1:
+                best.best_f1, best.best_epoch = row["val/f1"], epoch
+                save_checkpoint(checkpoint, evaluated, {**meta, "epoch": epoch, "val_f1": row["val/f1"]})
             if log:
                 log(row)
     except KeyboardInterrupt:
-        last = checkpoint.with_name(checkpoint.stem + ".last.pt")
-        save_checkpoint(last, model, {**meta, "epoch": best.epochs_run, "val_f1": None})
-        if not checkpoint.exists():
-            save_checkpoint(checkpoint, model, {**meta, "epoch": best.epochs_run, "val_f1": None})
-        print(f"\ninterrupted: current weights in {last}, best so far in {checkpoint}")
+        _save_interrupted(checkpoint, model, meta, best.epochs_run)
         raise
     return best
+
+
+@dataclass
+class _Loop:
+    """The state of one fit that every training step uses."""
+
+    model: nn.Module
+    cfg: TrainConfig
+    meta: dict[str, Any]
+    x_all: torch.Tensor
+    y_all: torch.Tensor
+    steps: int
+    mixer: Mixup | None
+    base: nn.Module
+    teach: Teaching
+    distiller: Distiller | None
+    criterion: Criterion | None
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    ema: ModelEmaV3 | None
+    gen: torch.Generator
+    device: torch.device
+    amp: bool
+
+    def epoch(self, epoch: int, bar: tqdm, best_f1: float) -> float:
+        """Train one epoch over a fresh shuffle; the mean training loss."""
+        cfg, size, view = self.cfg, self.meta["input_size"], self.teach.view
+        mean, std = tuple(self.meta["mean"]), tuple(self.meta["std"])
+        self.model.train()
+        order = torch.randperm(len(self.x_all), generator=self.gen)
+        loss_sum, seen = torch.zeros((), device=self.device), 0
+        for step in bar:
+            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            xv = to_input(self.x_all[idx].to(self.device, non_blocking=True), view, mean, std)
+            xv = augment(xv, cfg.hflip, cfg.translate, self.gen)
+            y = self.y_all[idx].to(self.device, non_blocking=True)
+            if self.mixer:
+                if len(xv) % 2:  # timm mixes a batch with its reverse: drop the odd one out
+                    xv, y, idx = xv[:-1], y[:-1], idx[:-1]
+                xv, y = self.mixer(xv, y)  # y: (B, K) mixed, smoothed class probabilities
+            x = xv if view == size else F.interpolate(xv, (size, size), mode="bilinear", antialias=True)
+            with torch.autocast(self.device.type, enabled=self.amp):
+                loss = self._loss(self.model(x), x, xv, y, idx)
+            self.opt.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+            self.sched.step()
+            if self.ema:
+                self.ema.update(self.model, step=(epoch - 1) * self.steps + step)
+            loss_sum += loss.detach() * len(x)
+            seen += len(x)
+            if step % 20 == 0 or step == self.steps - 1:  # .item() syncs CUDA: not every step
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", best_f1=f"{max(best_f1, 0):.4f}")
+        return loss_sum.item() / seen
+
+    def _loss(
+        self, logits: torch.Tensor, x: torch.Tensor, xv: torch.Tensor, y: torch.Tensor, idx: torch.Tensor
+    ) -> torch.Tensor:
+        """The criterion override, the distillation loss (teachers on the prepared batch `xv`, or
+        their cached outputs for images `idx`), or the student's own loss."""
+        if self.criterion:
+            return self.criterion(logits, y, x)
+        if self.teach.loss:
+            cache = self.teach.cache
+            t = cache[idx].to(self.device) if cache is not None else self.distiller.teachers(xv)
+            return self.teach.loss(logits, t, y)
+        return self.base(logits, y)
+
+
+def _save_interrupted(checkpoint: Path, model: nn.Module, meta: dict[str, Any], epochs_run: int) -> None:
+    last = checkpoint.with_name(checkpoint.stem + ".last.pt")
+    save_checkpoint(last, model, {**meta, "epoch": epochs_run, "val_f1": None})
+    if not checkpoint.exists():
+        save_checkpoint(checkpoint, model, {**meta, "epoch": epochs_run, "val_f1": None})
+    print(f"\ninterrupted: current weights in {last}, best so far in {checkpoint}")
