@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: run test setup data lock lint bench
+.PHONY: run test test-fast setup data lock lint bench
 
 run: data
 	$(BIN)/dvc repro
@@ -15,6 +15,9 @@ run: data
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+test-fast: setup  # the inner loop: every test but the real `dvc repro` runs (marked slow)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 setup: $(STAMP)
 

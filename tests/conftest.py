@@ -47,6 +47,16 @@ def tree_digest(root: Path) -> dict[str, str]:
     }
 
 
+def class_arrays(n: int, seed: int, size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """n uint8 images (n, size, size, 3) of 3 classes, the class being the bright channel, and
+    their int64 labels: data a tiny net learns in one epoch."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    x = np.clip(rng.normal(60, 30, (n, size, size, 3)), 0, 255)
+    x[np.arange(n), :, :, y] += 150
+    return np.clip(x, 0, 255).astype(np.uint8), y.astype(np.int64)
+
+
 @pytest.fixture
 def dataset(tmp_path: Path) -> Path:
     return make_imagefolder(tmp_path / "data" / "tiny")

@@ -3,10 +3,10 @@ student's batch at its own size and normalization, teachers never learn, and fit
 
 import dataclasses
 
-import numpy as np
 import pytest
 import torch
 
+from tests.conftest import class_arrays
 from tinycls import train as train_module
 from tinycls.checkpoint import save_checkpoint
 from tinycls.distill import Distiller, KDConfig, Teachers, create_distiller, load_teachers
@@ -40,14 +40,6 @@ def _meta(size: int = 16, mean=S_MEAN, std=S_STD, classes=("r", "g", "b")) -> di
     }
 
 
-def _data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % 3
-    x = np.clip(rng.normal(60, 30, (n, 16, 16, 3)), 0, 255)
-    x[np.arange(n), :, :, y] += 150
-    return np.clip(x, 0, 255).astype(np.uint8), y.astype(np.int64)
-
-
 def test_one_teacher_keeps_its_softened_probabilities_and_argmax():
     z = torch.tensor([[2.0, 0.5, -1.0]])
     t = Teachers([Fixed(z)], [_meta()], [1.0], 4.0, S_MEAN, S_STD)
@@ -68,7 +60,7 @@ def test_each_teacher_sees_the_batch_at_its_own_size_and_normalization():
     torch.manual_seed(0)
     teacher = build_model(ARCH, 3).eval()
     meta = _meta(size=24, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-    images, _ = _data(4, 0)
+    images, _ = class_arrays(4, 0)
     student_x = to_input(torch.from_numpy(images), 16, S_MEAN, S_STD)  # cache is 16 px
     got = Teachers([teacher], [meta], [1.0], 1.0, S_MEAN, S_STD)(student_x)
     with torch.no_grad():
@@ -103,7 +95,8 @@ def _fit(tmp_path, teachers, kd, outputs="per_batch", **cfg):
     c = TrainConfig(epochs=1, batch_size=16, device="cpu", **cfg)
     kd = dataclasses.replace(kd, teacher_outputs=outputs) if kd else None
     distiller = Distiller(kd, teachers) if kd is not None and kd.on else None
-    return fit(model, _data(48, 0), _data(24, 1), c, tmp_path / "s.pt", _meta(), distiller, progress=False)
+    train, val = class_arrays(48, 0), class_arrays(24, 1)
+    return fit(model, train, val, c, tmp_path / "s.pt", _meta(), distiller, progress=False)
 
 
 def test_fit_distils_without_touching_the_teacher(tmp_path):
@@ -123,8 +116,8 @@ def test_teacher_outputs_are_cached_when_no_augmentation_is_random(tmp_path, mon
     monkeypatch.setattr(Teachers, "forward", lambda self, x: calls.append(len(x)) or forward(self, x))
     result = _fit(tmp_path, teachers, KDConfig("true_label", 4.0, 0.3), hflip=False, translate=0.0)
     assert result.teacher_outputs == "cached" and calls == [48]  # once, before the first step
-    cached = teachers.logits_for(_data(48, 0)[0], 16, torch.device("cpu"))
-    per_batch = forward(teachers, to_input(torch.from_numpy(_data(48, 0)[0]), 16, S_MEAN, S_STD))
+    cached = teachers.logits_for(class_arrays(48, 0)[0], 16, torch.device("cpu"))
+    per_batch = forward(teachers, to_input(torch.from_numpy(class_arrays(48, 0)[0]), 16, S_MEAN, S_STD))
     assert torch.allclose(cached, per_batch, atol=1e-5)
 
 
@@ -226,7 +219,8 @@ def test_a_larger_teacher_sees_the_batch_at_its_own_size(tmp_path):
     model.register_forward_pre_hook(record)
     cfg = TrainConfig(epochs=1, batch_size=16, device="cpu")
     kd = KDConfig("vanilla", 4.0, 0.3)
-    fit(model, _data(48, 0), _data(24, 1), cfg, tmp_path / "s.pt", _meta(), Distiller(kd, teachers), progress=False)
+    train, val = class_arrays(48, 0), class_arrays(24, 1)
+    fit(model, train, val, cfg, tmp_path / "s.pt", _meta(), Distiller(kd, teachers), progress=False)
     assert set(spy.sizes) == {32} and set(seen) == {16}  # prepared at 32 px, the student gets 16 px
 
 

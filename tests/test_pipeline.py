@@ -179,6 +179,7 @@ def _tiny_repo(tmp_path: Path, train_on: str = "train_val", threshold: float = 0
     return repo
 
 
+@pytest.mark.slow
 def test_dvc_repro_unlabelled_test_with_val_folder(tmp_path):
     repo = _tiny_repo(tmp_path, val=True, labelled_test=False)
     params = yaml.safe_load((repo / "params.yaml").read_text())
@@ -193,6 +194,7 @@ def test_dvc_repro_unlabelled_test_with_val_folder(tmp_path):
     assert sorted(r.split(",")[0] for r in rows[1:]) == sorted(f"test/{c}{i}.png" for c in CLASSES for i in range(3))
 
 
+@pytest.mark.slow
 def test_dvc_repro_end_to_end(tmp_path):
     # all data + pseudo-labelled test, so that the pseudo threshold changes what the student sees
     repo = _tiny_repo(tmp_path, train_on="train_val_and_pseudo_labelled_test", threshold=0.0)

@@ -2,20 +2,13 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import class_arrays
 from tinycls.checkpoint import load_checkpoint
 from tinycls.config import from_section
 from tinycls.models import build_model
 from tinycls.train import TrainConfig, fit, seed_everything
 
 ARCH = "pytorchcv:shufflenet_g3_wd4"
-
-
-def _data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % 3
-    x = np.clip(rng.normal(60, 30, (n, 16, 16, 3)), 0, 255)
-    x[np.arange(n), :, :, y] += 150  # the class is the bright channel
-    return np.clip(x, 0, 255).astype(np.uint8), y.astype(np.int64)
 
 
 META = {
@@ -33,7 +26,8 @@ def _fit(tmp_path, epochs=1, **kw):
     seed_everything(cfg.seed)
     model = build_model(ARCH, 3)
     rows = []
-    result = fit(model, _data(48, 0), _data(24, 1), cfg, tmp_path / "best.pt", META, log=rows.append, progress=False)
+    train, val = class_arrays(48, 0), class_arrays(24, 1)
+    result = fit(model, train, val, cfg, tmp_path / "best.pt", META, log=rows.append, progress=False)
     return model, result, rows
 
 
@@ -69,8 +63,8 @@ def test_ctrl_c_leaves_a_usable_checkpoint(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         fit(
             build_model(ARCH, 3),
-            _data(48, 0),
-            _data(24, 1),
+            class_arrays(48, 0),
+            class_arrays(24, 1),
             cfg,
             tmp_path / "best.pt",
             META,
@@ -117,13 +111,13 @@ def _recording_fit(tmp_path, labels=None, **kw):
         seen.append((y.clone(), x.shape[0]))
         return torch.nn.functional.cross_entropy(logits, y)
 
-    x, y = _data(47, 0)  # odd: the last batch has 15 images
+    x, y = class_arrays(47, 0)  # odd: the last batch has 15 images
     cfg = TrainConfig(epochs=1, batch_size=16, device="cpu", **kw)
     seed_everything(0)
     fit(
         build_model(ARCH, 3),
         (x, y if labels is None else labels),
-        _data(24, 1),
+        class_arrays(24, 1),
         cfg,
         tmp_path / "b.pt",
         META,

@@ -104,18 +104,7 @@ def prepare_dataset(
             f"{root}: no such dataset folder. Put the data in "
             f"{root}/train/<class>/<image> (see README, 'Your own data')."
         )
-    train = scan_labelled(root / "train")
-    classes = sorted(train)
-    val = scan_labelled(root / "val") if (root / "val").exists() else None
-    if val is not None and sorted(val) != classes:
-        only_t, only_v = sorted(set(classes) - set(val)), sorted(set(val) - set(classes))
-        raise DataError(
-            f"{root}/val: class folders differ from train/ (only in train: {only_t}; "
-            f"only in val: {only_v}). Give both splits the same class folders."
-        )
-    test_files, test_names = scan_test(root / "test", classes)
-
-    groups = {"train": _labelled(train, classes)} | ({"val": _labelled(val, classes)} if val else {})
+    classes, groups, test_files, test_names = _scan(root)
     checked = {k: check_files(fs, image_size, workers) for k, (fs, _) in groups.items()}
     test = check_files(test_files, image_size, workers)
     if bad_test := [c for c in test if c.error]:
@@ -127,7 +116,61 @@ def prepare_dataset(
     total = sum(len(cs) for cs in checked.values())
     if len(bad) > max_bad_fraction * total:
         raise DataError(_bad_report(bad, total, max_bad_fraction))
+    splits = _split(root, classes, groups, checked, val_fraction, max_per_class, seed)
+    _duplicates(
+        splits["train"][0],
+        splits["val"][0],
+        "val images are byte-identical to train images (they would inflate the F1 that picks the best epoch)",
+        "delete one copy of each.",
+    )
+    _duplicates(
+        [c for k in LABELLED for c in splits[k][0]],
+        test,
+        "test images are byte-identical to train/val images (leakage)",
+        "delete the duplicates from test/ or from train/ and val/.",
+    )
+    _write(root, out, held_out, classes, splits, test, test_names)
+    counts = {k: np.bincount(splits[k][1], minlength=len(classes)).tolist() for k in LABELLED}
+    return {
+        "classes": len(classes),
+        "image_size": image_size,
+        "files_scanned": total + len(test),
+        "bad_files_skipped": len(bad),
+        "val_source": "val/" if "val" in groups else f"stratified {val_fraction} of train/",
+        "test_labelled": test_names is not None,
+        "images": {k: len(splits[k][0]) for k in LABELLED} | {"test": len(test)},
+        "class_counts": {c: {k: counts[k][i] for k in LABELLED} for i, c in enumerate(classes)},
+    }
 
+
+def _scan(root: Path) -> tuple[list[str], dict[str, tuple[list[Path], np.ndarray]], list[Path], list[str] | None]:
+    """(classes, {split: (files, labels)} for train and val/ when present, test files, their
+    class names or None when test/ is unlabelled)."""
+    train = scan_labelled(root / "train")
+    classes = sorted(train)
+    val = scan_labelled(root / "val") if (root / "val").exists() else None
+    if val is not None and sorted(val) != classes:
+        only_t, only_v = sorted(set(classes) - set(val)), sorted(set(val) - set(classes))
+        raise DataError(
+            f"{root}/val: class folders differ from train/ (only in train: {only_t}; "
+            f"only in val: {only_v}). Give both splits the same class folders."
+        )
+    test_files, test_names = scan_test(root / "test", classes)
+    groups = {"train": _labelled(train, classes)} | ({"val": _labelled(val, classes)} if val else {})
+    return classes, groups, test_files, test_names
+
+
+def _split(
+    root: Path,
+    classes: list[str],
+    groups: dict[str, tuple[list[Path], np.ndarray]],
+    checked: dict[str, list[Checked]],
+    val_fraction: float,
+    max_per_class: int,
+    seed: int,
+) -> dict[str, tuple[list[Checked], np.ndarray]]:
+    """Train and val: the good files, each class capped; val held out of train (stratified)
+    when there is no val/."""
     splits: dict[str, tuple[list[Checked], np.ndarray]] = {}
     for k, cs in checked.items():
         keep = [i for i, c in enumerate(cs) if not c.error]
@@ -140,31 +183,30 @@ def prepare_dataset(
                 )
         idx = cap_per_class(y, max_per_class, seed)
         splits[k] = ([cs[keep[i]] for i in idx], y[idx])
-    if val is None:
-        cs, y = splits["train"]
-        try:
-            tr, va = train_test_split(np.arange(len(y)), test_size=val_fraction, random_state=seed, stratify=y)
-        except ValueError as e:
-            raise DataError(
-                f"prepare.val_fraction={val_fraction} cannot hold out every class from "
-                f"{len(y)} train images ({e}); raise it, add images, or provide val/."
-            ) from e
-        tr, va = np.sort(tr), np.sort(va)
-        splits["train"], splits["val"] = ([cs[i] for i in tr], y[tr]), ([cs[i] for i in va], y[va])
-    labelled = [c for k in LABELLED for c in splits[k][0]]
-    _duplicates(
-        splits["train"][0],
-        splits["val"][0],
-        "val images are byte-identical to train images (they would inflate the F1 that picks the best epoch)",
-        "delete one copy of each.",
-    )
-    _duplicates(
-        labelled,
-        test,
-        "test images are byte-identical to train/val images (leakage)",
-        "delete the duplicates from test/ or from train/ and val/.",
-    )
+    if "val" in groups:
+        return splits
+    cs, y = splits["train"]
+    try:
+        tr, va = train_test_split(np.arange(len(y)), test_size=val_fraction, random_state=seed, stratify=y)
+    except ValueError as e:
+        raise DataError(
+            f"prepare.val_fraction={val_fraction} cannot hold out every class from "
+            f"{len(y)} train images ({e}); raise it, add images, or provide val/."
+        ) from e
+    tr, va = np.sort(tr), np.sort(va)
+    return {"train": ([cs[i] for i in tr], y[tr]), "val": ([cs[i] for i in va], y[va])}
 
+
+def _write(
+    root: Path,
+    out: Path,
+    held_out: Path,
+    classes: list[str],
+    splits: dict[str, tuple[list[Checked], np.ndarray]],
+    test: list[Checked],
+    test_names: list[str] | None,
+) -> None:
+    """The cache (test images in a label-free order) and the held-out test file names and labels."""
     out.mkdir(parents=True, exist_ok=True)
     for k in LABELLED:
         cs, y = splits[k]
@@ -192,17 +234,6 @@ def prepare_dataset(
         )
         + "\n"
     )
-    counts = {k: np.bincount(splits[k][1], minlength=len(classes)).tolist() for k in LABELLED}
-    return {
-        "classes": len(classes),
-        "image_size": image_size,
-        "files_scanned": total + len(test),
-        "bad_files_skipped": len(bad),
-        "val_source": "val/" if val is not None else f"stratified {val_fraction} of train/",
-        "test_labelled": test_names is not None,
-        "images": {k: len(splits[k][0]) for k in LABELLED} | {"test": len(test)},
-        "class_counts": {c: {k: counts[k][i] for k in LABELLED} for i, c in enumerate(classes)},
-    }
 
 
 def load_split(cache: Path, split: str) -> tuple[np.ndarray, np.ndarray | None]:
