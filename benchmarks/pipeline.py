@@ -1,11 +1,16 @@
-"""Wall time of the quick-start pipeline: a forced `dvc repro` of each stage of dvc.yaml in
-order (not of data.dvc, which a forced repro would re-hash and re-commit: 70,000 files), then a
-`dvc repro` with nothing changed, and whether the forced rerun reproduced the recorded metrics.
+"""The quick-start pipeline's current results and wall time: a forced `dvc repro` of each stage
+of dvc.yaml in order (not of data.dvc, which a forced repro would re-hash and re-commit: 70,000
+files), then a `dvc repro` with nothing changed, and whether the forced rerun reproduced the
+recorded metrics. Prints the README's "Current results" table: per stage, its time and what it
+produced, with the commit and the machine.
 
-Run from the repository root with the venv on PATH (`make bench` does): `python -m benchmarks.pipeline`.
+Run from the repository root with the venv on PATH (`make bench` does), on a clean workspace
+after `dvc repro`: `python -m benchmarks.pipeline`.
 """
 
 import json
+import os
+import platform
 import statistics
 import subprocess
 import time
@@ -22,6 +27,32 @@ def timed(*cmd: str) -> float:
     return time.perf_counter() - start
 
 
+def machine() -> str:
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())  # fmt: skip
+    avx512 = "avx512f" in Path("/proc/cpuinfo").read_text()
+    return f"{os.cpu_count()} cores, {cpu}{', AVX-512' if avx512 else ''}"
+
+
+def results(m: dict[str, dict]) -> dict[str, str]:
+    """What each stage produced, from its metrics file (and score.json's view of it on test)."""
+    s, st, t, p = m["score"], m["student"], m["teacher"], m["pseudo"]
+    pre, a, c, prep = m["pretrain"], m["assistant"], m["compress"], m["prepare"]
+    n = prep["images"]
+    return {
+        "prepare": f"{n['train']:,} train, {n['val']:,} val, {n['test']:,} test images at {prep['image_size']} px",
+        "pretrain": f"{pre['source']}: val F1 {pre['val_f1']:.4f}" if pre["val_f1"] is not None else pre["source"],
+        "teacher": f"{t['weights'] or 'from scratch'}, {t['train_images']:,} images: val F1 {t['val_f1']:.4f}, "
+        f"test F1 {s['pseudo_label_f1']:.4f} (its pseudo labels)",
+        "pseudo": f"{p['coverage']:.1%} of test at confidence >= {p['threshold']}",
+        "assistant": "trained" if a["trained"] else "not trained (kd.teachers does not list it)",
+        "student": f"{st['kd_mode']} KD, {st['train_images']:,} images, {st['epochs']} epochs: selection F1 "
+        f"{st['val_f1']:.4f}, test F1 {s['student_f1']:.4f}",
+        "compress": f"{c['compression']}: {c['macs']:,} MACs" if c["compressed"] else "off: the student passes through",
+        "score": f"test F1 {s['f1']:.4f}, {s['macs']:,} MACs, {s['params']:,} params, score {s['score']:.4f}",
+    }  # fmt: skip
+
+
 def main() -> None:
     before = [json.loads(p.read_text()) if p.exists() else None for p in METRICS]
     stages = list(yaml.safe_load(Path("dvc.yaml").read_text())["stages"])
@@ -29,12 +60,15 @@ def main() -> None:
     full = sum(times.values())
     after = [json.loads(p.read_text()) for p in METRICS]
     noop = statistics.median(timed("dvc", "repro") for _ in range(3))
-    score = json.loads(Path("metrics/score.json").read_text())
-    print(", ".join(f"{stage} {t:.0f} s" for stage, t in times.items()))
-    print(f"dvc repro --force --single-item, stage by stage: {full:.1f} s (goal <= 600 s)")
-    print(f"dvc repro, nothing changed (median of 3): {noop:.2f} s (goal <= 5 s)")
-    print(f"test macro F1 {score['f1']:.4f}, MACs {score['macs']:,}, score {score['score']:.4f}")
-    print(f"metrics identical to the recorded run: {before == after}")
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    produced = results({p.stem: json.loads(p.read_text()) for p in METRICS})
+    print(f"Commit {rev}, {machine()}, {time.strftime('%Y-%m-%d')}:\n")
+    print("| stage | time | result |\n|---|---|---|")
+    for stage, t in times.items():
+        print(f"| `{stage}` | {t:.0f} s | {produced.get(stage, '')} |")
+    print(f"| all, stage by stage (`dvc repro --force --single-item`) | {full:.0f} s | |")
+    print(f"| `dvc repro` with nothing changed (median of 3) | {noop:.1f} s | |")
+    print(f"\nmetrics identical to the recorded run: {before == after}")
 
 
 if __name__ == "__main__":
