@@ -55,7 +55,7 @@ def paired_table(by_seed: dict[str, dict[int, float]], variants: list[str], seed
     if not common or not others:
         return
     refs = ", ".join(f"{ref[s]:.4f}" for s in common)
-    print(f"\nStudent test F1 paired by seed against true_label ({refs} at seeds {', '.join(map(str, common))}):")
+    print(f"\nStudent test F1 paired by seed against true_label ({refs} at seeds {', '.join(map(str, common))}):\n")
     print(f"| variant | {' | '.join(f'seed {s}' for s in common)} | mean |")
     print("|---|" + "---|" * (len(common) + 1))
     for v in others:
@@ -112,7 +112,7 @@ def main() -> None:
         revs = ", ".join(sorted(revs_of[(v, rev)]))
         print(f"| {v} (`{' '.join(VARIANTS[v])}`) | {revs} | {len(columns['final score'])} | {' | '.join(cells)} |")
     paired_table(by_seed, [v for v in variants if v in by_seed], seeds)
-    print("\nHow the selection F1 ranks the runs against their test F1 (the student's, before compression):")
+    print("\nHow the selection F1 ranks the runs against their test F1 (the student's, before compression):\n")
     print("| selection | runs | Spearman rho | Kendall tau |\n|---|---|---|---|")
     for selection, pairs in sorted(by_selection.items()):
         if len(pairs) < 3:
