@@ -5,10 +5,14 @@ no augmentation) on the same train + val images the student trains on, scored on
 
 Run from the repository root after `make run` (it reads artifacts/prepare and the held-out
 labels, and metrics/score.json for the pipeline's row): `python -m benchmarks.anchors`.
+`--root DIR`: the same on another checkout's prepared data, e.g. the photos benchmark's clone
+(`--root /tmp/photos/tinycls`), whose pipeline row is then its last `dvc repro`.
 """
 
+import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,7 +22,7 @@ from torch import nn
 
 from stages.params import CACHE, HELD_OUT
 from tinycls.macs import count_macs
-from tinycls.prepare import load_held_out, load_split
+from tinycls.prepare import load_classes, load_held_out, load_split
 from tinycls.train import seed_everything
 
 SIZE = 28  # Fashion-MNIST's own side
@@ -42,7 +46,7 @@ class GrayInput(nn.Module):
         return self.model(x.mean(1, keepdim=True))
 
 
-def mlp() -> nn.Module:
+def mlp(classes: int) -> nn.Module:
     return nn.Sequential(
         nn.Flatten(),
         nn.Linear(SIZE * SIZE, 256),
@@ -51,11 +55,11 @@ def mlp() -> nn.Module:
         nn.ReLU(),
         nn.Linear(128, 64),
         nn.ReLU(),
-        nn.Linear(64, 10),
+        nn.Linear(64, classes),
     )
 
 
-def cnn() -> nn.Module:
+def cnn(classes: int) -> nn.Module:
     return nn.Sequential(
         nn.Conv2d(1, 8, 5, padding=2),
         nn.ReLU(),
@@ -64,7 +68,7 @@ def cnn() -> nn.Module:
         nn.ReLU(),
         nn.MaxPool2d(2),  # 7 px
         nn.Flatten(),
-        nn.Linear(16 * 7 * 7, 10),
+        nn.Linear(16 * 7 * 7, classes),
     )
 
 
@@ -102,13 +106,18 @@ def train_and_score(name: str, model: nn.Module, train, test, epochs: int = 10) 
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", type=Path, default=Path("."), help="the checkout whose prepared data to use")
+    root = ap.parse_args().root
     torch.set_num_threads(2)
-    (xt, yt), (xv, yv) = load_split(CACHE, "train"), load_split(CACHE, "val")
+    cache = root / CACHE
+    (xt, yt), (xv, yv) = load_split(cache, "train"), load_split(cache, "val")
     train = (gray(np.concatenate([xt, xv])), torch.from_numpy(np.concatenate([yt, yv])))
-    test = (gray(load_split(CACHE, "test")[0]), load_held_out(HELD_OUT)[1])
-    rows = [train_and_score("MLP 256-128-64, 28 px gray", mlp(), train, test)]
-    rows.append(train_and_score("2-conv CNN (8, 16 ch, 5x5), 28 px gray", cnn(), train, test))
-    score = json.loads(open("metrics/score.json").read())
+    test = (gray(load_split(cache, "test")[0]), load_held_out(root / HELD_OUT)[1])
+    classes = len(load_classes(cache))
+    rows = [train_and_score("MLP 256-128-64, 28 px gray", mlp(classes), train, test)]
+    rows.append(train_and_score("2-conv CNN (8, 16 ch, 5x5), 28 px gray", cnn(classes), train, test))
+    score = json.loads((root / "metrics/score.json").read_text())
     print("| model | MACs | params | test accuracy | test macro F1 | train s (10 epochs) |")
     print("|---|---|---|---|---|---|")
     for r in rows:
