@@ -125,12 +125,13 @@ def main() -> None:
             f"| {r['name']} | {r['macs']:,} | {r['params']:,} | {r['accuracy']:.4f} | {r['f1']:.4f} "
             f"| {r['seconds']:.0f} |"
         )
+    if "student_macs" in score:  # a score.json older than the student_* keys has the final model only
+        print(
+            f"| pipeline student ({score['arch']}, {score['input_size']} px) | {score['student_macs']:,} "
+            f"| {score['student_params']:,} | | {score['student_f1']:.4f} | |"
+        )
     print(
-        f"| pipeline student ({score['arch']}, {score['input_size']} px) | {score['student_macs']:,} "
-        f"| {score['student_params']:,} | | {score['student_f1']:.4f} | |"
-    )
-    print(
-        f"| pipeline final model ({score['compression']}) | {score['macs']:,} | {score['params']:,} "
+        f"| pipeline final model ({score.get('compression', 'none')}) | {score['macs']:,} | {score['params']:,} "
         f"| {score['accuracy']:.4f} | {score['f1']:.4f} | |"
     )
 
