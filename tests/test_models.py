@@ -70,3 +70,30 @@ def test_bad_checkpoints(tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match=r"not a tinycls checkpoint \(missing \['arch'"):
         load_checkpoint(tmp_path / "other.pt")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        # what timm or pytorchcv would act on: download weights, or unpickle a file of its choosing
+        ({"arch_kwargs": {"pretrained": True}}, r"arch_kwargs \{'pretrained': True\}.*not \['pretrained'\]"),
+        ({"arch_kwargs": {"checkpoint_path": "/tmp/evil.pth"}}, r"not \['checkpoint_path'\]"),
+        ({"arch_kwargs": {"keep_blocks": ["2", 5, 2]}}, r"keep_blocks \['2', 5, 2\] .*block counts or lists"),
+        ({"arch_kwargs": {"layers": {"conv": [3, 0, 1]}}}, r"arch_kwargs.layers .*\[in, out, groups\]"),
+        ({"arch": "shufflenet"}, "arch 'shufflenet' is not what tinycls writes .*SOURCE:NAME"),
+        ({"classes": []}, r"classes \[\] is not what tinycls writes \(a non-empty list"),
+        ({"classes": ["a", "a", "b"]}, "class names, each once"),
+        ({"input_size": 10**9}, "input_size 1000000000 .* from 8 to 4096 px"),
+        ({"input_size": True}, "input_size True"),
+        ({"std": [0.25, 0.0, 0.25]}, r"std \[0.25, 0.0, 0.25\] .* > 0"),
+        ({"mean": [0.5, 0.5]}, r"mean \[0.5, 0.5\] .*three numbers, one per RGB channel"),
+    ],
+)
+def test_a_checkpoint_from_elsewhere_is_data_never_instructions(tmp_path, monkeypatch, change, message):
+    built = []
+    monkeypatch.setattr("tinycls.checkpoint.build_model", lambda *a, **k: built.append(k))
+    torch.save({**_meta(), **change, "state_dict": {}}, tmp_path / "crafted.pt")
+    with pytest.raises(ValueError, match=rf"crafted\.pt: .*{message}") as e:
+        load_checkpoint(tmp_path / "crafted.pt")
+    assert "Re-create it with `dvc repro`" in str(e.value)
+    assert built == []  # refused before any factory saw a key

@@ -64,6 +64,61 @@ def save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
 
 
 REQUIRED_META = ("arch", "arch_kwargs", "classes", "input_size", "mean", "std", "state_dict")
+ARCH_KWARGS = ("keep_blocks", "layers")  # all tinycls writes: what compression changed
+MAX_INPUT_SIZE = 4096
+
+
+def _ints(value: Any, low: int) -> bool:
+    return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= low for v in value)
+
+
+def check_meta(path: Path, ckpt: dict[str, Any]) -> None:
+    """A checkpoint from elsewhere is data, never instructions: only the keys and value shapes
+    tinycls writes may reach the model factories (timm and pytorchcv would act on `pretrained`,
+    a weights URL or a `checkpoint_path` they then unpickle).
+
+    Raises:
+        ValueError: the first bad field, named with its value and the fix.
+    """
+
+    def bad(key: str, value: Any, want: str) -> ValueError:
+        shown = repr(value)
+        shown = shown if len(shown) <= 120 else shown[:117] + "..."
+        return ValueError(
+            f"{path}: {key} {shown} is not what tinycls writes ({want}); a checkpoint from elsewhere is "
+            "loaded as data only. Re-create it with `dvc repro`."
+        )
+
+    arch, kwargs = ckpt["arch"], ckpt["arch_kwargs"]
+    if not isinstance(arch, str) or arch.count(":") != 1:
+        raise bad("arch", arch, "SOURCE:NAME, e.g. pytorchcv:shufflenet_g3_wd4")
+    if not isinstance(kwargs, dict) or (extra := sorted(set(kwargs) - set(ARCH_KWARGS))):
+        raise bad("arch_kwargs", kwargs, f"a mapping with keys among {', '.join(ARCH_KWARGS)}; not {extra}")
+    blocks = kwargs.get("keep_blocks")
+    if blocks is not None and not (
+        isinstance(blocks, list) and (_ints(blocks, 1) or all(_ints(b, 0) and b for b in blocks))
+    ):
+        raise bad("arch_kwargs.keep_blocks", blocks, "block counts or lists of block indices, one per stage")
+    layers = kwargs.get("layers", {})
+    if not isinstance(layers, dict) or not all(
+        isinstance(k, str) and _ints(v, 1) and 1 <= len(v) <= 3 for k, v in layers.items()
+    ):
+        raise bad("arch_kwargs.layers", layers, "layer name -> [in, out, groups], [features] or [in, out]")
+    classes = ckpt["classes"]
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise bad("classes", classes, "a non-empty list of class names")
+    if len(set(classes)) != len(classes):
+        raise bad("classes", classes, "class names, each once")
+    size = ckpt["input_size"]
+    if isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= MAX_INPUT_SIZE:
+        raise bad("input_size", size, f"an integer from 8 to {MAX_INPUT_SIZE} px")
+    for key in ("mean", "std"):
+        v = ckpt[key]
+        numbers = isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+        if not numbers or len(v) != 3:
+            raise bad(key, v, "three numbers, one per RGB channel")
+        if key == "std" and min(v) <= 0:
+            raise bad(key, v, "three numbers > 0")
 
 
 def load_checkpoint(
@@ -88,6 +143,7 @@ def load_checkpoint(
     missing = [k for k in REQUIRED_META if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         raise ValueError(f"{path}: not a tinycls checkpoint (missing {missing}).")
+    check_meta(Path(path), ckpt)
     if classes is not None and list(ckpt["classes"]) != list(classes):
         raise ValueError(
             f"{path}: {role + ' ' if role else ''}classes {ckpt['classes']} differ from the data's {list(classes)}; "
