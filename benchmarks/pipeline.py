@@ -28,9 +28,10 @@ def timed(*cmd: str) -> float:
 
 
 def machine() -> str:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())  # fmt: skip
-    avx512 = "avx512f" in Path("/proc/cpuinfo").read_text()
+    info = Path("/proc/cpuinfo").read_text()
+    cpu = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")),
+               platform.processor())  # fmt: skip
+    avx512 = "avx512f" in info
     return f"{os.cpu_count()} cores, {cpu}{', AVX-512' if avx512 else ''}"
 
 
