@@ -5,24 +5,32 @@ student's kd.teachers lists it, so the chain or the ensemble is chosen by params
 import shutil
 from pathlib import Path
 
-from stages.params import ASSISTANT, CACHE, PSEUDO, TEACHER, TEACHER_OUTPUTS, section, source, value, write_json
+from stages.params import ASSISTANT, CACHE, PSEUDO, TEACHER, TEACHER_OUTPUTS, run, section, source, value, write_json
 from stages.training import live_log, split_section
 from tinycls.config import from_section
 from tinycls.distill import KDConfig
+from tinycls.errors import InputError
 from tinycls.pseudo import DataConfig, PseudoConfig, training_data
-from tinycls.run import train_model
+from tinycls.run import ModelConfig, train_model
+from tinycls.train import TrainConfig
 
 LIVE = Path("live/assistant")
 METRICS = Path("metrics/assistant.json")
 
 
-def main() -> None:
+def settings() -> tuple[ModelConfig, TrainConfig, KDConfig, DataConfig, PseudoConfig, object]:
+    """The params this stage reads, checked (stage `check` calls it before any stage runs)."""
     m, cfg, other = split_section("assistant", section("assistant"), ("train_on", "kd"))
     kd = from_section(KDConfig, other.pop("kd", None), source("assistant") + ".kd")
     if kd.teachers != ["teacher"]:
-        raise ValueError(f"{source('assistant')}.kd.teachers: {kd.teachers}: the assistant learns from [teacher] only.")
+        raise InputError(f"{source('assistant')}.kd.teachers: {kd.teachers}: the assistant learns from [teacher] only.")
     data = from_section(DataConfig, other, source("assistant"))
-    wanted = value("kd", "teachers")
+    pseudo = from_section(PseudoConfig, section("pseudo"), source("pseudo"))
+    return m, cfg, kd, data, pseudo, value("kd", "teachers")
+
+
+def main() -> None:
+    m, cfg, kd, data, pseudo, wanted = settings()
     shutil.rmtree(ASSISTANT, ignore_errors=True)
     ASSISTANT.mkdir(parents=True)
     if not isinstance(wanted, list) or "assistant" not in wanted:
@@ -32,7 +40,6 @@ def main() -> None:
         write_json(METRICS, {"trained": False})
         print("assistant: not trained (kd.teachers does not list it)")
         return
-    pseudo = from_section(PseudoConfig, section("pseudo"), source("pseudo"))
     classes, train, val, selection = training_data(CACHE, PSEUDO, TEACHER, data.train_on, pseudo)
     with live_log(LIVE) as log:
         metrics = train_model(
@@ -45,4 +52,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

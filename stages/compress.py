@@ -7,29 +7,37 @@ import dataclasses
 import shutil
 from pathlib import Path
 
-from stages.params import CACHE, COMPRESS, PSEUDO, STUDENT, TEACHER, TEACHER_OUTPUTS, section, source, write_json
+from stages.params import CACHE, COMPRESS, PSEUDO, STUDENT, TEACHER, TEACHER_OUTPUTS, run, section, source, write_json
 from stages.training import live_log, split_section
 from tinycls.checkpoint import load_checkpoint, save_checkpoint
 from tinycls.compress_student import CompressConfig, compress_student
 from tinycls.config import from_section
 from tinycls.distill import KDConfig
+from tinycls.errors import InputError
 from tinycls.macs import count_macs
 from tinycls.pseudo import DataConfig, PseudoConfig, training_data
-from tinycls.run import train_model
+from tinycls.run import ModelConfig, train_model
+from tinycls.train import TrainConfig
 
 LIVE = Path("live/compress")
 METRICS = Path("metrics/compress.json")
 
 
-def main() -> None:
+def settings() -> tuple[CompressConfig, ModelConfig, TrainConfig, DataConfig, PseudoConfig, KDConfig]:
+    """The params this stage reads, checked (stage `check` calls it before any stage runs)."""
     p = from_section(CompressConfig, section("compress"), source("compress"))
     m, cfg, other = split_section("student", section("student"), ("train_on", "allow_unmatched_init"))
     data = from_section(DataConfig, other, source("student"))
     pseudo = from_section(PseudoConfig, section("pseudo"), source("pseudo"))
     try:
         kd = p.fine_tune_kd(from_section(KDConfig, section("kd"), source("kd")))
-    except ValueError as e:
-        raise ValueError(f"{source('compress')}.{e}") from None
+    except InputError as e:
+        raise InputError(f"{source('compress')}.{e}") from None
+    return p, m, cfg, data, pseudo, kd
+
+
+def main() -> None:
+    p, m, cfg, data, pseudo, kd = settings()
     out = COMPRESS / "model.pt"
     shutil.rmtree(COMPRESS, ignore_errors=True)
     if not p.on:
@@ -62,4 +70,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -3,10 +3,14 @@ section, writing metrics and plot files."""
 
 import csv
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tinycls.errors import InputError, MissingInput
 
 PARAMS = Path("params.yaml")
 # The files stages hand to each other (the edges of dvc.yaml); each stage keeps its own
@@ -24,6 +28,17 @@ ASSISTANT = Path("artifacts/assistant")  # model.pt when kd.teachers lists the a
 TEACHER_OUTPUTS = {"teacher": TEACHER, "assistant": ASSISTANT / "model.pt", "student": STUDENT}
 
 
+def run(main: Callable[[], None]) -> None:
+    """Run a stage's main. Bad params, data or files (InputError) end it with the message alone
+    on stderr and exit status 2, so `dvc repro` shows what to fix, not a traceback; any other
+    exception is a bug and keeps its traceback."""
+    try:
+        main()
+    except InputError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
 def section(name: str) -> dict[str, Any]:
     """The `name` section of params.yaml.
 
@@ -32,10 +47,10 @@ def section(name: str) -> dict[str, Any]:
         ValueError: the section is missing.
     """
     if not PARAMS.is_file():
-        raise FileNotFoundError(f"{PARAMS.resolve()}: not found; run stages from the repository root.")
+        raise MissingInput(f"{PARAMS.resolve()}: not found; run stages from the repository root.")
     params = yaml.safe_load(PARAMS.read_text()) or {}
     if name not in params:
-        raise ValueError(f"params.yaml: no [{name}] section; see README, 'Parameters'.")
+        raise InputError(f"params.yaml: no [{name}] section; see README, 'Parameters'.")
     return params[name]
 
 
@@ -47,7 +62,7 @@ def value(name: str, key: str) -> object:
     """
     sec = section(name)
     if not isinstance(sec, dict) or key not in sec:
-        raise ValueError(f"params.yaml: no [{name}].{key}; see README, 'Parameters'.")
+        raise InputError(f"params.yaml: no [{name}].{key}; see README, 'Parameters'.")
     return sec[key]
 
 

@@ -3,7 +3,7 @@
 from dataclasses import asdict
 from pathlib import Path
 
-from stages.params import CACHE, HELD_OUT, section, source, write_csv, write_json
+from stages.params import CACHE, HELD_OUT, run, section, source, write_csv, write_json
 from tinycls.config import from_section
 from tinycls.prepare import PrepareConfig, prepare_dataset
 
@@ -11,8 +11,13 @@ METRICS = Path("metrics/prepare.json")
 CLASS_COUNTS = Path("plots/prepare/class_counts.csv")  # train/val images per class, for `dvc plots`
 
 
+def settings() -> PrepareConfig:
+    """The params this stage reads, checked (stage `check` calls it before any stage runs)."""
+    return from_section(PrepareConfig, section("prepare"), source("prepare"))
+
+
 def main() -> None:
-    p = from_section(PrepareConfig, section("prepare"), source("prepare"))
+    p = settings()
     kwargs = {k: v for k, v in asdict(p).items() if k != "dataset"}
     metrics = prepare_dataset(Path("data") / p.dataset, CACHE, HELD_OUT, **kwargs)
     counts = metrics.pop("class_counts")
@@ -22,4 +27,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -4,9 +4,10 @@ order, or scikit-learn's digits (offline), for the student stage to start from."
 import shutil
 from pathlib import Path
 
-from stages.params import PRETRAIN, section, source, value, write_json
+from stages.params import PRETRAIN, run, section, source, value, write_json
 from stages.training import live_log
 from tinycls.config import from_section
+from tinycls.errors import InputError
 from tinycls.pretrain import DATA_KEYS, PHASES, PretrainConfig, load_phase
 from tinycls.run import ModelConfig, train_model
 from tinycls.train import TrainConfig
@@ -15,16 +16,23 @@ LIVE = Path("live/pretrain")
 METRICS = Path("metrics/pretrain.json")
 
 
-def main() -> None:
+def settings() -> tuple[PretrainConfig, TrainConfig, str]:
+    """The params this stage reads, checked (stage `check` calls it before any stage runs)."""
     sec = section("pretrain")
+    if not isinstance(sec, dict):
+        raise InputError(f"{source('pretrain')}: missing or not a mapping; see params.yaml in the repository.")
     p = from_section(PretrainConfig, {k: v for k, v in sec.items() if k in DATA_KEYS}, source("pretrain"))
     cfg = from_section(TrainConfig, {k: v for k, v in sec.items() if k not in DATA_KEYS}, source("pretrain"))
-    arch = value("student", "arch")
+    return p, cfg, str(value("student", "arch"))
+
+
+def main() -> None:
+    p, cfg, arch = settings()
     shutil.rmtree(PRETRAIN, ignore_errors=True)
     PRETRAIN.mkdir(parents=True)
     # Every dataset is loaded (and checked) before any training time is spent.
     phases = [load_phase(name, Path(p.cifar_root), p.download, p.max_per_class, cfg.seed) for name in PHASES[p.source]]
-    m = ModelConfig(arch=str(arch), pretrained=False, input_size=p.input_size)
+    m = ModelConfig(arch=arch, pretrained=False, input_size=p.input_size)
     reports, init = [], None
     for i, data in enumerate(phases):
         checkpoint = PRETRAIN / f"{data.name}.pt"
@@ -48,4 +56,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

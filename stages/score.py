@@ -5,7 +5,7 @@ student before compression is scored beside it (`student_*`). The only reader of
 
 from pathlib import Path
 
-from stages.params import CACHE, COMPRESS, HELD_OUT, PSEUDO, STUDENT, section, source, write_csv, write_json
+from stages.params import CACHE, COMPRESS, HELD_OUT, PSEUDO, STUDENT, run, section, source, write_csv, write_json
 from tinycls.config import from_section
 from tinycls.evaluate import ScoreConfig, score_final
 
@@ -14,8 +14,13 @@ CONFUSION = Path("plots/score/confusion.csv")
 SUBMISSION = Path("artifacts/score/submission.csv")
 
 
+def settings() -> ScoreConfig:
+    """The params this stage reads, checked (stage `check` calls it before any stage runs)."""
+    return from_section(ScoreConfig, section("score"), source("score"))
+
+
 def main() -> None:
-    p = from_section(ScoreConfig, section("score"), source("score"))
+    p = settings()
     s = score_final(COMPRESS / "model.pt", STUDENT, CACHE, HELD_OUT, PSEUDO, p)
     write_json(METRICS, s.metrics)
     write_csv(CONFUSION, ["actual", "predicted"], s.confusion)
@@ -25,4 +30,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

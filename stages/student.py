@@ -4,30 +4,38 @@ distilling from the teacher, the assistant, or both (params.yaml [kd])."""
 
 from pathlib import Path
 
-from stages.params import CACHE, PRETRAIN, PSEUDO, STUDENT, TEACHER, TEACHER_OUTPUTS, section, source, write_json
+from stages.params import CACHE, PRETRAIN, PSEUDO, STUDENT, TEACHER, TEACHER_OUTPUTS, run, section, source, write_json
 from stages.training import live_log, split_section
 from tinycls.config import from_section
 from tinycls.distill import KDConfig
+from tinycls.errors import InputError
 from tinycls.pseudo import DataConfig, PseudoConfig, training_data
-from tinycls.run import train_model
+from tinycls.run import ModelConfig, train_model
+from tinycls.train import TrainConfig
 
 LIVE = Path("live/student")
 METRICS = Path("metrics/student.json")
 
 
-def main() -> None:
+def settings() -> tuple[ModelConfig, TrainConfig, DataConfig, PseudoConfig, KDConfig]:
+    """The params this stage reads, checked (stage `check` calls it before any stage runs)."""
     m, cfg, other = split_section("student", section("student"), ("train_on", "allow_unmatched_init"))
     data = from_section(DataConfig, other, source("student"))
     pseudo = from_section(PseudoConfig, section("pseudo"), source("pseudo"))
     kd = from_section(KDConfig, section("kd"), source("kd"))
     if "student" in kd.teachers:
-        raise ValueError(
+        raise InputError(
             f"{source('kd')}.teachers: {kd.teachers}: the student cannot teach itself; list it in "
             "compress.kd_teachers to distil the compressed student from the uncompressed one."
         )
+    return m, cfg, data, pseudo, kd
+
+
+def main() -> None:
+    m, cfg, data, pseudo, kd = settings()
     init = PRETRAIN / "model.pt"
     if m.pretrained and init.is_file():
-        raise ValueError(
+        raise InputError(
             f"{source('student')}.pretrained: true, and {init} exists: its weights would overwrite the "
             "ImageNet ones. Set student.pretrained: false, or pretrain.source: none."
         )
@@ -42,4 +50,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -4,14 +4,25 @@ package by default, an EfficientNetV2 for the full recipe) with random-box CutMi
 from pathlib import Path
 from typing import Any
 
-from stages.params import CACHE, TEACHER, section, source, write_json
+from stages.params import CACHE, TEACHER, run, section, source, write_json
 from stages.training import live_log, split_section
 from tinycls.data import cap_per_class
+from tinycls.errors import InputError
 from tinycls.prepare import load_classes, load_split
-from tinycls.run import train_model
+from tinycls.run import ModelConfig, train_model
+from tinycls.train import TrainConfig
 
 LIVE = Path("live/teacher")
 METRICS = Path("metrics/teacher.json")
+
+
+def settings(params: dict[str, Any]) -> tuple[ModelConfig, TrainConfig, int]:
+    """A [teacher] section, checked: model, loop, max_per_class (stage `check` calls it too)."""
+    m, cfg, other = split_section("teacher", params, ("max_per_class",))
+    cap = other.get("max_per_class", 0)
+    if isinstance(cap, bool) or not isinstance(cap, int) or cap < 0:
+        raise InputError(f"{source('teacher')}.max_per_class: {cap!r} must be an integer >= 0 (0 = every image).")
+    return m, cfg, cap
 
 
 def train_teacher(params: dict[str, Any], checkpoint: Path, live: Path, metrics: Path | None) -> dict[str, Any]:
@@ -21,10 +32,7 @@ def train_teacher(params: dict[str, Any], checkpoint: Path, live: Path, metrics:
     Raises:
         ValueError: a bad key or value in `params`, before any training.
     """
-    m, cfg, other = split_section("teacher", params, ("max_per_class",))
-    cap = other.get("max_per_class", 0)
-    if isinstance(cap, bool) or not isinstance(cap, int) or cap < 0:
-        raise ValueError(f"{source('teacher')}.max_per_class: {cap!r} must be an integer >= 0 (0 = every image).")
+    m, cfg, cap = settings(params)
     (x, y), val = load_split(CACHE, "train"), load_split(CACHE, "val")
     keep = cap_per_class(y, cap, cfg.seed)
     with live_log(live) as log:
@@ -43,4 +51,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -10,10 +10,13 @@ from dvclive import Live
 
 from stages.params import source
 from tinycls.config import from_section
+from tinycls.errors import InputError
 from tinycls.run import ModelConfig
 from tinycls.train import TrainConfig
+from tinycls.weights import PACKAGE_PREFIX
 
 MODEL_KEYS = ("arch", "pretrained", "weights", "input_size")
+WEIGHTS = Path("weights")  # local ImageNet weights files: a dvc.yaml dependency of teacher, assistant, student
 
 
 def split_section(
@@ -22,6 +25,17 @@ def split_section(
     """(model keys, loop keys, the `other_keys`) of a params section, each validated."""
     pick = lambda keys: {k: v for k, v in section.items() if k in keys}  # noqa: E731
     model = from_section(ModelConfig, pick(MODEL_KEYS), source(name))
+    w = Path(model.weights)
+    if (
+        model.weights
+        and not model.weights.startswith(PACKAGE_PREFIX)
+        and (w.parts[:1] != (WEIGHTS.name,) or ".." in w.parts)
+    ):
+        raise InputError(
+            f"{source(name)}.weights: {model.weights!r}: a local weights file must sit in {WEIGHTS}/ (e.g. "
+            f"{WEIGHTS}/model.safetensors), the folder the stages that load weights depend on, so that "
+            f"replacing it reruns them. Copy it there and set weights: {WEIGHTS}/{w.name}."
+        )
     rest = {k: v for k, v in section.items() if k not in MODEL_KEYS + other_keys}
     return model, from_section(TrainConfig, rest, source(name)), pick(other_keys)
 

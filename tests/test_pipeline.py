@@ -79,7 +79,12 @@ def _imports(path: Path) -> set[str]:
             names = (
                 [a.name for a in node.names]
                 if isinstance(node, ast.Import)
-                else ([node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+                # `from stages import teacher` imports the module stages.teacher
+                else (
+                    [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                    if isinstance(node, ast.ImportFrom) and node.module
+                    else []
+                )
             )
             for name in names:
                 top = name.split(".")[0]
@@ -104,6 +109,9 @@ def test_stage_script_exists_and_declares_its_imports_and_params(stage):
     assert not imports - code, f"dvc.yaml stage {stage} imports {sorted(imports - code)} but does not list them in deps"
     assert not code - imports, f"dvc.yaml stage {stage} lists {sorted(code - imports)} in deps but does not import them"
     text = (ROOT / script).read_text()
+    if stage == "check":  # reads every section: depends on the whole file
+        assert spec["params"] == [{"params.yaml": None}]
+        return
     read = set(re.findall(r'section\("(\w+)"\)', text))
     read |= {".".join(k) for k in re.findall(r'value\("(\w+)", "(\w+)"\)', text)}
     assert read == set(spec["params"])
@@ -113,7 +121,7 @@ def test_compression_code_reruns_only_compress_and_what_reads_its_model():
     # checkpoints rebuild pruned models through tinycls.structure, not tinycls.compress, so a
     # change to compression code reruns compress (and score, which reads artifacts/compress)
     lists = {name for name, spec in DVC["stages"].items() if "src/tinycls/compress.py" in spec["deps"]}
-    assert lists == {"compress"}
+    assert lists == {"check", "compress"}  # check reruns on any code change; its output never changes
     readers = {name for name, spec in DVC["stages"].items() if "artifacts/compress/model.pt" in spec["deps"]}
     assert readers == {"score"}
 
@@ -125,10 +133,23 @@ def test_outputs_are_outside_data_and_metrics_uncached():
             assert not path.startswith("data/")
             if path.startswith(("metrics/", "plots/", "live/")):
                 assert out[path]["cache"] is False
-    assert set(DVC["metrics"]) == {f"metrics/{s}.json" for s in DVC["stages"]}
+    assert set(DVC["metrics"]) == {f"metrics/{s}.json" for s in DVC["stages"] if s != "check"}
 
 
-def _sh(cwd: Path, *cmd: str) -> str:
+def test_every_stage_declares_what_it_reads_beyond_code():
+    """The params check runs first (every stage depends on its output); stages that decode, train
+    or score depend on the pinned library versions, and those that load ImageNet weights on
+    weights/ (a local weights file must sit there)."""
+    for name, spec in DVC["stages"].items():
+        if name == "check":
+            assert not any(d.startswith("artifacts/") for d in spec["deps"])  # nothing runs before it
+            continue
+        assert "artifacts/check/checked.txt" in spec["deps"] and "requirements.lock" in spec["deps"], name
+        assert ("weights" in spec["deps"]) == (name in ("teacher", "assistant", "student")), name
+    assert (ROOT / "weights" / "README.md").is_file()
+
+
+def _sh(cwd: Path, *cmd: str, fails: bool = False) -> str:
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
@@ -136,7 +157,7 @@ def _sh(cwd: Path, *cmd: str) -> str:
         "DVC_NO_ANALYTICS": "1",
     }
     r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stdout}\n{r.stderr}"
+    assert (r.returncode != 0) == fails, f"{' '.join(cmd)}: exit {r.returncode}:\n{r.stdout}\n{r.stderr}"
     return r.stdout + r.stderr
 
 
@@ -154,7 +175,9 @@ def _tiny_repo(tmp_path: Path, train_on: str = "train_val", threshold: float = 0
     repo = tmp_path / "repo"
     for name in ("src", "stages"):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    shutil.copy(ROOT / "dvc.yaml", repo)
+    shutil.copytree(ROOT / "weights", repo / "weights")
+    for name in ("dvc.yaml", "requirements.lock"):
+        shutil.copy(ROOT / name, repo)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["prepare"].update(dataset="tiny", image_size=16, max_per_class=0, workers=1)
     params["student"].update(epochs=1, batch_size=8, input_size=16, train_on=train_on)
@@ -184,6 +207,14 @@ def test_dvc_repro_unlabelled_test_with_val_folder(tmp_path):
     repo = _tiny_repo(tmp_path, val=True, labelled_test=False)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["pretrain"]["source"] = "none"  # the stage still leaves every declared output
+    # Every param is checked before any stage works: the check stage stops dvc repro, naming
+    # each problem, with no traceback, and nothing else runs.
+    bad = {**params, "student": {**params["student"], "batch_size": 0}, "studnet": {"epochs": 3}}
+    (repo / "params.yaml").write_text(yaml.safe_dump(bad, sort_keys=False))
+    out = _sh(repo, "dvc", "repro", fails=True)
+    assert re.findall(r"Running stage '(\w+)'", out) == ["check"] and "Traceback" not in out, out
+    assert "[student].batch_size: 0 must be >= 1" in out and "unknown section [studnet]" in out
+    assert not (repo / "artifacts").exists()
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _sh(repo, "dvc", "repro")
     assert "Data and pipelines are up to date" in _sh(repo, "dvc", "status")
@@ -212,7 +243,7 @@ def test_dvc_repro_end_to_end(tmp_path):
 
     # Done-when of the kd issue: switching the distillation reruns only what follows the teacher.
     out = _sh(repo, "dvc", "exp", "run", "-S", "kd.mode=true_label")
-    assert re.findall(r"Running stage '(\w+)'", out) == ["student", "compress", "score"]
+    assert re.findall(r"Running stage '(\w+)'", out) == ["check", "student", "compress", "score"]
     diff = json.loads(_sh(repo, "dvc", "metrics", "diff", "--json"))
     assert diff["metrics/student.json"]["kd_alpha"] == {"old": None, "new": 0.3}  # numbers only in the diff
     student = json.loads((repo / "metrics" / "student.json").read_text())
@@ -220,15 +251,16 @@ def test_dvc_repro_end_to_end(tmp_path):
     assert student["init_transferred"] > 0 and student["teacher_outputs"] == "cached_unaugmented"
     # an ensemble of teacher and assistant from params alone: the assistant is trained for it
     out = _sh(repo, "dvc", "exp", "run", "-S", "kd.mode=vanilla", "-S", "kd.teachers=[teacher,assistant]")
-    assert re.findall(r"Running stage '(\w+)'", out) == ["assistant", "student", "compress", "score"]
+    assert re.findall(r"Running stage '(\w+)'", out) == ["check", "assistant", "student", "compress", "score"]
     assert json.loads((repo / "metrics" / "assistant.json").read_text())["trained"] is True
     assert json.loads((repo / "metrics" / "student.json").read_text())["kd_teachers"] == "teacher+assistant"
     # Point 4 of the teacher issue: each knob reruns exactly its stage and what follows it
     # (experiments build on the workspace: the assistant stays in kd.teachers).
     out = _sh(repo, "dvc", "exp", "run", "-S", "pseudo.threshold=0.95")
-    assert re.findall(r"Running stage '(\w+)'", out) == ["pseudo", "assistant", "student", "compress", "score"]
+    assert re.findall(r"Running stage '(\w+)'", out) == ["check", "pseudo", "assistant", "student", "compress", "score"]
     out = _sh(repo, "dvc", "exp", "run", "-S", "teacher.cutmix_prob=0.0")
     assert re.findall(r"Running stage '(\w+)'", out) == [
+        "check",
         "teacher",
         "pseudo",
         "assistant",
@@ -238,7 +270,7 @@ def test_dvc_repro_end_to_end(tmp_path):
     ]
     # Done-when of the compression issue: another layer pruning reruns only compress and score.
     out = _sh(repo, "dvc", "exp", "run", "-S", "compress.keep_blocks=[1,3,1]")
-    assert re.findall(r"Running stage '(\w+)'", out) == ["compress", "score"]
+    assert re.findall(r"Running stage '(\w+)'", out) == ["check", "compress", "score"]
     compress = json.loads((repo / "metrics" / "compress.json").read_text())
     assert compress["keep_blocks"] == [[0], [0, 1, 2], [0]] and compress["macs"] < compress["macs_before"]
     score = json.loads((repo / "metrics" / "score.json").read_text())

@@ -94,8 +94,8 @@ def test_threshold_outside_0_1(workdir, threshold):
 def test_teacher_without_weights_fails_before_training(workdir):
     from stages import teacher
 
-    _set(Path("params.yaml"), "teacher", arch="timm:mobilenetv3_small_050", pretrained=True, weights="nope.pth")
-    with pytest.raises(FileNotFoundError, match="nope.pth: no such weights file"):
+    _set(Path("params.yaml"), "teacher", arch="timm:mobilenetv3_small_050", pretrained=True, weights="weights/nope.pth")
+    with pytest.raises(FileNotFoundError, match="weights/nope.pth: no such weights file"):
         teacher.main()
     assert not Path("artifacts/teacher").exists() and not Path("live/teacher").exists()
 

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tinycls.errors import InputError, MissingInput
 from tinycls.models import build_model
 from tinycls.transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -133,19 +134,19 @@ def load_checkpoint(
         ValueError: the file is corrupt, not a tinycls checkpoint, or of other classes.
     """
     if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint; train one with `dvc repro` first.")
+        raise MissingInput(f"{path}: no such checkpoint; train one with `dvc repro` first.")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(
+        raise InputError(
             f"{path}: not a readable checkpoint ({type(e).__name__}: {e}); re-create it with `dvc repro`."
         ) from e
     missing = [k for k in REQUIRED_META if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
-        raise ValueError(f"{path}: not a tinycls checkpoint (missing {missing}).")
+        raise InputError(f"{path}: not a tinycls checkpoint (missing {missing}).")
     check_meta(Path(path), ckpt)
     if classes is not None and list(ckpt["classes"]) != list(classes):
-        raise ValueError(
+        raise InputError(
             f"{path}: {role + ' ' if role else ''}classes {ckpt['classes']} differ from the data's {list(classes)}; "
             "retrain it on this dataset (`dvc repro`)."
         )

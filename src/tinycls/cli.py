@@ -1,11 +1,27 @@
 """`tinycls`: the library's tools beside the pipeline (MACs, predictions, the score, data)."""
 
 import csv
+import sys
 from pathlib import Path
 
 import typer
 
-app = typer.Typer(
+from tinycls.errors import InputError
+
+
+class _Typer(typer.Typer):
+    """Typer whose entry point prints an InputError (bad data, params or files) as a message,
+    exit status 2 like typer's own usage errors; other exceptions keep their traceback (bugs)."""
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return super().__call__(*args, **kwargs)
+        except InputError as e:
+            typer.echo(f"Error: {e}", err=True)
+            sys.exit(2)
+
+
+app = _Typer(
     help="Make image classifiers tiny. The pipeline runs with `dvc repro`; these "
     "commands measure, predict and score on their own.",
     no_args_is_help=True,
@@ -57,7 +73,7 @@ def macs(
     if keep or split_groups != 1 or channel_ratio or target_macs:
         try:
             model, _ = compress(model, size, keep, block_selection, split_groups, channel_ratio, target_macs, name=arch)
-        except ValueError as e:
+        except InputError as e:
             raise typer.BadParameter(str(e)) from None
     n_macs, n_params = count_macs(model, size)
     typer.echo(f"params {n_params}")
@@ -81,7 +97,7 @@ def search(
     arch_list = [a.strip() for a in archs.split(",")] if archs else list(CANDIDATES)
     try:
         rows = run(arch_list, size_list, classes, budget)
-    except ValueError as e:
+    except InputError as e:
         raise typer.BadParameter(str(e)) from None
     shown = [r for r in rows if r.within_budget]
     if out:
@@ -125,7 +141,7 @@ def queue(
         rows = list(csv.DictReader(f))
     try:
         cmds = queue_commands(rows, epochs, prefix, set_ or [])
-    except ValueError as e:
+    except InputError as e:
         raise typer.BadParameter(f"{candidates}: {e}") from None
     for cmd in cmds:
         typer.echo(shlex.join(cmd))

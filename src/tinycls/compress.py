@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tinycls.errors import InputError
 from tinycls.macs import count_macs
 from tinycls.models import classifier_layer
 from tinycls.structure import Structure, choose_blocks, keep_blocks, layer_shapes, reshape_layers
@@ -51,7 +52,7 @@ def split_groups(model: nn.Module, factor: int, name: str = "model") -> list[str
         ValueError: factor < 2, or no grouped conv of the model can be split by it.
     """
     if isinstance(factor, bool) or not isinstance(factor, int) or factor < 2:
-        raise ValueError(f"split_groups: {factor!r} must be an integer >= 2 (1 = off).")
+        raise InputError(f"split_groups: {factor!r} must be an integer >= 2 (1 = off).")
     names = splittable_convs(model, factor)
     if not names:
         grouped = [
@@ -59,7 +60,7 @@ def split_groups(model: nn.Module, factor: int, name: str = "model") -> list[str
             for n, m in model.named_modules()
             if isinstance(m, nn.Conv2d) and 1 < m.groups < m.in_channels
         ]
-        raise ValueError(
+        raise InputError(
             f"split_groups {factor}: {name} has no grouped conv whose groups' channels divide by {factor} "
             f"(grouped convs: {grouped[:4] or 'none'}); set compress.split_groups: 1."
         )
@@ -89,9 +90,9 @@ def prune_channels(
     import torch_pruning as tp
 
     if isinstance(ratio, bool) or not 0.0 < ratio < 1.0:
-        raise ValueError(f"channel_ratio: {ratio!r} must be in (0, 1): the share of channels removed.")
+        raise InputError(f"channel_ratio: {ratio!r} must be in (0, 1): the share of channels removed.")
     if importance not in IMPORTANCES:
-        raise ValueError(f"importance: {importance!r} is not one of {', '.join(IMPORTANCES)}.")
+        raise InputError(f"importance: {importance!r} is not one of {', '.join(IMPORTANCES)}.")
     shuffles = [n for n, m in model.named_modules() if "Shuffle" in type(m).__name__ and not any(m.children())]
     advice = (
         "Torch-Pruning follows channels through adds, concats and depthwise convs, not through this. Use "
@@ -99,7 +100,7 @@ def prune_channels(
         "(e.g. pytorchcv:fdmobilenet_wd4, pytorchcv:mobilenetv3_small_w7d20, pytorchcv:mnasnet_small)."
     )
     if shuffles:
-        raise ValueError(
+        raise InputError(
             f"channel pruning of {name}: it shuffles channels ({shuffles[0]}, {len(shuffles)} in all). {advice}"
         )
     pruned = copy.deepcopy(model).eval()
@@ -116,7 +117,7 @@ def prune_channels(
         with torch.no_grad():
             pruned(example)
     except (RuntimeError, ValueError, IndexError, TypeError, ZeroDivisionError) as e:
-        raise ValueError(f"channel pruning of {name} failed ({type(e).__name__}: {str(e)[:160]}). {advice}") from e
+        raise InputError(f"channel pruning of {name} failed ({type(e).__name__}: {str(e)[:160]}). {advice}") from e
     return pruned.train(model.training)
 
 
@@ -130,14 +131,14 @@ def prune_to_macs(
         ValueError: target < 1, or even MAX_CHANNEL_RATIO of the channels gone leaves more MACs.
     """
     if isinstance(target, bool) or not isinstance(target, int) or target < 1:
-        raise ValueError(f"target_macs: {target!r} must be a positive integer (0 = off).")
+        raise InputError(f"target_macs: {target!r} must be a positive integer (0 = off).")
     if count_macs(model, input_size)[0] <= target:
         return model, 0.0
     lo, hi = 0.0, MAX_CHANNEL_RATIO
     best = prune_channels(model, hi, input_size, importance, name)
     floor = count_macs(best, input_size)[0]
     if floor > target:
-        raise ValueError(
+        raise InputError(
             f"target_macs {target:,}: below what channel pruning reaches on {name} ({floor:,} MACs with "
             f"{MAX_CHANNEL_RATIO:.0%} of the channels gone, at {input_size} px). Lower student.input_size, keep fewer "
             "blocks (compress.keep_blocks), or raise target_macs."
@@ -215,7 +216,7 @@ def compress(
     rebuilt = reshape_layers(reference, s.layers).state_dict()
     odd = [k for k, v in out.state_dict().items() if k not in rebuilt or rebuilt[k].shape != v.shape]
     if odd:
-        raise ValueError(
+        raise InputError(
             f"{name}: compression changed {odd[:3]}, which a checkpoint cannot record (it records Conv2d, "
             "BatchNorm2d and Linear shapes); turn channel pruning off for this model."
         )

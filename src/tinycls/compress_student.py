@@ -14,6 +14,7 @@ from tinycls.compress import IMPORTANCES, compress, recalibrate_bn
 from tinycls.config import one_of
 from tinycls.device import resolve_device
 from tinycls.distill import KDConfig
+from tinycls.errors import InputError
 from tinycls.macs import count_macs
 from tinycls.predict import predict_checkpoint
 from tinycls.score import macro_f1
@@ -37,26 +38,26 @@ class CompressConfig:
     def __post_init__(self) -> None:
         k = self.keep_blocks
         if not isinstance(k, list) or any(isinstance(v, bool) or not isinstance(v, int) for v in k):
-            raise ValueError(
+            raise InputError(
                 f"keep_blocks: {k!r} must be a list of block counts, one per stage (e.g. [2, 5, 2] for "
                 "ShuffleNetV1's [4, 8, 4]), or [] to keep every block."
             )
         one_of("block_selection", self.block_selection, BLOCK_SELECTIONS)
         if self.split_groups < 1:
-            raise ValueError(f"split_groups: {self.split_groups} must be >= 1 (1 = off, 2 = 3 -> 6 groups).")
+            raise InputError(f"split_groups: {self.split_groups} must be >= 1 (1 = off, 2 = 3 -> 6 groups).")
         if not 0.0 <= self.channel_ratio < 1.0:
-            raise ValueError(f"channel_ratio: {self.channel_ratio} must be in [0, 1): the share of channels removed.")
+            raise InputError(f"channel_ratio: {self.channel_ratio} must be in [0, 1): the share of channels removed.")
         if self.target_macs < 0:
-            raise ValueError(f"target_macs: {self.target_macs} must be >= 0 (0 = off).")
+            raise InputError(f"target_macs: {self.target_macs} must be >= 0 (0 = off).")
         one_of("importance", self.importance, IMPORTANCES)
         if self.bn_images < 0:
-            raise ValueError(f"bn_images: {self.bn_images} must be >= 0 (0 = keep the student's statistics).")
+            raise InputError(f"bn_images: {self.bn_images} must be >= 0 (0 = keep the student's statistics).")
         if self.epochs < 0:
-            raise ValueError(f"epochs: {self.epochs} must be >= 0 (0 = no fine-tuning).")
+            raise InputError(f"epochs: {self.epochs} must be >= 0 (0 = no fine-tuning).")
         if self.lr <= 0:
-            raise ValueError(f"lr: {self.lr} must be > 0.")
+            raise InputError(f"lr: {self.lr} must be > 0.")
         if not isinstance(self.kd_teachers, list):
-            raise ValueError(f"kd_teachers: {self.kd_teachers!r} must be a list, e.g. [student] or [] (= kd.teachers).")
+            raise InputError(f"kd_teachers: {self.kd_teachers!r} must be a list, e.g. [student] or [] (= kd.teachers).")
 
     @property
     def on(self) -> bool:
@@ -74,17 +75,17 @@ class CompressConfig:
         if not names:
             return kd
         if kd.mode == "none":
-            raise ValueError(
+            raise InputError(
                 f"kd_teachers: {names} teach nothing with kd.mode none; set kd.mode true_label or vanilla."
             )
         if "assistant" in names and "assistant" not in kd.teachers:
-            raise ValueError(
+            raise InputError(
                 f"kd_teachers: {names}: the assistant is trained only when kd.teachers lists it; add it there."
             )
         try:
             return kd.taught_by(names)
-        except ValueError as e:
-            raise ValueError(f"kd_teachers: {e}") from None
+        except InputError as e:
+            raise InputError(f"kd_teachers: {e}") from None
 
 
 @dataclass
@@ -111,7 +112,7 @@ def compress_student(
             before any fine-tuning.
     """
     if meta["arch_kwargs"]:
-        raise ValueError(f"{name}: already compressed ({meta['arch_kwargs']}); retrain it with `dvc repro student`.")
+        raise InputError(f"{name}: already compressed ({meta['arch_kwargs']}); retrain it with `dvc repro student`.")
     size = meta["input_size"]
     macs, n_params = count_macs(student, size)
     small, structure = compress(

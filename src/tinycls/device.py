@@ -2,6 +2,8 @@
 
 import torch
 
+from tinycls.errors import InputError
+
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -12,5 +14,5 @@ def resolve_device(name: str) -> torch.device:
         ValueError: 'cuda' asked for on a machine without CUDA.
     """
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: 'cuda' asked for but CUDA is not available; use 'auto' or 'cpu'.")
+        raise InputError("device: 'cuda' asked for but CUDA is not available; use 'auto' or 'cpu'.")
     return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")

@@ -18,6 +18,7 @@ from torch import nn
 
 from tinycls.checkpoint import load_checkpoint
 from tinycls.config import one_of
+from tinycls.errors import InputError
 from tinycls.predict import predict_logits
 
 KD_MODES = ("none", "vanilla", "true_label")
@@ -49,23 +50,23 @@ class KDConfig:
     def __post_init__(self) -> None:
         one_of("mode", self.mode, KD_MODES)
         if self.temperature <= 0:
-            raise ValueError(f"temperature: {self.temperature} must be > 0.")
+            raise InputError(f"temperature: {self.temperature} must be > 0.")
         if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha: {self.alpha} must be in [0, 1].")
+            raise InputError(f"alpha: {self.alpha} must be in [0, 1].")
         one_of("teacher_outputs", self.teacher_outputs, OUTPUT_MODES)
         if not isinstance(self.teachers, list) or not self.teachers:
-            raise ValueError(f"teachers: {self.teachers!r} must be a non-empty list, e.g. [teacher].")
+            raise InputError(f"teachers: {self.teachers!r} must be a non-empty list, e.g. [teacher].")
         for name in self.teachers:
             if name not in TEACHER_ROLES:
-                raise ValueError(f"teachers: {name!r} is not one of {', '.join(TEACHER_ROLES)}.")
+                raise InputError(f"teachers: {name!r} is not one of {', '.join(TEACHER_ROLES)}.")
         if len(set(self.teachers)) != len(self.teachers):
-            raise ValueError(f"teachers: {self.teachers} lists a teacher twice; use weights instead.")
+            raise InputError(f"teachers: {self.teachers} lists a teacher twice; use weights instead.")
         if not isinstance(self.weights, list) or (self.weights and len(self.weights) != len(self.teachers)):
-            raise ValueError(
+            raise InputError(
                 f"weights: {self.weights!r} must be empty (equal) or give one weight per teacher {self.teachers}."
             )
         if any(not isinstance(w, (int, float)) or isinstance(w, bool) or w <= 0 for w in self.weights):
-            raise ValueError(f"weights: {self.weights} must all be numbers > 0.")
+            raise InputError(f"weights: {self.weights} must all be numbers > 0.")
 
     @property
     def on(self) -> bool:
@@ -240,7 +241,7 @@ def create_distiller(
     if kd is None or not kd.on:
         return None
     if missing := [n for n in kd.teachers if n not in checkpoints]:
-        raise ValueError(f"teachers: {missing} have no checkpoint here (known: {', '.join(checkpoints)}).")
+        raise InputError(f"teachers: {missing} have no checkpoint here (known: {', '.join(checkpoints)}).")
     weights = kd.weights or [1.0] * len(kd.teachers)
     paths = [checkpoints[n] for n in kd.teachers]
     teachers = load_teachers(paths, classes, weights, kd.temperature, student_mean, student_std, device)
@@ -281,7 +282,7 @@ def teaching(
     # at 224 px, not the student's 80 px upsampled.
     view = max(size, distiller.teachers.input_size)
     if distiller.kd.teacher_outputs == "cached" and cutmix:
-        raise ValueError(
+        raise InputError(
             "teacher_outputs 'cached' with cutmix_prob > 0: a CutMix batch mixes two images, which "
             "no cached output describes; set cutmix_prob: 0.0 or teacher_outputs: per_batch."
         )

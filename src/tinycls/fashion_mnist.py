@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from tinycls.errors import InputError, MissingInput
+
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 # Label order of the IDX files (Zalando's README); '/' cannot appear in a folder name.
 CLASSES = [
@@ -43,7 +45,7 @@ def read_idx(path: Path) -> np.ndarray:
         data = f.read()
     zero, dtype, ndim = struct.unpack(">HBB", data[:4])
     if zero != 0 or dtype != 0x08:
-        raise ValueError(
+        raise InputError(
             f"{path}: not a uint8 IDX file (magic {data[:4].hex()}); expected the original Fashion-MNIST files."
         )
     shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
@@ -68,7 +70,7 @@ def locate_idx_dir(src: Path | None, download_root: Path) -> Path:
         if all(_find(c, img) and _find(c, lab) for img, lab, _ in SPLITS.values()):
             return c
     if src is not None:
-        raise FileNotFoundError(
+        raise MissingInput(
             f"{src}: missing Fashion-MNIST IDX files; expected "
             f"{[s for v in SPLITS.values() for s in v[:2]]} (.gz or not)."
         )
@@ -78,7 +80,7 @@ def locate_idx_dir(src: Path | None, download_root: Path) -> Path:
         FashionMNIST(str(download_root), train=True, download=True)
         FashionMNIST(str(download_root), train=False, download=True)
     except Exception as e:  # no network: say both ways out
-        raise FileNotFoundError(
+        raise MissingInput(
             f"Fashion-MNIST not found in {DEBIAN_DIR} and the torchvision download failed ({e}). "
             "Fix: `sudo apt-get install dataset-fashion-mnist`, or pass --source with a folder "
             "holding the four IDX files."

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tinycls.config import one_of
+from tinycls.errors import InputError
 
 LOSSES = ("ce", "focal", "f1_focal")
 
@@ -28,7 +29,7 @@ class FocalLoss(nn.Module):
     def __init__(self, gamma: float = 2.0) -> None:
         super().__init__()
         if gamma < 0:
-            raise ValueError(f"gamma: {gamma} must be >= 0.")
+            raise InputError(f"gamma: {gamma} must be >= 0.")
         self.gamma = gamma
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -58,7 +59,7 @@ class F1FocalLoss(nn.Module):
     def __init__(self, weight: float = 0.6, gamma: float = 2.0) -> None:
         super().__init__()
         if not 0.0 <= weight <= 1.0:
-            raise ValueError(f"weight: {weight} must be in [0, 1].")
+            raise InputError(f"weight: {weight} must be in [0, 1].")
         self.weight, self.f1, self.focal = weight, SoftF1Loss(), FocalLoss(gamma)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

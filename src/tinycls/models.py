@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tinycls.errors import InputError
 from tinycls.structure import keep_blocks as prune_blocks
 from tinycls.structure import reshape_layers
 
@@ -43,7 +44,7 @@ def _timm(name: str, num_classes: int, pretrained: bool, **kwargs: Any) -> nn.Mo
 
     if not timm.is_model(name):
         close = timm.list_models(f"*{name[:6]}*")[:5]
-        raise ValueError(
+        raise InputError(
             f"timm:{name}: unknown timm model; names come from timm.list_models() (similar: {close or 'none'})."
         )
     body = timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="avg", **kwargs)
@@ -56,7 +57,7 @@ def classifier_layer(module: nn.Module) -> tuple[str, nn.Module]:
     the classifier, whose shape depends on the class count."""
     found = [(n, m) for n, m in module.named_modules() if n and isinstance(m, (nn.Conv2d, nn.Linear))]
     if not found:
-        raise ValueError(f"{type(module).__name__}: no Conv2d or Linear classifier layer found.")
+        raise InputError(f"{type(module).__name__}: no Conv2d or Linear classifier layer found.")
     return found[-1]
 
 
@@ -65,13 +66,13 @@ def _pytorchcv(name: str, num_classes: int, pretrained: bool, **kwargs: Any) -> 
 
     if name not in _models:
         close = [m for m in _models if m.startswith(name[:5])][:5]
-        raise ValueError(
+        raise InputError(
             f"pytorchcv:{name}: unknown pytorchcv model; names come from "
             f"pytorchcv.model_provider._models (similar: {close or 'none'})."
         )
     model = _models[name](pretrained=pretrained, **kwargs)
     if not (hasattr(model, "features") and hasattr(model, "output")):
-        raise ValueError(f"pytorchcv:{name}: has no features/output pair; only classifiers are supported.")
+        raise InputError(f"pytorchcv:{name}: has no features/output pair; only classifiers are supported.")
     pools = [n for n, m in model.features.named_children() if isinstance(m, (nn.AvgPool2d, nn.AdaptiveAvgPool2d))]
     if pools:  # the fixed 7x7 pooling only fits 224 px inputs
         setattr(model.features, pools[-1], nn.AdaptiveAvgPool2d(1))
@@ -115,13 +116,13 @@ def build_model(
     """
     source, sep, name = arch.partition(":")
     if not sep or source not in SOURCES or not name:
-        raise ValueError(
+        raise InputError(
             f"model {arch!r}: expected SOURCE:NAME with SOURCE one of "
             f"{', '.join(SOURCES)}, e.g. 'pytorchcv:shufflenet_g3_wd4' or "
             "'timm:mobilenetv3_small_050'."
         )
     if num_classes < 2:
-        raise ValueError(f"num_classes={num_classes}: a classifier needs at least 2 classes.")
+        raise InputError(f"num_classes={num_classes}: a classifier needs at least 2 classes.")
     model = SOURCES[source](name, num_classes, pretrained, **kwargs)
     if keep_blocks is not None:
         prune_blocks(model, keep_blocks, arch)

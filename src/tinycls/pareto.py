@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from tinycls.errors import InputError
+
 SCORE_FILE = "metrics/score.json"
 
 
@@ -121,12 +123,12 @@ def queue_commands(
         ValueError: a row without arch or size, or epochs < 1.
     """
     if epochs < 1:
-        raise ValueError(f"epochs: {epochs} must be >= 1.")
+        raise InputError(f"epochs: {epochs} must be >= 1.")
     cmds = []
     for i, row in enumerate(rows, start=2):  # line numbers of the CSV, after its header
         arch, size = (row.get("arch") or "").strip(), (row.get("size") or "").strip()
         if not arch or not size.isdigit():
-            raise ValueError(
+            raise InputError(
                 f"line {i}: expected columns arch and size (a `tinycls search --out` CSV), got {dict(row)}."
             )
         name = prefix + re.sub(r"[^A-Za-z0-9_-]+", "-", arch.split(":")[-1]) + f"-{size}px"

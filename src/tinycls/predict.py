@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from tinycls.data import check_files, list_files
+from tinycls.errors import InputError, MissingInput
 from tinycls.transforms import to_input
 
 
@@ -50,11 +51,11 @@ def load_folder(image_dir: Path, size: int, workers: int = 1) -> tuple[list[Path
         ValueError: a file is not a readable image (named in the message).
     """
     if not image_dir.is_dir():
-        raise FileNotFoundError(f"{image_dir}: no such folder of images.")
+        raise MissingInput(f"{image_dir}: no such folder of images.")
     files = list_files(image_dir)
     if not files:
-        raise FileNotFoundError(f"{image_dir}: holds no files to predict.")
+        raise MissingInput(f"{image_dir}: holds no files to predict.")
     checked = check_files(files, size, workers)
     if bad := next((c for c in checked if c.error), None):
-        raise ValueError(f"{bad.path}: {bad.error}; remove or repair it.")
+        raise InputError(f"{bad.path}: {bad.error}; remove or repair it.")
     return files, np.stack([c.image for c in checked])

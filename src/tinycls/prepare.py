@@ -15,6 +15,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from tinycls.data import MAX_LISTED, Checked, DataError, cap_per_class, check_files, scan_labelled, scan_test
+from tinycls.errors import InputError, MissingInput
 
 LABELLED = ("train", "val")
 
@@ -33,15 +34,18 @@ class PrepareConfig:
 
     def __post_init__(self) -> None:
         if self.image_size < 8:
-            raise ValueError(f"image_size: {self.image_size} must be >= 8.")
-        if not self.dataset or "/" in self.dataset:
-            raise ValueError(f"dataset: {self.dataset!r} must be a folder name under data/.")
+            raise InputError(f"image_size: {self.image_size} must be >= 8.")
+        if self.dataset in ("", ".", "..") or "/" in self.dataset or "\\" in self.dataset:
+            raise InputError(
+                f"dataset: {self.dataset!r} must be the name of one folder under data/, e.g. fashion_mnist "
+                "(no path, no '..')."
+            )
         if not 0.0 < self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction: {self.val_fraction} must be in (0, 1).")
+            raise InputError(f"val_fraction: {self.val_fraction} must be in (0, 1).")
         if not 0.0 <= self.max_bad_fraction < 1.0:
-            raise ValueError(f"max_bad_fraction: {self.max_bad_fraction} must be in [0, 1).")
+            raise InputError(f"max_bad_fraction: {self.max_bad_fraction} must be in [0, 1).")
         if self.max_per_class < 0 or self.workers < 1:
-            raise ValueError(f"max_per_class: {self.max_per_class} must be >= 0 and workers: {self.workers} >= 1.")
+            raise InputError(f"max_per_class: {self.max_per_class} must be >= 0 and workers: {self.workers} >= 1.")
 
 
 def _bad_report(bad: list[Checked], total: int, max_bad_fraction: float, split: str = "train/val") -> str:
@@ -100,7 +104,7 @@ def prepare_dataset(
         DataError: the data breaks the contract; the message names the files and the fix.
     """
     if not root.is_dir():
-        raise FileNotFoundError(
+        raise MissingInput(
             f"{root}: no such dataset folder. Put the data in "
             f"{root}/train/<class>/<image> (see README, 'Your own data')."
         )

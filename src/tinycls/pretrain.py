@@ -15,6 +15,7 @@ from torch import nn
 
 from tinycls.checkpoint import transfer_weights
 from tinycls.config import one_of
+from tinycls.errors import InputError
 from tinycls.models import classifier_layer
 
 # source -> datasets trained on, in order; the team's best was CIFAR-10 then CIFAR-100.
@@ -43,11 +44,11 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         one_of("source", self.source, SOURCES)
         if self.max_per_class < 0:
-            raise ValueError(f"max_per_class: {self.max_per_class} must be >= 0 (0 = all).")
+            raise InputError(f"max_per_class: {self.max_per_class} must be >= 0 (0 = all).")
         if self.input_size < 8:
-            raise ValueError(f"input_size: {self.input_size} must be >= 8.")
+            raise InputError(f"input_size: {self.input_size} must be >= 8.")
         if Path(self.cifar_root).expanduser().resolve().is_relative_to(Path("data").resolve()):
-            raise ValueError(
+            raise InputError(
                 f"cifar_root: {self.cifar_root!r} is inside data/, which holds your dataset only; "
                 "use a folder outside it."
             )
@@ -164,7 +165,7 @@ def transfer_pretrained(
     ]
     if not weights:
         if not allow_none:
-            raise ValueError(
+            raise InputError(
                 f"{source}: none of its {len(state_dict)} tensors fit this model (another architecture?); "
                 "pretrain the same architecture, or set params.yaml [student].allow_unmatched_init: true "
                 "to train from the model's own initialization anyway."

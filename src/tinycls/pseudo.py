@@ -15,6 +15,7 @@ from torch import nn
 
 from tinycls.config import one_of
 from tinycls.device import DEVICES
+from tinycls.errors import InputError
 from tinycls.predict import predict_checkpoint
 from tinycls.prepare import load_classes, load_split
 
@@ -36,9 +37,9 @@ class PseudoConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(f"threshold: {self.threshold} must be in [0, 1].")
+            raise InputError(f"threshold: {self.threshold} must be in [0, 1].")
         if not 0.0 <= self.min_teacher_f1 <= 1.0:
-            raise ValueError(f"min_teacher_f1: {self.min_teacher_f1} must be in [0, 1] (0 = always trust it).")
+            raise InputError(f"min_teacher_f1: {self.min_teacher_f1} must be in [0, 1] (0 = always trust it).")
         one_of("labels", self.labels, LABEL_KINDS)
         one_of("device", self.device, DEVICES)
 
@@ -85,9 +86,9 @@ def read_probs(table: pd.DataFrame, classes: list[str], n_test: int) -> np.ndarr
     """
     cols = [f"p_{c}" for c in classes]
     if missing := [c for c in cols if c not in table.columns]:
-        raise ValueError(f"pseudo labels lack columns {missing}: made for other classes; rerun the pseudo stage.")
+        raise InputError(f"pseudo labels lack columns {missing}: made for other classes; rerun the pseudo stage.")
     if len(table) != n_test or table["index"].tolist() != list(range(n_test)):
-        raise ValueError(f"pseudo labels cover {len(table)} images, the test split has {n_test}; rerun it.")
+        raise InputError(f"pseudo labels cover {len(table)} images, the test split has {n_test}; rerun it.")
     return table[cols].to_numpy(dtype=np.float32)
 
 
@@ -146,7 +147,7 @@ def training_sets(
             f"{min_teacher_f1}, so its pseudo labels neither pick epochs nor train; trained on train only)",
         )
     if probs is None:
-        raise ValueError(f"train_on: {train_on!r} needs the teacher's pseudo labels on test.")
+        raise InputError(f"train_on: {train_on!r} needs the teacher's pseudo labels on test.")
     proxy = (test_images, probs.argmax(1).astype(np.int64))
     selection = "proxy: agreement with the teacher's pseudo labels on test"
     x, y = np.concatenate([train[0], val[0]]), np.concatenate([train[1], val[1]])

@@ -14,6 +14,7 @@ import torch
 from tinycls.checkpoint import checkpoint_meta
 from tinycls.device import resolve_device
 from tinycls.distill import KDConfig, create_distiller
+from tinycls.errors import InputError
 from tinycls.models import build_model
 from tinycls.pretrain import transfer_pretrained
 from tinycls.train import TrainConfig, fit, seed_everything
@@ -31,9 +32,9 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.input_size < 8:
-            raise ValueError(f"input_size: {self.input_size} must be >= 8.")
+            raise InputError(f"input_size: {self.input_size} must be >= 8.")
         if self.weights and not self.pretrained:
-            raise ValueError(
+            raise InputError(
                 f"weights: {self.weights!r} is set but pretrained is false, so it would be ignored; "
                 "set pretrained: true to start from it, or weights: ''."
             )
@@ -50,11 +51,11 @@ def initialize(model: torch.nn.Module, arch: str, init: Path, allow_unmatched: b
         ckpt = torch.load(init, map_location="cpu", weights_only=True)
         state = ckpt["state_dict"]
     except Exception as e:
-        raise ValueError(
+        raise InputError(
             f"{init}: not a readable checkpoint ({type(e).__name__}: {e}); rerun `dvc repro pretrain`."
         ) from e
     if ckpt.get("arch") != arch and not allow_unmatched:
-        raise ValueError(
+        raise InputError(
             f"{init}: pretrained {ckpt.get('arch')}, but this model is {arch}; rerun `dvc repro pretrain` "
             "(it pretrains student.arch), or set params.yaml [student].allow_unmatched_init: true to copy "
             "whatever fits."

@@ -3,6 +3,8 @@
 import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score
 
+from tinycls.errors import InputError
+
 
 def competition_score(
     macs: int, f1: float, baseline_macs: int, baseline_f1: float, f1_floor: float = 0.5
@@ -17,9 +19,9 @@ def competition_score(
         ValueError: a baseline is not positive or f1 is outside [0, 1].
     """
     if baseline_macs <= 0 or baseline_f1 <= 0:
-        raise ValueError(f"baseline_macs={baseline_macs}, baseline_f1={baseline_f1}: both must be > 0.")
+        raise InputError(f"baseline_macs={baseline_macs}, baseline_f1={baseline_f1}: both must be > 0.")
     if not 0.0 <= f1 <= 1.0:
-        raise ValueError(f"f1={f1}: expected a value in [0, 1].")
+        raise InputError(f"f1={f1}: expected a value in [0, 1].")
     score_macs = macs / baseline_macs
     if f1 < f1_floor:
         score_f1 = 1.0

@@ -5,6 +5,7 @@ ShuffleNetV1 +22%: odd sizes round feature maps up at every stride-2 layer)."""
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from tinycls.errors import InputError
 from tinycls.macs import count_macs
 from tinycls.models import build_model
 
@@ -42,7 +43,7 @@ def search(archs: Sequence[str], sizes: Sequence[int], num_classes: int, budget:
     """
     bad = [s for s in sizes if s < 8]
     if bad:
-        raise ValueError(f"sizes {bad}: every size must be >= 8 px.")
+        raise InputError(f"sizes {bad}: every size must be >= 8 px.")
     rows = []
     for arch in archs:
         model = build_model(arch, num_classes)

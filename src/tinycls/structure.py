@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from tinycls.errors import InputError
+
 BLOCK_SELECTIONS = ("first", "weight_std")
 
 
@@ -97,17 +99,17 @@ def choose_blocks(
             above the stage's depth, fewer than the blocks that cannot go, or an unknown selection.
     """
     if selection not in BLOCK_SELECTIONS:
-        raise ValueError(f"block_selection: {selection!r} is not one of {', '.join(BLOCK_SELECTIONS)}.")
+        raise InputError(f"block_selection: {selection!r} is not one of {', '.join(BLOCK_SELECTIONS)}.")
     stages = block_stages(model)
     if not stages:
         raise _no_stages(name)
     depths = [len(s) for _, s in stages]
     counts = [int(k) for k in counts]
     if len(counts) != len(stages):
-        raise ValueError(f"keep_blocks {counts}: {len(counts)} entries, but {name} has {len(stages)} stages {depths}.")
+        raise InputError(f"keep_blocks {counts}: {len(counts)} entries, but {name} has {len(stages)} stages {depths}.")
     for i, (k, depth) in enumerate(zip(counts, depths, strict=True)):
         if not 1 <= k <= depth:
-            raise ValueError(
+            raise InputError(
                 f"keep_blocks {counts}: stage {i + 1} has {depth} blocks; keep between 1 (its first block "
                 f"changes width or resolution, so a stage cannot be empty) and {depth}."
             )
@@ -118,7 +120,7 @@ def choose_blocks(
     for i, k in enumerate(counts):
         fixed = [j for j, r in enumerate(removable[i]) if not r]
         if k < len(fixed):
-            raise ValueError(
+            raise InputError(
                 f"keep_blocks {counts}: stage {i + 1} has {len(fixed)} blocks that change shape and must stay "
                 f"(blocks {[j + 1 for j in fixed]}); keep at least {len(fixed)}."
             )
@@ -146,17 +148,17 @@ def keep_blocks(
     depths = [len(s) for _, s in stages]
     keep = [sorted({int(j) for j in k}) for k in keep]  # type: ignore[union-attr]
     if len(keep) != len(stages):
-        raise ValueError(f"keep_blocks {keep}: {len(keep)} entries, but {name} has {len(stages)} stages {depths}.")
+        raise InputError(f"keep_blocks {keep}: {len(keep)} entries, but {name} has {len(stages)} stages {depths}.")
     for i, (k, depth) in enumerate(zip(keep, depths, strict=True)):
         if not k or k[0] < 0 or k[-1] >= depth:
-            raise ValueError(f"keep_blocks {keep}: stage {i + 1} has blocks 0..{depth - 1}; keep at least one of them.")
+            raise InputError(f"keep_blocks {keep}: stage {i + 1} has blocks 0..{depth - 1}; keep at least one of them.")
     shapes = _block_shapes(model, probe_size)
     for i, ((qual, stage), k) in enumerate(zip(stages, keep, strict=True)):
         if len(k) == len(stage):
             continue
         for j, block in enumerate(stage):
             if j not in k and shapes[id(block)][0] != shapes[id(block)][1]:
-                raise ValueError(
+                raise InputError(
                     f"keep_blocks {keep}: block {j + 1} of stage {i + 1} ({qual}) changes the shape from "
                     f"{tuple(shapes[id(block)][0])} to {tuple(shapes[id(block)][1])}; it cannot be dropped."
                 )
@@ -194,7 +196,7 @@ def reshape_layers(model: nn.Module, shapes: dict[str, list[int]]) -> nn.Module:
     for n, shape in shapes.items():
         m = modules.get(n)
         if not isinstance(m, LAYER_TYPES):
-            raise ValueError(
+            raise InputError(
                 f"layers: {n!r} is no Conv2d, BatchNorm2d or Linear of this model; the checkpoint is of another one."
             )
         like = {"device": m.weight.device if m.weight is not None else None}

@@ -21,6 +21,7 @@ from tinycls.checkpoint import save_checkpoint
 from tinycls.config import one_of
 from tinycls.device import DEVICES, resolve_device
 from tinycls.distill import Distiller, Teaching, teaching
+from tinycls.errors import InputError
 from tinycls.losses import LOSSES, student_loss
 from tinycls.predict import predict_logits
 from tinycls.score import macro_f1
@@ -65,24 +66,24 @@ class TrainConfig:
         one_of("device", self.device, DEVICES)
         one_of("loss", self.loss, LOSSES)
         if self.focal_gamma < 0:
-            raise ValueError(f"focal_gamma: {self.focal_gamma} must be >= 0.")
+            raise InputError(f"focal_gamma: {self.focal_gamma} must be >= 0.")
         if not 0.0 <= self.f1_weight <= 1.0:
-            raise ValueError(f"f1_weight: {self.f1_weight} must be in [0, 1].")
+            raise InputError(f"f1_weight: {self.f1_weight} must be in [0, 1].")
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name}: {getattr(self, name)} must be >= 1.")
+                raise InputError(f"{name}: {getattr(self, name)} must be >= 1.")
         if self.lr <= 0:
-            raise ValueError(f"lr: {self.lr} must be > 0.")
+            raise InputError(f"lr: {self.lr} must be > 0.")
         if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing: {self.label_smoothing} must be in [0, 1).")
+            raise InputError(f"label_smoothing: {self.label_smoothing} must be in [0, 1).")
         if not 0.0 <= self.translate < 0.5:
-            raise ValueError(f"translate: {self.translate} must be in [0, 0.5).")
+            raise InputError(f"translate: {self.translate} must be in [0, 0.5).")
         if not 0.0 <= self.cutmix_prob <= 1.0:
-            raise ValueError(f"cutmix_prob: {self.cutmix_prob} must be in [0, 1].")
+            raise InputError(f"cutmix_prob: {self.cutmix_prob} must be in [0, 1].")
         if self.cutmix_alpha <= 0:
-            raise ValueError(f"cutmix_alpha: {self.cutmix_alpha} must be > 0.")
+            raise InputError(f"cutmix_alpha: {self.cutmix_alpha} must be > 0.")
         if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay: {self.ema_decay} must be in [0, 1) (0 = off).")
+            raise InputError(f"ema_decay: {self.ema_decay} must be in [0, 1) (0 = off).")
 
 
 def seed_everything(seed: int) -> None:
@@ -187,7 +188,7 @@ def fit(
     device = resolve_device(cfg.device)
     model.to(device)
     if cfg.cutmix_prob > 0 and train[1].ndim != 1:
-        raise ValueError("cutmix_prob > 0 needs class-index labels, not soft labels; set it to 0.0.")
+        raise InputError("cutmix_prob > 0 needs class-index labels, not soft labels; set it to 0.0.")
     mixer = _mixer(cfg, len(meta["classes"]))
     # CutMix targets already carry the label smoothing (timm's Mixup applies it).
     base = student_loss(cfg.loss, 0.0 if mixer else cfg.label_smoothing, cfg.focal_gamma, cfg.f1_weight)
@@ -200,7 +201,7 @@ def fit(
     # A last batch of one image breaks BatchNorm in training mode: drop it (it is reshuffled).
     steps = len(x_all) // cfg.batch_size + (len(x_all) % cfg.batch_size >= 2)
     if steps == 0:
-        raise ValueError(f"{len(x_all)} training image(s): at least 2 are needed.")
+        raise InputError(f"{len(x_all)} training image(s): at least 2 are needed.")
     opt = _optimizer(model, cfg)
     loop = _Loop(
         model, cfg, meta, x_all, y_all, steps, mixer, base, teach, distiller, criterion, opt,

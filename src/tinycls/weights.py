@@ -11,6 +11,7 @@ import torch
 from timm.models._helpers import remap_state_dict
 from torch import nn
 
+from tinycls.errors import InputError, MissingInput
 from tinycls.models import Classifier, build_model, classifier_layer
 
 PACKAGE_PREFIX = "package:"
@@ -64,7 +65,7 @@ def resolve_weights(spec: str) -> Path:
         return Path(spec).expanduser()
     name = spec[len(PACKAGE_PREFIX) :]
     if name not in PACKAGED:
-        raise ValueError(
+        raise InputError(
             f"weights: {spec!r}: unknown package weights; known: {', '.join(PACKAGE_PREFIX + n for n in PACKAGED)}."
         )
     module, cls, requirement = PACKAGED[name]
@@ -91,7 +92,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     sd = torch.load(path, map_location="cpu", weights_only=True)
     sd = sd.get("state_dict", sd.get("model", sd)) if isinstance(sd, dict) else sd
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise ValueError(f"{path}: holds no state_dict (a mapping of names to tensors).")
+        raise InputError(f"{path}: holds no state_dict (a mapping of names to tensors).")
     return sd
 
 
@@ -119,19 +120,19 @@ def load_backbone(model: nn.Module, sd: dict[str, torch.Tensor], source: str, ar
     fix = f"Fix: use weights made for {arch}, or set the arch the weights were made for."
     for i, (k, v) in enumerate(own.items()):
         if i >= len(names):
-            raise ValueError(
+            raise InputError(
                 f"{source}: has {len(sd)} tensors, {arch} needs {len(own)} for its backbone: the file ends before "
                 f"{k} {tuple(v.shape)}. {fix}"
             )
         if shapes[i] != v.shape:
-            raise ValueError(
+            raise InputError(
                 f"{source}: tensor {i} {names[i]} {tuple(shapes[i])} does not fit {arch}'s {k} {tuple(v.shape)} "
                 f"({len(sd)} tensors in the file, {len(own)} in the backbone; names differ, so they are matched "
                 f"in order). {fix}"
             )
     rest = names[len(own) :]
     if len(rest) > 2:
-        raise ValueError(
+        raise InputError(
             f"{source}: has {len(sd)} tensors, {arch}'s backbone {len(own)}: {len(rest)} left over "
             f"(first {rest[0]}), more than a classifier's weight and bias. {fix}"
         )
@@ -170,7 +171,7 @@ def build_pretrained(arch: str, num_classes: int, weights: str = "") -> tuple[nn
             ) from e
     path = resolve_weights(weights)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such weights file. {fix}")
+        raise MissingInput(f"{path}: no such weights file. {fix}")
     try:
         sd = read_state_dict(path)
     except Exception as e:
