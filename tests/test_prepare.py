@@ -210,3 +210,35 @@ def test_parallel_decoding_matches_serial(tmp_path):
     for split in ("train", "val", "test"):
         a, b = (load_split(tmp_path / k / "cache", split)[0] for k in ("serial", "pool"))
         assert np.array_equal(a, b)
+
+
+def test_a_decoding_process_that_dies_is_an_error_not_a_hang(tmp_path, monkeypatch):
+    import signal
+
+    from tinycls import data
+
+    root = make_imagefolder(tmp_path / "d", n_train=6)
+    boom = root / "train" / "bee" / "2.png"
+    real = data.check_file
+
+    def dies_on_boom(path: Path, size: int):  # as the kernel's out-of-memory killer would
+        if path == boom:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(path, size)
+
+    monkeypatch.setattr(data, "check_file", dies_on_boom)
+    monkeypatch.setattr(data, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(data, "CHUNK", 4)
+
+    def hung(*_):
+        raise AssertionError("check_files hung after a worker died")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(120)
+    try:
+        with pytest.raises(DataError, match=r"a decoding process died .* Fix: lower prepare.workers") as e:
+            run(root, tmp_path, workers=2)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert str(root / "train") in str(e.value) and not (tmp_path / "cache").exists()

@@ -6,17 +6,22 @@ holding unlabelled images or class folders. Nothing under <root> is ever written
 
 import hashlib
 import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from tinycls.images import DECODE_ERRORS, load_rgb, square_pad_resize
+from tinycls.errors import InputError, MissingInput
+from tinycls.images import DECODE_ERRORS, FORMATS, TooLarge, load_rgb, square_pad_resize
 
 MAX_LISTED = 10  # bad files named in one error message
+PARALLEL_MIN = 256  # fewer files are decoded in this process
+CHUNK = 64  # files per task sent to a decoding process
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """The dataset breaks the data contract; the message names the file and the fix."""
 
 
@@ -52,7 +57,7 @@ def scan_labelled(split_dir: Path) -> dict[str, list[Path]]:
         DataError: loose files beside the class folders, no class folder, or an empty class.
     """
     if not split_dir.is_dir():
-        raise FileNotFoundError(f"{split_dir}: no such folder; expected {split_dir}/<class>/<image>.")
+        raise MissingInput(f"{split_dir}: no such folder; expected {split_dir}/<class>/<image>.")
     loose = [p for p in sorted(split_dir.iterdir()) if p.is_file() and _visible(p)]
     if loose:
         raise DataError(
@@ -81,7 +86,7 @@ def scan_test(test_dir: Path, classes: list[str]) -> tuple[list[Path], list[str]
         DataError: test/ is empty, or mixes train-class folders with other folders or loose images.
     """
     if not test_dir.is_dir():
-        raise FileNotFoundError(
+        raise MissingInput(
             f"{test_dir}: no such folder; put the images to predict there "
             "(loose, or in class folders when their labels are known)."
         )
@@ -117,22 +122,46 @@ def check_file(path: Path, size: int) -> Checked:
     if not raw:
         return Checked(path, digest, None, "zero-byte file")
     try:
-        return Checked(path, digest, square_pad_resize(load_rgb(path), size), None)
+        return Checked(path, digest, square_pad_resize(load_rgb(path, size), size), None)
+    except TooLarge as e:
+        return Checked(path, digest, None, str(e))
+    except MemoryError:
+        return Checked(path, digest, None, "out of memory while decoding it; downscale it, or lower prepare.workers")
     except DECODE_ERRORS as e:
-        return Checked(path, digest, None, f"not a readable image ({type(e).__name__}: {e})")
+        why = f"{type(e).__name__}: {e}"
+        return Checked(path, digest, None, f"not a readable image ({why}; formats read: {', '.join(FORMATS)})")
 
 
-def _check_one(args: tuple[Path, int]) -> Checked:
-    return check_file(*args)
+def _check_chunk(paths: list[Path], size: int) -> list[Checked]:
+    return [check_file(p, size) for p in paths]
 
 
 def check_files(paths: list[Path], size: int, workers: int) -> list[Checked]:
-    """check_file over many paths, in order, on `workers` processes."""
-    jobs = [(p, size) for p in paths]
-    if workers <= 1 or len(paths) < 256:
+    """check_file over many paths, in order, on `workers` processes.
+
+    Raises:
+        DataError: a worker died (the kernel's out-of-memory killer, a crash in a decoder);
+            the message names the first batch of files that did not finish.
+    """
+    if workers <= 1 or len(paths) < PARALLEL_MIN:
         return [check_file(p, size) for p in paths]
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
-        return pool.map(_check_one, jobs, chunksize=256)
+    chunks = [paths[i : i + CHUNK] for i in range(0, len(paths), CHUNK)]
+    out: list[Checked] = []
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        futures = [pool.submit(_check_chunk, c, size) for c in chunks]
+        for chunk, future in zip(chunks, futures, strict=True):
+            try:
+                out += future.result()
+            except BrokenProcessPool:
+                for f in futures:
+                    f.cancel()
+                raise DataError(
+                    f"a decoding process died (killed by the system, most likely out of memory) while "
+                    f"{workers} decoded these {len(paths)} files; the first batch that did not finish is "
+                    f"{chunk[0]} .. {chunk[-1]}. Nothing was written. Fix: lower prepare.workers, or find and "
+                    "downscale the huge image among them."
+                ) from None
+    return out
 
 
 def cap_per_class(labels: np.ndarray, cap: int, seed: int) -> np.ndarray:
