@@ -98,11 +98,34 @@ def _bomb(root: Path) -> None:
     _png_header_only(root / "train" / "bee" / "huge.png", 60_000, 60_000)  # 3.6 GP, 40 bytes
 
 
+def _link_out(root: Path) -> None:
+    outside = root.parents[1] / "elsewhere.png"
+    outside.write_bytes((root / "train" / "ant" / "0.png").read_bytes())
+    (root / "train" / "ant" / "link.png").symlink_to(outside)
+
+
+def _latin1_name(root: Path) -> None:
+    name = os.fsdecode(b"caf\xe9.png")  # Latin-1 bytes, as an old camera or archive writes them
+    (root / "train" / "bee" / name).write_bytes((root / "train" / "bee" / "0.png").read_bytes() + b"x")
+
+
+def _case_only_test_folder(root: Path) -> None:
+    (root / "test" / "ant").rename(root / "test" / "Ant")
+
+
+def _one_image_two_classes(root: Path) -> None:
+    (root / "train" / "bee" / "dup.png").write_bytes((root / "train" / "ant" / "0.png").read_bytes())
+
+
 @pytest.mark.parametrize(
     ("damage", "messages"),
     [
         (_stray, ["stray.png: images must sit in a class folder", "Move it into its class folder"]),
         (_bomb, ["huge.png: too large to decode", "Downscale it, or delete it", "prepare.max_bad_fraction"]),
+        (_link_out, ["1 symlink(s) under data/tiny lead outside it", "ant/link.png -> ", "Fix: copy those files"]),
+        (_latin1_name, ["1 name(s) under data/tiny are not valid UTF-8", "bee/caf\\xe9.png", "convmv -f latin1"]),
+        (_case_only_test_folder, ["folders 'Ant' (train: 'ant') match train classes only up to case", "Rename"]),
+        (_one_image_two_classes, ["1 image(s) are labelled with two classes", "bee/dup.png (bee) == ", "0.png (ant)"]),
     ],
 )
 def test_a_stage_on_bad_data_prints_the_message_alone_and_leaves_data_alone(tmp_path, damage, messages):

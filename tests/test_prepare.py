@@ -242,3 +242,18 @@ def test_a_decoding_process_that_dies_is_an_error_not_a_hang(tmp_path, monkeypat
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
     assert str(root / "train") in str(e.value) and not (tmp_path / "cache").exists()
+
+
+def test_class_folders_equal_only_up_to_case_or_unicode_form(tmp_path):
+    nfc, nfd = "caf\u00e9", "cafe\u0301"  # the same word, as macOS and Linux may each write it
+    root = make_imagefolder(tmp_path / "d")
+    (root / "train" / "cat").rename(root / "train" / nfc)
+    (root / "test" / "cat").rename(root / "test" / nfd)
+    before = tree_digest(root)
+    with pytest.raises(DataError, match="match train classes only up to case or Unicode form") as e:
+        run(root, tmp_path)
+    assert repr(nfd) in str(e.value) and tree_digest(root) == before  # never a silent 'unlabelled'
+    (root / "test" / nfd).rename(root / "test" / nfc)
+    (root / "train" / "ant").rename(root / "train" / "Bee")  # beside bee/
+    with pytest.raises(DataError, match=r"class folders \['Bee', 'bee'\] differ only in case"):
+        run(root, tmp_path)

@@ -432,3 +432,38 @@ def test_compress_target_below_reach(workdir):
     _set(Path("params.yaml"), "compress", keep_blocks=[], target_macs=100)
     with pytest.raises(ValueError, match=r"target_macs 100: below what channel pruning reaches on pytorchcv:fdmob"):
         compress.main()
+
+
+def test_predict_preprocesses_exactly_as_the_pipeline(workdir):
+    """tinycls predict on the raw files gives the logits the pipeline gives on its cache: square
+    pad and resize to the cache side (16 here, recorded in the checkpoint), then to the model's
+    input size (24)."""
+    from typer.testing import CliRunner
+
+    from stages import teacher
+    from tinycls.checkpoint import load_checkpoint
+    from tinycls.cli import app
+    from tinycls.predict import predict_checkpoint
+    from tinycls.prepare import load_held_out, load_split
+
+    _set(Path("params.yaml"), "teacher", input_size=24)
+    teacher.main()
+    model, meta = load_checkpoint(Path("artifacts/teacher/model.pt"))
+    assert (meta["cache_size"], meta["input_size"]) == (16, 24)
+    images, _ = load_split(Path("artifacts/prepare"), "test")
+    conf = predict_checkpoint(model, meta, images, torch.device("cpu")).softmax(1).max(1).values.tolist()
+    files, _ = load_held_out(Path("artifacts/held_out/test.json"))
+    pipeline = {f.removeprefix("test/"): c for f, c in zip(files, conf, strict=True)}
+
+    def predict(checkpoint: str) -> dict[str, float]:
+        r = CliRunner().invoke(app, ["predict", checkpoint, "data/tiny/test", "--out", "p.csv"])
+        assert r.exit_code == 0, r.output
+        return {row.split(",")[0]: float(row.split(",")[2]) for row in Path("p.csv").read_text().splitlines()[1:]}
+
+    rows = predict("artifacts/teacher/model.pt")
+    assert rows.keys() == pipeline.keys() and len(rows) == 9
+    assert all(abs(rows[f] - pipeline[f]) < 1e-5 for f in rows)
+    # decoding straight to the model's size (what predict did before cache_size) is another input
+    save_checkpoint(Path("straight.pt"), model, {**meta, "cache_size": 24})
+    other = predict("straight.pt")
+    assert max(abs(other[f] - pipeline[f]) for f in rows) > 1e-4

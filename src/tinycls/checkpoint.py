@@ -27,7 +27,8 @@ def checkpoint_meta(
 ) -> dict[str, Any]:
     """What `save_checkpoint` needs beside the weights: `build_model(arch, len(classes),
     **arch_kwargs)` rebuilds the network, input_size/mean/std prepare its input; extra keys
-    (stage, compression, ...) ride along, plain types only."""
+    (stage, compression, cache_size: the side images were square-padded and resized to before
+    the model's own resize, which `tinycls predict` repeats, ...) ride along, plain types only."""
     return {
         "arch": arch,
         "arch_kwargs": dict(arch_kwargs or {}),
@@ -82,10 +83,10 @@ def check_meta(path: Path, ckpt: dict[str, Any]) -> None:
         ValueError: the first bad field, named with its value and the fix.
     """
 
-    def bad(key: str, value: Any, want: str) -> ValueError:
+    def bad(key: str, value: Any, want: str) -> InputError:
         shown = repr(value)
         shown = shown if len(shown) <= 120 else shown[:117] + "..."
-        return ValueError(
+        return InputError(
             f"{path}: {key} {shown} is not what tinycls writes ({want}); a checkpoint from elsewhere is "
             "loaded as data only. Re-create it with `dvc repro`."
         )
@@ -110,9 +111,10 @@ def check_meta(path: Path, ckpt: dict[str, Any]) -> None:
         raise bad("classes", classes, "a non-empty list of class names")
     if len(set(classes)) != len(classes):
         raise bad("classes", classes, "class names, each once")
-    size = ckpt["input_size"]
-    if isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= MAX_INPUT_SIZE:
-        raise bad("input_size", size, f"an integer from 8 to {MAX_INPUT_SIZE} px")
+    for key in ("input_size", "cache_size"):
+        size = ckpt.get(key, 8)
+        if isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= MAX_INPUT_SIZE:
+            raise bad(key, size, f"an integer from 8 to {MAX_INPUT_SIZE} px")
     for key in ("mean", "std"):
         v = ckpt[key]
         numbers = isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)

@@ -201,7 +201,8 @@ def predict(
 
     dev = resolve_device(device)
     model, meta = load_checkpoint(checkpoint, dev)
-    files, images = load_folder(image_dir, meta["input_size"])
+    # as the pipeline: square-pad and resize to the cache's side, then (in predict_checkpoint) to the model's
+    files, images = load_folder(image_dir, meta.get("cache_size", meta["input_size"]))
     probs = predict_checkpoint(model, meta, images, dev).softmax(1)
     conf, pred = probs.max(1)
     out.parent.mkdir(parents=True, exist_ok=True)

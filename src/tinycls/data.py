@@ -6,6 +6,8 @@ holding unlabelled images or class folders. Nothing under <root> is ever written
 
 import hashlib
 import multiprocessing
+import os
+import unicodedata
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -33,6 +35,54 @@ class Checked:
     sha256: str
     image: np.ndarray | None  # (S, S, 3) uint8
     error: str | None
+
+
+def shown(path: Path) -> str:
+    """A path for a message, printable even when its bytes are not UTF-8 (as `\\xe9`)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def check_tree(root: Path) -> None:
+    """Refuse, before anything is decoded, what `root` would read from elsewhere or could not
+    name: symlinks whose target leaves root (DVC's own cache links are fine) and file or folder
+    names that are not valid UTF-8. Dot-names are skipped, as by list_files.
+
+    Raises:
+        DataError: naming every such path, with the fix.
+    """
+    top, dvc_cache = root.resolve(), Path(".dvc/cache").resolve()
+    outside: list[str] = []
+    undecodable: list[str] = []
+    for folder, dirs, files in os.walk(root):  # does not follow symlinked folders
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in dirs + sorted(f for f in files if not f.startswith(".")):
+            path = Path(folder) / name
+            try:
+                name.encode("utf-8")  # undecodable bytes arrive as lone surrogates
+            except UnicodeEncodeError:
+                undecodable.append(shown(path))
+            if path.is_symlink():
+                target = path.resolve()
+                if not (target.is_relative_to(top) or target.is_relative_to(dvc_cache)):
+                    outside.append(f"{shown(path)} -> {shown(target)}")
+    if outside:
+        raise DataError(
+            f"{len(outside)} symlink(s) under {root} lead outside it:\n"
+            + "\n".join(f"  {s}" for s in outside[:MAX_LISTED])
+            + f"\nFix: copy those files into {root} (then DVC versions them), or make the folder they "
+            "live in the dataset (prepare.dataset)."
+        )
+    if undecodable:
+        raise DataError(
+            f"{len(undecodable)} name(s) under {root} are not valid UTF-8:\n"
+            + "\n".join(f"  {s}" for s in undecodable[:MAX_LISTED])
+            + f"\nFix: rename them to UTF-8, e.g. `convmv -f latin1 -t utf8 -r --notest {root}`."
+        )
+
+
+def same_name(name: str) -> str:
+    """What two folder names that differ only in case or Unicode form (NFC/NFD) share."""
+    return unicodedata.normalize("NFC", name).casefold()
 
 
 def _visible(path: Path) -> bool:
@@ -67,6 +117,12 @@ def scan_labelled(split_dir: Path) -> dict[str, list[Path]]:
     classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and _visible(p))
     if not classes:
         raise DataError(f"{split_dir}: no class folders; expected {split_dir}/<class>/<image>.")
+    keys = [same_name(c) for c in classes]
+    if twins := sorted({c for c, k in zip(classes, keys, strict=True) if keys.count(k) > 1}):
+        raise DataError(
+            f"{split_dir}: class folders {twins} differ only in case or Unicode form; merge them into one "
+            "folder (or give them names that really differ)."
+        )
     files = {c: list_files(split_dir / c) for c in classes}
     for c, fs in files.items():
         if not fs:
@@ -92,6 +148,19 @@ def scan_test(test_dir: Path, classes: list[str]) -> tuple[list[Path], list[str]
         )
     entries = [p for p in sorted(test_dir.iterdir()) if _visible(p)]
     known = [p for p in entries if p.is_dir() and p.name in classes]
+    by_key = {same_name(c): c for c in classes}
+    near = [
+        (p.name, by_key[same_name(p.name)])
+        for p in entries
+        if p.is_dir() and p not in known and same_name(p.name) in by_key
+    ]
+    if near:
+        pairs = ", ".join(f"{a!r} (train: {b!r})" for a, b in near)
+        raise DataError(
+            f"{test_dir}: folders {pairs} match train classes only up to case or Unicode form. Rename "
+            "each to its train class exactly (its labels then go to the final score alone); as they "
+            "are, test/ would be taken as unlabelled."
+        )
     others = [p for p in entries if p not in known]
     if known and others:
         raise DataError(

@@ -14,7 +14,16 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from tinycls.data import MAX_LISTED, Checked, DataError, cap_per_class, check_files, scan_labelled, scan_test
+from tinycls.data import (
+    MAX_LISTED,
+    Checked,
+    DataError,
+    cap_per_class,
+    check_files,
+    check_tree,
+    scan_labelled,
+    scan_test,
+)
 from tinycls.errors import InputError, MissingInput
 
 LABELLED = ("train", "val")
@@ -66,6 +75,27 @@ def _duplicates(reference: list[Checked], candidates: list[Checked], what: str, 
         raise DataError(f"{len(pairs)} {what}:\n" + "\n".join(pairs[:MAX_LISTED]) + f"\nFix: {fix}")
 
 
+def _in_two_classes(
+    classes: list[str], groups: dict[str, tuple[list[Path], np.ndarray]], checked: dict[str, list[Checked]]
+) -> None:
+    """Raise DataError when one image (byte-identical) is labelled with two classes in train/val."""
+    first: dict[str, tuple[Path, int]] = {}
+    pairs = []
+    for k, cs in checked.items():
+        for c, y in zip(cs, groups[k][1], strict=True):
+            if not c.sha256 or c.error == "zero-byte file":
+                continue
+            seen = first.setdefault(c.sha256, (c.path, int(y)))
+            if seen[1] != y:
+                pairs.append(f"  {c.path} ({classes[y]}) == {seen[0]} ({classes[seen[1]]})")
+    if pairs:
+        raise DataError(
+            f"{len(pairs)} image(s) are labelled with two classes (byte-identical files):\n"
+            + "\n".join(pairs[:MAX_LISTED])
+            + "\nFix: keep each image in its one right class folder and delete the other copy."
+        )
+
+
 def _labelled(per_class: dict[str, list[Path]], classes: list[str]) -> tuple[list[Path], np.ndarray]:
     files = [f for fs in per_class.values() for f in fs]
     return files, np.array([classes.index(c) for c, fs in per_class.items() for _ in fs], dtype=np.int64)
@@ -108,6 +138,7 @@ def prepare_dataset(
             f"{root}: no such dataset folder. Put the data in "
             f"{root}/train/<class>/<image> (see README, 'Your own data')."
         )
+    check_tree(root)
     classes, groups, test_files, test_names = _scan(root)
     checked = {k: check_files(fs, image_size, workers) for k, (fs, _) in groups.items()}
     test = check_files(test_files, image_size, workers)
@@ -116,6 +147,7 @@ def prepare_dataset(
             _bad_report(bad_test, len(test), 0.0, "test")
             + " (Bad test files cannot be skipped: every test image needs a prediction.)"
         )
+    _in_two_classes(classes, groups, checked)
     bad = [c for cs in checked.values() for c in cs if c.error]
     total = sum(len(cs) for cs in checked.values())
     if len(bad) > max_bad_fraction * total:

@@ -116,7 +116,9 @@ def train_model(
     if init is not None:
         out.update(initialize(model, m.arch, init, allow_unmatched_init))
     # a compressed student's arch_kwargs replace the empty ones in place
-    meta = checkpoint_meta(m.arch, classes, m.input_size, stage=stage, **(meta_extra or {}))
+    # cache_size: predict square-pads new images to the training images' side, then resizes as here
+    extra = {"stage": stage, "cache_size": int(train[0].shape[1]), **(meta_extra or {})}
+    meta = checkpoint_meta(m.arch, classes, m.input_size, **extra)
     device = resolve_device(cfg.device)
     distiller = create_distiller(kd, teacher_checkpoints or {}, classes, meta["mean"], meta["std"], device)
     if kd is not None and kd.mode != "none":
