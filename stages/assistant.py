@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 from stages.params import ASSISTANT, CACHE, PSEUDO, TEACHER, TEACHER_OUTPUTS, run, section, source, value, write_json
-from stages.training import live_log, split_section
+from stages.training import live_log, resumable, split_section
 from tinycls.config import from_section
 from tinycls.distill import KDConfig
 from tinycls.errors import InputError
@@ -41,10 +41,10 @@ def main() -> None:
         print("assistant: not trained (kd.teachers does not list it)")
         return
     classes, train, val, selection = training_data(CACHE, PSEUDO, TEACHER, data.train_on, pseudo)
-    with live_log(LIVE) as log:
+    with resumable("assistant") as resume, live_log(LIVE) as log:
         metrics = train_model(
             "assistant", m, cfg, classes, train, val, ASSISTANT / "model.pt", kd=kd,
-            teacher_checkpoints=TEACHER_OUTPUTS, log=log,
+            teacher_checkpoints=TEACHER_OUTPUTS, log=log, resume=resume / "model.pt",
             extra_metrics={"train_on": data.train_on, "selection": selection},
         )  # fmt: skip
     write_json(ASSISTANT / "status.json", {"trained": True, "arch": m.arch})

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from stages.params import CACHE, COMPRESS, PSEUDO, STUDENT, TEACHER, TEACHER_OUTPUTS, run, section, source, write_json
-from stages.training import live_log, split_section
+from stages.training import live_log, resumable, split_section
 from tinycls.checkpoint import load_checkpoint, save_checkpoint
 from tinycls.compress_student import CompressConfig, compress_student
 from tinycls.config import from_section
@@ -60,10 +60,11 @@ def main() -> None:
         write_json(LIVE / "metrics.json", {"fine_tuned": False})
         write_json(METRICS, {**extra, "val_f1": extra["f1_compressed"]})
         return
-    with live_log(LIVE) as log:
+    with resumable("compress") as resume, live_log(LIVE) as log:
         metrics = train_model(
             "compress", m, dataclasses.replace(cfg, epochs=p.epochs, lr=p.lr), classes, train, val, out, kd=kd,
             teacher_checkpoints=TEACHER_OUTPUTS, model=c.model, meta_extra=c.meta_extra, log=log,
+            resume=resume / "model.pt",
             extra_metrics={"train_on": data.train_on, **extra},
         )  # fmt: skip
     write_json(METRICS, metrics)

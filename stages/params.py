@@ -3,6 +3,7 @@ section, writing metrics and plot files."""
 
 import csv
 import json
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -31,12 +32,21 @@ TEACHER_OUTPUTS = {"teacher": TEACHER, "assistant": ASSISTANT / "model.pt", "stu
 def run(main: Callable[[], None]) -> None:
     """Run a stage's main. Bad params, data or files (InputError) end it with the message alone
     on stderr and exit status 2, so `dvc repro` shows what to fix, not a traceback; any other
-    exception is a bug and keeps its traceback."""
+    exception is a bug and keeps its traceback. SIGTERM is handled as Ctrl-C: the training
+    stages save what they have and exit 130, and their rerun resumes."""
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill`, a scheduler's stop: as Ctrl-C
     try:
         main()
     except InputError as e:
         print(f"Error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("Interrupted. `dvc repro` continues training after the last finished epoch.", file=sys.stderr)
+        sys.exit(130)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def section(name: str) -> dict[str, Any]:

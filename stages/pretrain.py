@@ -5,7 +5,7 @@ import shutil
 from pathlib import Path
 
 from stages.params import PRETRAIN, run, section, source, value, write_json
-from stages.training import live_log
+from stages.training import live_log, resumable
 from tinycls.config import from_section
 from tinycls.errors import InputError
 from tinycls.pretrain import DATA_KEYS, PHASES, PretrainConfig, load_phase
@@ -34,15 +34,17 @@ def main() -> None:
     phases = [load_phase(name, Path(p.cifar_root), p.download, p.max_per_class, cfg.seed) for name in PHASES[p.source]]
     m = ModelConfig(arch=arch, pretrained=False, input_size=p.input_size)
     reports, init = [], None
-    for i, data in enumerate(phases):
-        checkpoint = PRETRAIN / f"{data.name}.pt"
-        with live_log(LIVE, prefix=f"{data.name}/", resume=i > 0) as log:
-            r = train_model(
-                "pretrain", m, cfg, data.classes, data.train, data.val, checkpoint, init=init, log=log,
-                extra_metrics={"dataset": data.name, "classes": len(data.classes), "val_images": len(data.val[0])},
-            )  # fmt: skip
-        reports.append(r)
-        init = checkpoint
+    with resumable("pretrain") as resume:  # a rerun after an interruption skips the finished phases
+        for i, data in enumerate(phases):
+            checkpoint = PRETRAIN / f"{data.name}.pt"
+            with live_log(LIVE, prefix=f"{data.name}/", resume=i > 0) as log:
+                r = train_model(
+                    "pretrain", m, cfg, data.classes, data.train, data.val, checkpoint, init=init, log=log,
+                    resume=resume / checkpoint.name,
+                    extra_metrics={"dataset": data.name, "classes": len(data.classes), "val_images": len(data.val[0])},
+                )  # fmt: skip
+            reports.append(r)
+            init = checkpoint
     if init is not None:
         init.rename(PRETRAIN / "model.pt")
     else:  # source none: the declared curves folder still gets a file (git keeps no empty folder)

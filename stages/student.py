@@ -5,7 +5,7 @@ distilling from the teacher, the assistant, or both (params.yaml [kd])."""
 from pathlib import Path
 
 from stages.params import CACHE, PRETRAIN, PSEUDO, STUDENT, TEACHER, TEACHER_OUTPUTS, run, section, source, write_json
-from stages.training import live_log, split_section
+from stages.training import live_log, resumable, split_section
 from tinycls.config import from_section
 from tinycls.distill import KDConfig
 from tinycls.errors import InputError
@@ -40,10 +40,11 @@ def main() -> None:
             "ImageNet ones. Set student.pretrained: false, or pretrain.source: none."
         )
     classes, train, val, selection = training_data(CACHE, PSEUDO, TEACHER, data.train_on, pseudo)
-    with live_log(LIVE) as log:
+    with resumable("student") as resume, live_log(LIVE) as log:
         metrics = train_model(
             "student", m, cfg, classes, train, val, STUDENT, kd=kd, teacher_checkpoints=TEACHER_OUTPUTS,
             init=init if init.is_file() else None, allow_unmatched_init=data.allow_unmatched_init, log=log,
+            resume=resume / STUDENT.name,
             extra_metrics={"train_on": data.train_on, "selection": selection},
         )  # fmt: skip
     write_json(METRICS, metrics)

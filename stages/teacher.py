@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from stages.params import CACHE, TEACHER, run, section, source, write_json
-from stages.training import live_log, split_section
+from stages.training import live_log, resumable, split_section
 from tinycls.data import cap_per_class
 from tinycls.errors import InputError
 from tinycls.prepare import load_classes, load_split
@@ -35,9 +35,10 @@ def train_teacher(params: dict[str, Any], checkpoint: Path, live: Path, metrics:
     m, cfg, cap = settings(params)
     (x, y), val = load_split(CACHE, "train"), load_split(CACHE, "val")
     keep = cap_per_class(y, cap, cfg.seed)
-    with live_log(live) as log:
+    with resumable("teacher") as resume, live_log(live) as log:
         out = train_model(
             "teacher", m, cfg, load_classes(CACHE), (x[keep], y[keep]), val, checkpoint, log=log,
+            resume=resume / checkpoint.name,
             extra_metrics={"selection": "val", "cutmix_prob": cfg.cutmix_prob, "pretrained": m.pretrained,
                            "max_per_class": cap},
         )  # fmt: skip

@@ -1,6 +1,7 @@
 """Shared by the stages that train a model (pretrain, teacher, assistant, student, compress):
 a params section split into the library's model and loop configs, and a dvclive logger."""
 
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,7 @@ from tinycls.train import TrainConfig
 from tinycls.weights import PACKAGE_PREFIX
 
 MODEL_KEYS = ("arch", "pretrained", "weights", "input_size")
+RESUME = Path("resume")  # <stage>/<checkpoint name>: training states an interrupted stage resumes from
 WEIGHTS = Path("weights")  # local ImageNet weights files: a dvc.yaml dependency of teacher, assistant, student
 
 
@@ -38,6 +40,18 @@ def split_section(
         )
     rest = {k: v for k, v in section.items() if k not in MODEL_KEYS + other_keys}
     return model, from_section(TrainConfig, rest, source(name)), pick(other_keys)
+
+
+@contextmanager
+def resumable(stage: str) -> Iterator[Path]:
+    """A folder for the stage's resume states (git-ignored, outside its DVC outputs, which
+    `dvc repro` deletes before a rerun); removed once the stage has trained everything, kept
+    when it fails or is interrupted, so that the rerun continues after the last finished epoch."""
+    folder = RESUME / stage
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+    if RESUME.is_dir() and not any(RESUME.iterdir()):
+        RESUME.rmdir()
 
 
 @contextmanager

@@ -467,3 +467,50 @@ def test_predict_preprocesses_exactly_as_the_pipeline(workdir):
     save_checkpoint(Path("straight.pt"), model, {**meta, "cache_size": 24})
     other = predict("straight.pt")
     assert max(abs(other[f] - pipeline[f]) for f in rows) > 1e-4
+
+
+STOP_AFTER_FIRST_EPOCH = """
+import os, runpy, signal
+import tinycls.train as t
+real = t._Loop.save_state
+def save_then_terminate(self, *args, **kwargs):
+    real(self, *args, **kwargs)
+    os.kill(os.getpid(), signal.SIGTERM)  # as `kill` or a job scheduler would, once epoch 1 is saved
+t._Loop.save_state = save_then_terminate
+runpy.run_module("stages.teacher", run_name="__main__")
+"""
+
+
+def test_a_stage_stopped_by_sigterm_resumes_to_the_same_metrics(workdir):
+    import os
+    import subprocess
+    import sys
+
+    _set(Path("params.yaml"), "teacher", epochs=3)
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}"}
+
+    def stage(*cmd: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, *cmd], env=env, capture_output=True, text=True, timeout=300)
+
+    r = stage("-m", "stages.teacher")
+    assert r.returncode == 0, r.stderr
+    whole = json.loads(Path("metrics/teacher.json").read_text())
+    first = torch.load("artifacts/teacher/model.pt", weights_only=True)
+    assert not Path("resume").exists()  # removed once the stage finished
+    for out in ("artifacts/teacher", "live/teacher", "metrics/teacher.json"):
+        shutil.rmtree(out) if Path(out).is_dir() else Path(out).unlink()
+
+    r = stage("-c", STOP_AFTER_FIRST_EPOCH)
+    assert r.returncode == 130 and "Interrupted. `dvc repro` continues training" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not Path("metrics/teacher.json").exists()
+    assert torch.load("resume/teacher/model.pt", weights_only=True)["best"]["epochs_run"] == 1
+    shutil.rmtree("artifacts/teacher")  # dvc repro removes the outputs before the rerun
+    r = stage("-m", "stages.teacher")
+    assert r.returncode == 0 and "resuming after epoch 1 of 3" in r.stdout, r.stdout + r.stderr
+    assert json.loads(Path("metrics/teacher.json").read_text()) == whole
+    again = torch.load("artifacts/teacher/model.pt", weights_only=True)
+    assert again.keys() == first.keys() and again["epoch"] == first["epoch"]
+    assert all(torch.equal(v, again["state_dict"][k]) for k, v in first["state_dict"].items())
+    assert not Path("resume").exists()
+    rows = Path("live/teacher/plots/metrics/val/f1.tsv").read_text().splitlines()
+    assert len(rows) == 1 + 3  # the curve holds every epoch, the replayed ones too

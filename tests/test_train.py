@@ -77,6 +77,62 @@ def test_ctrl_c_leaves_a_usable_checkpoint(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "settings",
+    [
+        {"optimizer": "adamw", "schedule": "onecycle", "hflip": True, "translate": 0.1},
+        # CutMix draws from numpy's global RNG, EMA keeps its own weights, SGD its momentum
+        {"optimizer": "sgd", "schedule": "cosine", "cutmix_prob": 1.0, "ema_decay": 0.9},
+    ],
+)
+def test_an_interrupted_fit_resumes_to_the_same_result(tmp_path, settings):
+    cfg = TrainConfig(epochs=3, batch_size=16, lr=1.0e-2, device="cpu", **settings)
+    train, val = class_arrays(48, 0), class_arrays(24, 1)
+    steps = {"n": 0, "stop_at": None}
+
+    def loss(logits, y, x):  # cross-entropy (soft CutMix targets too); Ctrl-C at step stop_at
+        steps["n"] += 1
+        if steps["n"] == steps["stop_at"]:
+            raise KeyboardInterrupt
+        return torch.nn.functional.cross_entropy(logits, y)
+
+    def run(out, resume, stop_at=None):
+        steps.update(n=0, stop_at=stop_at)
+        seed_everything(cfg.seed)
+        rows = []
+        r = fit(build_model(ARCH, 3), train, val, cfg, out / "best.pt", META, log=rows.append,
+                progress=False, resume=resume, criterion=loss)  # fmt: skip
+        return r, rows
+
+    whole, whole_rows = run(tmp_path / "whole", tmp_path / "whole.resume")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "cut", tmp_path / "cut.resume", stop_at=7)  # 3 steps an epoch: in epoch 3
+    assert torch.load(tmp_path / "cut.resume", weights_only=True)["best"]["epochs_run"] == 2
+    (tmp_path / "cut" / "best.pt").unlink()  # as dvc repro removes a stage's outputs
+    resumed, rows = run(tmp_path / "cut", tmp_path / "cut.resume")
+    assert resumed == whole and rows == whole_rows  # the first two rows replayed, the third trained
+    assert steps["n"] == 3  # one epoch trained
+    for name in ("whole", "cut"):
+        assert load_checkpoint(tmp_path / name / "best.pt")[1]["epoch"] == whole.best_epoch
+    a, b = (load_checkpoint(tmp_path / n / "best.pt")[0].state_dict().values() for n in ("whole", "cut"))
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_a_resume_state_of_another_fit_is_ignored(tmp_path, capsys):
+    _fit(tmp_path / "a", epochs=1)
+    cfg = TrainConfig(epochs=1, batch_size=16, lr=1.0e-2, device="cpu")
+    seed_everything(0)
+    path = tmp_path / "state.pt"
+    fit(build_model(ARCH, 3), class_arrays(48, 0), class_arrays(24, 1), cfg, tmp_path / "x.pt", META,
+        progress=False, resume=path)  # fmt: skip
+    other = TrainConfig(epochs=1, batch_size=16, lr=2.0e-2, device="cpu")
+    seed_everything(0)
+    r = fit(build_model(ARCH, 3), class_arrays(48, 0), class_arrays(24, 1), other, tmp_path / "y.pt", META,
+            progress=False, resume=path)  # fmt: skip
+    assert "saved by a fit of other settings, data or weights; starting from epoch 1" in capsys.readouterr().out
+    assert r.epochs_run == 1
+
+
+@pytest.mark.parametrize(
     ("section", "message"),
     [
         ({"epochs": 1, "batch_size": 8, "optimizer": "adam"}, "[student].optimizer: 'adam' is not one of adamw, sgd."),

@@ -90,6 +90,7 @@ def train_model(
     meta_extra: dict[str, Any] | None = None,
     log: Callable[[dict[str, float]], None] | None = None,
     extra_metrics: dict[str, Any] | None = None,
+    resume: Path | None = None,
 ) -> dict[str, Any]:
     """Build, initialize, distil and fit one model; its metrics (`extra_metrics` last).
 
@@ -100,6 +101,7 @@ def train_model(
         model: a model to fine-tune as it is (e.g. a compressed student) instead of building one;
             `meta_extra` goes into its checkpoint (its arch_kwargs rebuild that model).
         log: called once per epoch (tinycls.train.fit).
+        resume: the fit's resume state file (tinycls.train.fit): an interrupted run continues.
 
     Raises:
         ValueError / FileNotFoundError: bad weights, init checkpoint or teachers, before training.
@@ -132,7 +134,7 @@ def train_model(
         )
     else:
         out["kd_mode"] = "none"
-    result = fit(model, train, val, cfg, checkpoint, meta, distiller, log=log)
+    result = fit(model, train, val, cfg, checkpoint, meta, distiller, log=log, resume=resume)
     print(f"{stage}: best selection macro F1 {result.best_f1:.4f} at epoch {result.best_epoch} -> {checkpoint}")
     return {
         "val_f1": result.best_f1,

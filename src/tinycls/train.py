@@ -1,11 +1,15 @@
 """The one training loop every stage uses: optimizer, schedule, AMP, seeding, progress bar,
-per-epoch logging, best checkpoint by validation macro F1, and a usable checkpoint on Ctrl-C.
+per-epoch logging, best checkpoint by validation macro F1, a usable checkpoint on Ctrl-C, and a
+resume state after every epoch that an interrupted fit continues from, to the same result.
 """
 
+import copy
+import hashlib
+import json
 import os
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +163,7 @@ def fit(
     criterion: Criterion | None = None,
     log: Callable[[dict[str, float]], None] | None = None,
     progress: bool = True,
+    resume: Path | None = None,
 ) -> FitResult:
     """Train `model`; keep the checkpoint with the best validation macro F1.
 
@@ -179,6 +184,11 @@ def fit(
             probabilities (B, K) when CutMix or soft labels are on.
         log: called once per epoch with {'train/loss', 'val/loss', 'val/f1', 'lr'}.
         progress: show a tqdm bar with live loss and F1.
+        resume: a file for the full training state (model, optimizer, schedule, AMP scaler, EMA,
+            every RNG, best-so-far and the logged rows), written after every epoch. A fit of the
+            same model, data and settings finding it there continues after its last epoch, with
+            the same result as an uninterrupted fit; one of another fit is ignored. The caller
+            removes it when done.
 
     Raises:
         ValueError: CutMix asked for with soft labels (it needs class indices), or cached
@@ -209,8 +219,21 @@ def fit(
         torch.Generator().manual_seed(cfg.seed), device, amp,
     )  # fmt: skip
     best = FitResult(best_f1=-1.0, best_epoch=0, epochs_run=0, device=device.type, teacher_outputs=teach.outputs)
+    key = _fingerprint(model, train, val, cfg, meta, distiller) if resume else ""
+    rows: list[dict[str, float]] = []
+    best_state: dict[str, torch.Tensor] | None = None
+    if resume is not None and (state := _read_resume(resume, key)) is not None:
+        best, best_state, rows = loop.restore(state)
+        if best_state is not None:  # the stage's outputs were removed (dvc repro does): write it again
+            kept = copy.deepcopy(evaluated)
+            kept.load_state_dict(best_state)
+            save_checkpoint(checkpoint, kept, {**meta, "epoch": best.best_epoch, "val_f1": best.best_f1})
+        for row in rows:
+            if log:
+                log(row)
+        print(f"resuming after epoch {best.epochs_run} of {cfg.epochs} from {resume}")
     try:
-        for epoch in range(1, cfg.epochs + 1):
+        for epoch in range(best.epochs_run + 1, cfg.epochs + 1):
             bar = tqdm(range(steps), desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=True,
                        dynamic_ncols=True, mininterval=0.5)  # fmt: skip
             row = {"train/loss": loop.epoch(epoch, bar, best.best_f1), **_validate(evaluated, val, meta, cfg)}
@@ -221,8 +244,13 @@ def fit(
             if row["val/f1"] > best.best_f1:
                 best.best_f1, best.best_epoch = row["val/f1"], epoch
                 save_checkpoint(checkpoint, evaluated, {**meta, "epoch": epoch, "val_f1": row["val/f1"]})
+                if resume is not None:
+                    best_state = {k: v.detach().cpu().clone() for k, v in evaluated.state_dict().items()}
             if log:
                 log(row)
+            rows.append(row)
+            if resume is not None:
+                loop.save_state(resume, key, best, best_state, rows)
     except KeyboardInterrupt:
         _save_interrupted(checkpoint, model, meta, best.epochs_run)
         raise
@@ -284,6 +312,55 @@ class _Loop:
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", best_f1=f"{max(best_f1, 0):.4f}")
         return loss_sum.item() / seen
 
+    def save_state(
+        self,
+        path: Path,
+        key: str,
+        best: FitResult,
+        best_state: dict[str, torch.Tensor] | None,
+        rows: list[dict[str, float]],
+    ) -> None:
+        """Everything the next epoch depends on, atomically, in plain types (weights_only loads it)."""
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        state = {
+            "fingerprint": key,
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema else None,
+            "opt": self.opt.state_dict(),
+            "sched": self.sched.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "gen": self.gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+            "numpy_rng": [kind, keys.tolist(), pos, has_gauss, cached],  # timm's CutMix draws from it
+            "python_rng": random.getstate(),
+            "best": asdict(best),
+            "best_state": best_state,
+            "rows": rows,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+
+    def restore(self, state: dict[str, Any]) -> tuple[FitResult, dict[str, torch.Tensor] | None, list[dict]]:
+        """Put a saved state back; returns (best so far, its weights, the rows logged so far)."""
+        self.model.load_state_dict(state["model"])
+        if self.ema:
+            self.ema.load_state_dict(state["ema"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.gen.set_state(state["gen"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"]:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        kind, keys, pos, has_gauss, cached = state["numpy_rng"]
+        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+        version, internal, gauss = state["python_rng"]
+        random.setstate((version, tuple(internal), gauss))
+        return FitResult(**state["best"]), state["best_state"], state["rows"]
+
     def _loss(
         self, logits: torch.Tensor, x: torch.Tensor, xv: torch.Tensor, y: torch.Tensor, idx: torch.Tensor
     ) -> torch.Tensor:
@@ -296,6 +373,44 @@ class _Loop:
             t = cache[idx].to(self.device) if cache is not None else self.distiller.teachers(xv)
             return self.teach.loss(logits, t, y)
         return self.base(logits, y)
+
+
+def _fingerprint(
+    model: nn.Module,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    cfg: TrainConfig,
+    meta: dict[str, Any],
+    distiller: Distiller | None,
+) -> str:
+    """What makes a fit this fit (settings, data, initial weights, teachers): a resume state
+    saved under any other fingerprint is stale."""
+    h = hashlib.sha256(json.dumps([asdict(cfg), meta], sort_keys=True, default=str).encode())
+    for a in (*train, *val):
+        h.update(f"{a.shape}{a.dtype}".encode())
+        h.update(np.ascontiguousarray(a).data)
+    tensors = list(model.state_dict().values())
+    if distiller is not None:
+        h.update(repr(distiller.kd).encode())
+        tensors += list(distiller.teachers.state_dict().values())
+    for v in tensors:
+        h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _read_resume(path: Path, key: str) -> dict[str, Any] | None:
+    """The resume state at `path` when it belongs to this fit, else None (and why, printed)."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a half-written or foreign file: start over rather than fail
+        print(f"{path}: not a readable resume state ({type(e).__name__}); starting from epoch 1")
+        return None
+    if not isinstance(state, dict) or state.get("fingerprint") != key:
+        print(f"{path}: saved by a fit of other settings, data or weights; starting from epoch 1")
+        return None
+    return state
 
 
 def _save_interrupted(checkpoint: Path, model: nn.Module, meta: dict[str, Any], epochs_run: int) -> None:
