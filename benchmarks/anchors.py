@@ -30,7 +30,7 @@ SIZE = 28  # Fashion-MNIST's own side
 
 def gray(images: np.ndarray) -> torch.Tensor:
     """uint8 (N, S, S, 3) -> float (N, 1, 28, 28) in [-1, 1]."""
-    x = torch.from_numpy(images).float().mean(-1, keepdim=True).permute(0, 3, 1, 2) / 127.5 - 1
+    x = torch.from_numpy(np.asarray(images)).float().mean(-1, keepdim=True).permute(0, 3, 1, 2) / 127.5 - 1
     return F.interpolate(x, size=(SIZE, SIZE), mode="bilinear", antialias=True)
 
 

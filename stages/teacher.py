@@ -37,7 +37,7 @@ def train_teacher(params: dict[str, Any], checkpoint: Path, live: Path, metrics:
     keep = cap_per_class(y, cap, cfg.seed)
     with resumable("teacher") as resume, live_log(live) as log:
         out = train_model(
-            "teacher", m, cfg, load_classes(CACHE), (x[keep], y[keep]), val, checkpoint, log=log,
+            "teacher", m, cfg, load_classes(CACHE), (x.take(keep), y[keep]), val, checkpoint, log=log,
             resume=resume / checkpoint.name,
             extra_metrics={"selection": "val", "cutmix_prob": cfg.cutmix_prob, "pretrained": m.pretrained,
                            "max_per_class": cap},

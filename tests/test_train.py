@@ -107,8 +107,10 @@ def test_an_interrupted_fit_resumes_to_the_same_result(tmp_path, settings):
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "cut", tmp_path / "cut.resume", stop_at=7)  # 3 steps an epoch: in epoch 3
     assert torch.load(tmp_path / "cut.resume", weights_only=True)["best"]["epochs_run"] == 2
+    assert (tmp_path / "cut" / "best.last.pt").is_file()  # Ctrl-C's weights
     (tmp_path / "cut" / "best.pt").unlink()  # as dvc repro removes a stage's outputs
     resumed, rows = run(tmp_path / "cut", tmp_path / "cut.resume")
+    assert not (tmp_path / "cut" / "best.last.pt").exists()  # superseded by the finished run
     assert resumed == whole and rows == whole_rows  # the first two rows replayed, the third trained
     assert steps["n"] == 3  # one epoch trained
     for name in ("whole", "cut"):

@@ -4,6 +4,7 @@ Layout: `<root>/train/<class>/<image>`, optional `<root>/val/<class>/...`, and `
 holding unlabelled images or class folders. Nothing under <root> is ever written.
 """
 
+import dataclasses
 import hashlib
 import multiprocessing
 import os
@@ -17,6 +18,7 @@ import numpy as np
 
 from tinycls.errors import InputError, MissingInput
 from tinycls.images import DECODE_ERRORS, FORMATS, TooLarge, load_rgb, square_pad_resize
+from tinycls.rows import create_rows, write_rows
 
 MAX_LISTED = 10  # bad files named in one error message
 PARALLEL_MIN = 256  # fewer files are decoded in this process
@@ -201,24 +203,36 @@ def check_file(path: Path, size: int) -> Checked:
         return Checked(path, digest, None, f"not a readable image ({why}; formats read: {', '.join(FORMATS)})")
 
 
-def _check_chunk(paths: list[Path], size: int) -> list[Checked]:
-    return [check_file(p, size) for p in paths]
+def _check_chunk(paths: list[Path], size: int, into: Path | None, start: int) -> list[Checked]:
+    """check_file over paths; with `into`, each image goes to its row there instead of the result."""
+    checked = [check_file(p, size) for p in paths]
+    if into is None:
+        return checked
+    write_rows(into, start, [c.image for c in checked])
+    return [dataclasses.replace(c, image=None) for c in checked]
 
 
-def check_files(paths: list[Path], size: int, workers: int) -> list[Checked]:
+def check_files(paths: list[Path], size: int, workers: int, into: Path | None = None) -> list[Checked]:
     """check_file over many paths, in order, on `workers` processes.
+
+    Args:
+        into: an .npy file to create with one (size, size, 3) row per path: each decoded image
+            is written to its row there (a bad file's row stays zero) and not returned, so that
+            no process ever holds more than a chunk of images. None: images in the results.
 
     Raises:
         DataError: a worker died (the kernel's out-of-memory killer, a crash in a decoder);
             the message names the first batch of files that did not finish.
     """
+    if into is not None:
+        create_rows(into, len(paths), (size, size, 3))
+    chunks = [(paths[i : i + CHUNK], i) for i in range(0, len(paths), CHUNK)]
     if workers <= 1 or len(paths) < PARALLEL_MIN:
-        return [check_file(p, size) for p in paths]
-    chunks = [paths[i : i + CHUNK] for i in range(0, len(paths), CHUNK)]
+        return [c for chunk, start in chunks for c in _check_chunk(chunk, size, into, start)]
     out: list[Checked] = []
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        futures = [pool.submit(_check_chunk, c, size) for c in chunks]
-        for chunk, future in zip(chunks, futures, strict=True):
+        futures = [pool.submit(_check_chunk, chunk, size, into, start) for chunk, start in chunks]
+        for (chunk, _), future in zip(chunks, futures, strict=True):
             try:
                 out += future.result()
             except BrokenProcessPool:

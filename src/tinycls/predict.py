@@ -21,24 +21,27 @@ def predict_logits(
     device: torch.device,
     batch_size: int = 512,
     amp: bool = True,
+    hflip: bool = False,
 ) -> torch.Tensor:
-    """Logits (N, K) on CPU for uint8 images (N, S, S, 3); puts the model in eval mode.
-    `amp`: mixed precision on CUDA."""
+    """Logits (N, K) on CPU for uint8 images (N, S, S, 3), an array or tinycls.rows.Rows read a
+    batch at a time; puts the model in eval mode. `amp`: mixed precision on CUDA. `hflip`: of
+    the mirrored images."""
     model.eval()
     out = []
     for i in range(0, len(images), batch_size):
         x = torch.from_numpy(images[i : i + batch_size]).to(device)
+        x = x.flip(2) if hflip else x  # (N, S, S, 3): the width axis
         with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
             out.append(model(to_input(x, input_size, mean, std)).float().cpu())
     return torch.cat(out) if out else torch.empty(0, 0)
 
 
 def predict_checkpoint(
-    model: nn.Module, meta: dict, images: np.ndarray, device: torch.device, batch_size: int = 512
+    model: nn.Module, meta: dict, images: np.ndarray, device: torch.device, batch_size: int = 512, hflip: bool = False
 ) -> torch.Tensor:
     """predict_logits with the input size and normalization a checkpoint recorded."""
     return predict_logits(
-        model, images, meta["input_size"], tuple(meta["mean"]), tuple(meta["std"]), device, batch_size
+        model, images, meta["input_size"], tuple(meta["mean"]), tuple(meta["std"]), device, batch_size, hflip=hflip
     )
 
 

@@ -8,6 +8,7 @@ label; their file names and labels go to a separate held-out file only the final
 
 import csv
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from tinycls.data import (
     scan_test,
 )
 from tinycls.errors import InputError, MissingInput
+from tinycls.rows import Rows, save_rows
 
 LABELLED = ("train", "val")
 
@@ -140,8 +142,42 @@ def prepare_dataset(
         )
     check_tree(root)
     classes, groups, test_files, test_names = _scan(root)
-    checked = {k: check_files(fs, image_size, workers) for k, (fs, _) in groups.items()}
-    test = check_files(test_files, image_size, workers)
+    made = not out.parent.exists()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # Decoded images go straight to a file per group, a row per file, and from there (chosen,
+        # reordered) into the cache: no process holds more than a chunk of images.
+        with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-decoding-") as tmp:
+            decoded = {k: Path(tmp) / f"{k}.npy" for k in (*groups, "test")}
+            checked = {k: check_files(fs, image_size, workers, decoded[k]) for k, (fs, _) in groups.items()}
+            test = check_files(test_files, image_size, workers, decoded["test"])
+            return _validate_and_write(
+                root, out, held_out, image_size, val_fraction, max_per_class, max_bad_fraction, seed,
+                classes, groups, checked, test, test_names, decoded,
+            )  # fmt: skip
+    except BaseException:
+        if made and not any(out.parent.iterdir()):  # leave nothing behind on bad data
+            out.parent.rmdir()
+        raise
+
+
+def _validate_and_write(
+    root: Path,
+    out: Path,
+    held_out: Path,
+    image_size: int,
+    val_fraction: float,
+    max_per_class: int,
+    max_bad_fraction: float,
+    seed: int,
+    classes: list[str],
+    groups: dict[str, tuple[list[Path], np.ndarray]],
+    checked: dict[str, list[Checked]],
+    test: list[Checked],
+    test_names: list[str] | None,
+    decoded: dict[str, Path],
+) -> dict:
+    """prepare_dataset's checks of the decoded files, the split and the cache; its metrics."""
     if bad_test := [c for c in test if c.error]:
         raise DataError(
             _bad_report(bad_test, len(test), 0.0, "test")
@@ -165,7 +201,7 @@ def prepare_dataset(
         "test images are byte-identical to train/val images (leakage)",
         "delete the duplicates from test/ or from train/ and val/.",
     )
-    _write(root, out, held_out, classes, splits, test, test_names)
+    _write(root, out, held_out, classes, splits, test, test_names, decoded, checked)
     counts = {k: np.bincount(splits[k][1], minlength=len(classes)).tolist() for k in LABELLED}
     return {
         "classes": len(classes),
@@ -241,15 +277,20 @@ def _write(
     splits: dict[str, tuple[list[Checked], np.ndarray]],
     test: list[Checked],
     test_names: list[str] | None,
+    decoded: dict[str, Path],
+    checked: dict[str, list[Checked]],
 ) -> None:
-    """The cache (test images in a label-free order) and the held-out test file names and labels."""
+    """The cache (test images in a label-free order) and the held-out test file names and labels;
+    images are copied a chunk at a time from the `decoded` rows of each group's `checked` files."""
     out.mkdir(parents=True, exist_ok=True)
+    row = {c.path: (k, i) for k, cs in checked.items() for i, c in enumerate(cs)}
     for k in LABELLED:
         cs, y = splits[k]
-        np.save(out / f"{k}_images.npy", np.stack([c.image for c in cs]))
+        group = {row[c.path][0] for c in cs}.pop()  # val comes from train/ when there is no val/
+        save_rows(out / f"{k}_images.npy", Rows([decoded[group]]).take([row[c.path][1] for c in cs]))
         np.save(out / f"{k}_labels.npy", y)
     order = sorted(range(len(test)), key=lambda i: (test[i].sha256, test[i].path.name))  # label-free order
-    np.save(out / "test_images.npy", np.stack([test[i].image for i in order]))
+    save_rows(out / "test_images.npy", Rows([decoded["test"]]).take(order))
     (out / "classes.json").write_text(json.dumps(classes, indent=1) + "\n")
     with open(out / "index.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -272,9 +313,10 @@ def _write(
     )
 
 
-def load_split(cache: Path, split: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """(images (N, S, S, 3) uint8, labels (N,) int64, or None for test) from a prepared cache."""
-    images = np.load(cache / f"{split}_images.npy")
+def load_split(cache: Path, split: str) -> tuple[Rows, np.ndarray | None]:
+    """(images (N, S, S, 3) uint8, read from disk a batch at a time (tinycls.rows.Rows), labels
+    (N,) int64 in memory, or None for test) from a prepared cache."""
+    images = Rows([cache / f"{split}_images.npy"])
     labels_path = cache / f"{split}_labels.npy"
     return images, (np.load(labels_path) if labels_path.exists() else None)
 

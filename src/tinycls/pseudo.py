@@ -18,6 +18,7 @@ from tinycls.device import DEVICES
 from tinycls.errors import InputError
 from tinycls.predict import predict_checkpoint
 from tinycls.prepare import load_classes, load_split
+from tinycls.rows import Rows
 
 LABEL_KINDS = ("hard", "soft")
 # The last one trains on test images (with teacher labels): many competitions ban it.
@@ -61,8 +62,7 @@ def teacher_probs(
     """Softmax probabilities (N, K) float32, averaged with the mirrored images when hflip_tta."""
     p = predict_checkpoint(model, meta, images, device, batch_size).softmax(1)
     if hflip_tta:
-        mirrored = np.ascontiguousarray(images[:, :, ::-1])  # (N, S, S, 3): flip the width axis
-        p = (p + predict_checkpoint(model, meta, mirrored, device, batch_size).softmax(1)) / 2
+        p = (p + predict_checkpoint(model, meta, images, device, batch_size, hflip=True).softmax(1)) / 2
     return p.numpy().astype(np.float32)
 
 
@@ -150,14 +150,20 @@ def training_sets(
         raise InputError(f"train_on: {train_on!r} needs the teacher's pseudo labels on test.")
     proxy = (test_images, probs.argmax(1).astype(np.int64))
     selection = "proxy: agreement with the teacher's pseudo labels on test"
-    x, y = np.concatenate([train[0], val[0]]), np.concatenate([train[1], val[1]])
+    # images are indexed where they lie (tinycls.rows.Rows), never copied; labels are small
+    y = np.concatenate([train[1], val[1]])
     if train_on == "train_val":
-        return (x, y), proxy, selection
-    keep = probs.max(1) >= threshold
+        return (Rows.concat([train[0], val[0]]), y), proxy, selection
+    keep = np.flatnonzero(probs.max(1) >= threshold)
+    x = Rows.concat([train[0], val[0], _rows(test_images).take(keep)])
     if label_kind == "hard":
-        return (np.concatenate([x, test_images[keep]]), np.concatenate([y, proxy[1][keep]])), proxy, selection
+        return (x, np.concatenate([y, proxy[1][keep]])), proxy, selection
     one_hot = np.eye(probs.shape[1], dtype=np.float32)[y]
-    return (np.concatenate([x, test_images[keep]]), np.concatenate([one_hot, probs[keep]])), proxy, selection
+    return (x, np.concatenate([one_hot, probs[keep]])), proxy, selection
+
+
+def _rows(images: np.ndarray | Rows) -> Rows:
+    return images if isinstance(images, Rows) else Rows([images])
 
 
 def training_data(

@@ -28,6 +28,7 @@ from tinycls.distill import Distiller, Teaching, teaching
 from tinycls.errors import InputError
 from tinycls.losses import LOSSES, student_loss
 from tinycls.predict import predict_logits
+from tinycls.rows import Rows
 from tinycls.score import macro_f1
 from tinycls.transforms import augment, to_input
 
@@ -207,7 +208,8 @@ def fit(
     ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
     evaluated = ema.module if ema else model  # what is validated and saved
     amp = cfg.amp and device.type == "cuda"
-    x_all, y_all = torch.from_numpy(train[0]), torch.from_numpy(train[1])
+    # images stay where they are (an array, or tinycls.rows.Rows on disk): a batch is read per step
+    x_all, y_all = train[0], torch.from_numpy(train[1])
     # A last batch of one image breaks BatchNorm in training mode: drop it (it is reshuffled).
     steps = len(x_all) // cfg.batch_size + (len(x_all) % cfg.batch_size >= 2)
     if steps == 0:
@@ -254,6 +256,7 @@ def fit(
     except KeyboardInterrupt:
         _save_interrupted(checkpoint, model, meta, best.epochs_run)
         raise
+    checkpoint.with_name(checkpoint.stem + ".last.pt").unlink(missing_ok=True)  # an interrupted run's, superseded
     return best
 
 
@@ -264,7 +267,7 @@ class _Loop:
     model: nn.Module
     cfg: TrainConfig
     meta: dict[str, Any]
-    x_all: torch.Tensor
+    x_all: np.ndarray | Rows
     y_all: torch.Tensor
     steps: int
     mixer: Mixup | None
@@ -289,7 +292,8 @@ class _Loop:
         loss_sum, seen = torch.zeros((), device=self.device), 0
         for step in bar:
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            xv = to_input(self.x_all[idx].to(self.device, non_blocking=True), view, mean, std)
+            xb = torch.from_numpy(self.x_all[idx.numpy()])
+            xv = to_input(xb.to(self.device, non_blocking=True), view, mean, std)
             xv = augment(xv, cfg.hflip, cfg.translate, self.gen)
             y = self.y_all[idx].to(self.device, non_blocking=True)
             if self.mixer:
@@ -388,7 +392,8 @@ def _fingerprint(
     h = hashlib.sha256(json.dumps([asdict(cfg), meta], sort_keys=True, default=str).encode())
     for a in (*train, *val):
         h.update(f"{a.shape}{a.dtype}".encode())
-        h.update(np.ascontiguousarray(a).data)
+        for i in range(0, len(a), 4096):  # a cache on disk is read a chunk at a time
+            h.update(np.ascontiguousarray(a[i : i + 4096]).data)
     tensors = list(model.state_dict().values())
     if distiller is not None:
         h.update(repr(distiller.kd).encode())
