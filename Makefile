@@ -62,3 +62,5 @@ bench: data
 	$(BIN)/python -m benchmarks.kd_sweep
 	$(BIN)/python -m benchmarks.photos
 	$(BIN)/python -m benchmarks.fresh_clone
+	$(BIN)/python -m benchmarks.hardening
+	$(BIN)/python -m benchmarks.memory --base e94426e
