@@ -10,7 +10,10 @@ the resident memory of the process and its children, sampled every 50 ms (psutil
 cache that holds the files is the kernel's, shared and evictable, and not counted.
 
 Run: `python -m benchmarks.memory --base <rev>` (minutes per size; 200k images need ~6 GB disk
-under --root and, for the in-memory base, ~6 GB RAM).
+under --root and, for the in-memory base, ~6 GB RAM). `--readers` instead compares the two ways
+to read a cache on disk, a memory map (`np.load(mmap_mode="r")`) and tinycls.rows (`os.pread`):
+one shuffled pass in batches of 128 over a 1.2 GB .npy of 100,000 64 px rows, each in its own
+process, twice, with its peak RSS (sampled as above).
 """
 
 import argparse
@@ -120,12 +123,45 @@ def measure(code: Path, data: Path, scratch: Path) -> dict:
     }
 
 
+READER = """
+import sys, time
+import numpy as np
+from tinycls.rows import Rows
+path, how = sys.argv[1], sys.argv[2]
+x = np.load(path, mmap_mode="r") if how == "mmap" else Rows([path])
+order = np.random.default_rng(0).permutation(len(x))
+start = time.perf_counter()
+for i in range(0, len(order), 128):
+    x[order[i : i + 128]].sum()
+seconds = time.perf_counter() - start
+print(f"{seconds:.2f}")
+"""
+
+
+def readers(root: Path) -> None:
+    """A memory map against os.pread: the time of a shuffled pass and the process's peak RSS."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "readers.npy"
+    np.save(path, np.random.default_rng(0).integers(0, 256, (100_000, 64, 64, 3), dtype=np.uint8))
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}"}
+    try:
+        for how in ("mmap", "pread", "mmap", "pread"):
+            mb, _, out = peak_rss([sys.executable, "-c", READER, str(path), how], root, env)
+            print(f"{how}: a shuffled pass over 100,000 rows (1.2 GB) in {out.strip()} s, peak RSS {mb:,.0f} MB")
+    finally:
+        path.unlink()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="10000,50000,200000")
     ap.add_argument("--root", type=Path, default=Path(tempfile.gettempdir()) / "tinycls-memory")
     ap.add_argument("--base", help="an earlier commit to measure beside this tree (its in-memory cache)")
+    ap.add_argument("--readers", action="store_true", help="only compare a memory map with os.pread")
     args = ap.parse_args()
+    if args.readers:
+        readers(args.root)
+        return
     sizes = [int(s) for s in args.sizes.split(",")]
     versions = {"this tree": ROOT}
     with tempfile.TemporaryDirectory(dir=args.root.parent if args.root.parent.exists() else None) as tmp:

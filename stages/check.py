@@ -1,7 +1,8 @@
 """Stage `check`: every section of params.yaml checked, in seconds, before any stage works.
 
 Each stage's own `settings()` parses and checks what it reads; this stage calls all of them and
-rejects unknown sections, so a typo in any section (`dvc exp run -S studnet.epochs=3`), a wrong
+rejects unknown sections, so a typo in any section (`studnet:` typed in params.yaml, or
+`dvc exp run -S +studnet.epochs=3`; DVC refuses it without the +), a wrong
 type or an out-of-range value stops `dvc repro` / `dvc exp run` here, with every problem listed,
 instead of after the teacher has trained. Every other stage depends on CHECKED, whose text never
 changes, so a valid change reruns this stage (seconds) and exactly the stages it reran before.
@@ -41,7 +42,7 @@ def problems() -> list[str]:
         return ["params.yaml: must be a mapping of sections (prepare:, teacher:, ...); see README, 'Parameters'."]
     found = [
         f"params.yaml: unknown section [{name}]; the sections are {', '.join(SECTIONS)} "
-        "(a misspelt `-S section.key=value` adds one)."
+        "(a typo, or `dvc exp run -S +section.key=value`, adds one)."
         for name in params
         if name not in SECTIONS
     ]

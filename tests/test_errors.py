@@ -48,7 +48,7 @@ def test_the_check_lists_every_bad_param_at_once_without_a_traceback(tmp_path):
         pseudo={"threshold": "high"},
         compress={"keep_blocks": "2,5,2"},
         score={"batch_size": 0.5},
-        studnet={"epochs": 3},  # what a misspelt `dvc exp run -S studnet.epochs=3` adds
+        studnet={"epochs": 3},  # a typo; `dvc exp run -S +studnet.epochs=3` adds it too
     )
     r = _run(tmp_path, sys.executable, "-m", "stages.check")
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
