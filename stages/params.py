@@ -54,13 +54,18 @@ def section(name: str) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: params.yaml is not in the working directory.
-        ValueError: the section is missing.
+        InputError: the section is missing or not a mapping.
     """
     if not PARAMS.is_file():
         raise MissingInput(f"{PARAMS.resolve()}: not found; run stages from the repository root.")
     params = yaml.safe_load(PARAMS.read_text()) or {}
     if name not in params:
         raise InputError(f"params.yaml: no [{name}] section; see README, 'Parameters'.")
+    if not isinstance(params[name], dict):
+        raise InputError(
+            f"params.yaml [{name}]: {params[name]!r} is not a section of `key: value` lines; see params.yaml in "
+            "the repository for its keys."
+        )
     return params[name]
 
 

@@ -7,7 +7,6 @@ from pathlib import Path
 from stages.params import PRETRAIN, run, section, source, value, write_json
 from stages.training import live_log, resumable
 from tinycls.config import from_section
-from tinycls.errors import InputError
 from tinycls.pretrain import DATA_KEYS, PHASES, PretrainConfig, load_phase
 from tinycls.run import ModelConfig, train_model
 from tinycls.train import TrainConfig
@@ -19,8 +18,6 @@ METRICS = Path("metrics/pretrain.json")
 def settings() -> tuple[PretrainConfig, TrainConfig, str]:
     """The params this stage reads, checked (stage `check` calls it before any stage runs)."""
     sec = section("pretrain")
-    if not isinstance(sec, dict):
-        raise InputError(f"{source('pretrain')}: missing or not a mapping; see params.yaml in the repository.")
     p = from_section(PretrainConfig, {k: v for k, v in sec.items() if k in DATA_KEYS}, source("pretrain"))
     cfg = from_section(TrainConfig, {k: v for k, v in sec.items() if k not in DATA_KEYS}, source("pretrain"))
     return p, cfg, str(value("student", "arch"))

@@ -24,7 +24,7 @@ def _run(cwd: Path, *cmd: str) -> subprocess.CompletedProcess:
 def _params(tmp_path: Path, **sections: dict) -> None:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     for name, values in sections.items():
-        if name in params and values is not None:
+        if isinstance(values, dict) and isinstance(params.get(name), dict):
             params[name].update(values)
         else:
             params[name] = values
@@ -73,6 +73,7 @@ def test_the_check_lists_every_bad_param_at_once_without_a_traceback(tmp_path):
         ({"student": {"device": "gpu"}}, "[student].device: 'gpu' is not one of auto, cpu, cuda"),
         ({"kd": {"mode": "soft"}}, "[kd].mode: 'soft' is not one of"),
         ({"kd": None}, "no [kd] section"),
+        ({"student": 5}, "params.yaml [student]: 5 is not a section of `key: value` lines"),
         ({"student": {"pretrained": True}}, "student].pretrained: true, and pretrain.source: digits"),
         ({"teacher": {"weights": "/elsewhere/model.pth"}}, "a local weights file must sit in weights/"),
         ({"assistant": {"kd": {"temperature": 4.0}}}, "[assistant].kd: missing key(s) ['mode']"),
