@@ -151,25 +151,30 @@ def prepare_dataset(
             decoded = {k: Path(tmp) / f"{k}.npy" for k in (*groups, "test")}
             checked = {k: check_files(fs, image_size, workers, decoded[k]) for k, (fs, _) in groups.items()}
             test = check_files(test_files, image_size, workers, decoded["test"])
-            return _validate_and_write(
-                root, out, held_out, image_size, val_fraction, max_per_class, max_bad_fraction, seed,
-                classes, groups, checked, test, test_names, decoded,
-            )  # fmt: skip
+            knobs = _Knobs(image_size, val_fraction, max_per_class, max_bad_fraction, seed)
+            return _validate_and_write(root, out, held_out, knobs, classes, groups, checked, test, test_names, decoded)
     except BaseException:
         if made and not any(out.parent.iterdir()):  # leave nothing behind on bad data
             out.parent.rmdir()
         raise
 
 
+@dataclass(frozen=True)
+class _Knobs:
+    """prepare_dataset's settings that the checks, the split and the metrics use."""
+
+    image_size: int
+    val_fraction: float
+    max_per_class: int
+    max_bad_fraction: float
+    seed: int
+
+
 def _validate_and_write(
     root: Path,
     out: Path,
     held_out: Path,
-    image_size: int,
-    val_fraction: float,
-    max_per_class: int,
-    max_bad_fraction: float,
-    seed: int,
+    knobs: _Knobs,
     classes: list[str],
     groups: dict[str, tuple[list[Path], np.ndarray]],
     checked: dict[str, list[Checked]],
@@ -178,6 +183,7 @@ def _validate_and_write(
     decoded: dict[str, Path],
 ) -> dict:
     """prepare_dataset's checks of the decoded files, the split and the cache; its metrics."""
+    val_fraction, max_bad_fraction = knobs.val_fraction, knobs.max_bad_fraction
     if bad_test := [c for c in test if c.error]:
         raise DataError(
             _bad_report(bad_test, len(test), 0.0, "test")
@@ -188,7 +194,7 @@ def _validate_and_write(
     total = sum(len(cs) for cs in checked.values())
     if len(bad) > max_bad_fraction * total:
         raise DataError(_bad_report(bad, total, max_bad_fraction))
-    splits = _split(root, classes, groups, checked, val_fraction, max_per_class, seed)
+    splits = _split(root, classes, groups, checked, val_fraction, knobs.max_per_class, knobs.seed)
     _duplicates(
         splits["train"][0],
         splits["val"][0],
@@ -205,7 +211,7 @@ def _validate_and_write(
     counts = {k: np.bincount(splits[k][1], minlength=len(classes)).tolist() for k in LABELLED}
     return {
         "classes": len(classes),
-        "image_size": image_size,
+        "image_size": knobs.image_size,
         "files_scanned": total + len(test),
         "bad_files_skipped": len(bad),
         "val_source": "val/" if "val" in groups else f"stratified {val_fraction} of train/",
