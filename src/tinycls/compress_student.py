@@ -16,10 +16,8 @@ from tinycls.device import resolve_device
 from tinycls.distill import KDConfig
 from tinycls.errors import InputError
 from tinycls.macs import count_macs
-from tinycls.predict import predict_checkpoint
-from tinycls.score import macro_f1
 from tinycls.structure import BLOCK_SELECTIONS
-from tinycls.train import TrainConfig
+from tinycls.train import TrainConfig, validate
 
 
 @dataclass(frozen=True)
@@ -127,8 +125,7 @@ def compress_student(
         recalibrate_bn(small, train[0][np.sort(pick)], size, meta["mean"], meta["std"], device, cfg.eval_batch_size)
 
     def f1(model: torch.nn.Module) -> float:
-        logits = predict_checkpoint(model.to(device).eval(), meta, val[0], device, cfg.eval_batch_size)
-        return macro_f1(val[1], logits.argmax(1).numpy(), len(meta["classes"]))
+        return validate(model.to(device), val, meta, cfg)["val/f1"]
 
     metrics = {
         "compressed": True,

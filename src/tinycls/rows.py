@@ -133,6 +133,8 @@ class Rows:
             local = g[sel] - self.starts[i]
             if isinstance(p, np.ndarray):
                 out[sel] = p[local]
+            elif len(sel) == len(g):  # all from this file: read straight into the result
+                p.read(local, out)
             else:
                 chunk = np.empty((len(sel), *self.row_shape), dtype=self.dtype)
                 p.read(local, chunk)

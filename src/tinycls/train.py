@@ -27,7 +27,7 @@ from tinycls.device import DEVICES, resolve_device
 from tinycls.distill import Distiller, Teaching, teaching
 from tinycls.errors import InputError
 from tinycls.losses import LOSSES, student_loss
-from tinycls.predict import predict_logits
+from tinycls.predict import predict_checkpoint
 from tinycls.rows import Rows
 from tinycls.score import macro_f1
 from tinycls.transforms import augment, to_input
@@ -140,12 +140,9 @@ def _mixer(cfg: TrainConfig, num_classes: int) -> Mixup | None:
     )
 
 
-def _validate(model: nn.Module, val: tuple[np.ndarray, np.ndarray], meta: dict[str, Any], cfg: TrainConfig) -> dict:
-    """{'val/loss', 'val/f1'} of `model` on val."""
-    device = resolve_device(cfg.device)
-    logits = predict_logits(
-        model, val[0], meta["input_size"], tuple(meta["mean"]), tuple(meta["std"]), device, cfg.eval_batch_size
-    )
+def validate(model: nn.Module, val: tuple[np.ndarray, np.ndarray], meta: dict[str, Any], cfg: TrainConfig) -> dict:
+    """{'val/loss', 'val/f1'} of `model` (on cfg's device) on val, prepared as `meta` records."""
+    logits = predict_checkpoint(model, meta, val[0], resolve_device(cfg.device), cfg.eval_batch_size)
     val_y = torch.from_numpy(val[1])
     return {
         "val/loss": nn.functional.cross_entropy(logits, val_y).item(),
@@ -238,7 +235,7 @@ def fit(
         for epoch in range(best.epochs_run + 1, cfg.epochs + 1):
             bar = tqdm(range(steps), desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=True,
                        dynamic_ncols=True, mininterval=0.5)  # fmt: skip
-            row = {"train/loss": loop.epoch(epoch, bar, best.best_f1), **_validate(evaluated, val, meta, cfg)}
+            row = {"train/loss": loop.epoch(epoch, bar, best.best_f1), **validate(evaluated, val, meta, cfg)}
             row["lr"] = opt.param_groups[0]["lr"]
             bar.set_postfix(loss=f"{row['train/loss']:.4f}", val_f1=f"{row['val/f1']:.4f}")
             bar.close()
