@@ -12,12 +12,12 @@ from pathlib import Path
 
 import yaml
 
-from stages import assistant, compress, prepare, pretrain, pseudo, score, student, teacher
+from stages import assistant, compress, export, prepare, pretrain, pseudo, score, student, teacher
 from stages.params import PARAMS, run, section, source
 from tinycls.errors import InputError, MissingInput
 
 CHECKED = Path("artifacts/check/checked.txt")
-SECTIONS = ("prepare", "pretrain", "teacher", "pseudo", "assistant", "student", "kd", "compress", "score")
+SECTIONS = ("prepare", "pretrain", "teacher", "pseudo", "assistant", "student", "kd", "compress", "export", "score")
 CHECKS = {
     "prepare": prepare.settings,
     "pretrain": pretrain.settings,
@@ -26,6 +26,7 @@ CHECKS = {
     "assistant": assistant.settings,
     "student": student.settings,  # and [kd]
     "compress": compress.settings,
+    "export": export.settings,
     "score": score.settings,
 }
 

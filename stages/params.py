@@ -22,6 +22,8 @@ TEACHER = Path("artifacts/teacher/model.pt")
 PSEUDO = Path("artifacts/pseudo/pseudo_labels.csv")
 STUDENT = Path("artifacts/student/model.pt")
 COMPRESS = Path("artifacts/compress")  # model.pt: the final model (the student itself when compression is off)
+EXPORT = Path("artifacts/export")  # model.onnx and model.int8.onnx of the final model
+EXPORT_METRICS = Path("metrics/export.json")  # their bytes and latency, which score reports
 PRETRAIN = Path("artifacts/pretrain")  # model.pt when pretrain.source is not none
 ASSISTANT = Path("artifacts/assistant")  # model.pt when kd.teachers lists the assistant
 # The checkpoints a kd.teachers list may name (stage outputs, so DVC tracks them); `student`

@@ -1,13 +1,30 @@
 """Stage `score`: macro F1, MACs, params and the competition score of the final model (the
 compress stage's output: the compressed student, or the student when compression is off), a
 confusion matrix for `dvc plots`, and a submission CSV. When the final model is compressed, the
-student before compression is scored beside it (`student_*`). The only reader of the test labels."""
+student before compression is scored beside it (`student_*`). The export stage's ONNX files are
+scored too (FP32 and INT8 F1 through ONNX Runtime), with their size and latency beside MACs.
+The only reader of the test labels."""
 
+import json
 from pathlib import Path
 
-from stages.params import CACHE, COMPRESS, HELD_OUT, PSEUDO, STUDENT, run, section, source, write_csv, write_json
+from stages.params import (
+    CACHE,
+    COMPRESS,
+    EXPORT,
+    EXPORT_METRICS,
+    HELD_OUT,
+    PSEUDO,
+    STUDENT,
+    run,
+    section,
+    source,
+    value,
+    write_csv,
+    write_json,
+)
 from tinycls.config import from_section
-from tinycls.evaluate import ScoreConfig, score_final
+from tinycls.evaluate import ScoreConfig, score_final, score_onnx
 
 METRICS = Path("metrics/score.json")
 CONFUSION = Path("plots/score/confusion.csv")
@@ -21,12 +38,20 @@ def settings() -> ScoreConfig:
 
 def main() -> None:
     p = settings()
+    max_drop = float(value("export", "max_int8_f1_drop"))  # checked with [export] by stage `check`
     s = score_final(COMPRESS / "model.pt", STUDENT, CACHE, HELD_OUT, PSEUDO, p)
+    exported = json.loads(EXPORT_METRICS.read_text())
+    s.metrics |= score_onnx(EXPORT / "model.onnx", EXPORT / "model.int8.onnx", exported, CACHE, HELD_OUT, max_drop)
     write_json(METRICS, s.metrics)
     write_csv(CONFUSION, ["actual", "predicted"], s.confusion)
     write_csv(SUBMISSION, ["file", "prediction"], s.submission)
     m = s.metrics
     print(f"score: {m['score']:.4f} ({m['model']}: macs {m['macs']:,}, macro F1 {m['f1']:.4f} on {m['f1_split']})")
+    flag = f" > export.max_int8_f1_drop {max_drop:g}: kept, not chosen" if m["int8_f1_drop_too_large"] else ""
+    print(
+        f"ONNX: {m['onnx_bytes']:,} B, {m['latency_ms']:.3f} ms, F1 {m['onnx_f1']:.4f}; INT8: {m['int8_bytes']:,} B, "
+        f"{m['int8_latency_ms']:.3f} ms, F1 {m['int8_f1']:.4f} (drop {m['int8_f1_drop']:+.4f}{flag})"
+    )
 
 
 if __name__ == "__main__":

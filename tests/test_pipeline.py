@@ -123,7 +123,7 @@ def test_compression_code_reruns_only_compress_and_what_reads_its_model():
     lists = {name for name, spec in DVC["stages"].items() if "src/tinycls/compress.py" in spec["deps"]}
     assert lists == {"check", "compress"}  # check reruns on any code change; its output never changes
     readers = {name for name, spec in DVC["stages"].items() if "artifacts/compress/model.pt" in spec["deps"]}
-    assert readers == {"score"}
+    assert readers == {"score", "export"}
 
 
 def test_outputs_are_outside_data_and_metrics_uncached():

@@ -87,16 +87,20 @@ def search(
     classes: int = typer.Option(9, help="number of classes"),
     budget: int = typer.Option(None, help="keep only candidates with at most this many MACs"),
     out: Path = typer.Option(None, "--out", help="also write the table as CSV here"),
+    latency: bool = typer.Option(
+        False, "--latency", help="also export each candidate to ONNX, time it in ONNX Runtime (batch 1, 1 thread)"
+    ),
 ) -> None:
     """MACs and params of candidate architectures x input sizes, no training; marks the sizes
-    just before a MACs jump (one more pixel costing over 10%)."""
+    just before a MACs jump (one more pixel costing over 10%). With --latency, the measured
+    latency and its rank beside the MACs rank: fewer MACs is not always faster."""
     from tinycls.search import CANDIDATES, to_markdown, to_records
     from tinycls.search import search as run
 
     size_list = _ints(sizes, "64,72,80", "--sizes")
     arch_list = [a.strip() for a in archs.split(",")] if archs else list(CANDIDATES)
     try:
-        rows = run(arch_list, size_list, classes, budget)
+        rows = run(arch_list, size_list, classes, budget, latency)
     except InputError as e:
         raise typer.BadParameter(str(e)) from None
     shown = [r for r in rows if r.within_budget]
@@ -157,13 +161,18 @@ def pareto(
     all_commits: bool = typer.Option(False, "--all-commits", "-A", help="experiments of every commit, not only HEAD"),
     out: Path = typer.Option(Path("plots/pareto.png"), "--out", help="PNG to write"),
     csv_out: Path = typer.Option(Path("plots/pareto.csv"), "--csv", help="CSV to write (for `dvc plots show`)"),
+    x: str = typer.Option("macs", "--x", help="cost on the x axis: macs | latency (ONNX Runtime ms) | size (bytes)"),
 ) -> None:
-    """F1 against MACs of every finished experiment, the Pareto front marked: a table, a PNG
-    and a CSV (`dvc plots show plots/pareto.csv --template scatter -x macs -y f1`)."""
+    """F1 against MACs (or measured latency, or ONNX size) of every finished experiment, the
+    Pareto front marked: a table, a PNG and a CSV
+    (`dvc plots show plots/pareto.csv --template scatter -x macs -y f1`)."""
     import json
     import subprocess
 
-    from tinycls.pareto import mark_front, plot, runs, to_markdown, write_csv
+    from tinycls.pareto import AXES, mark_front, plot, runs, to_markdown, write_csv
+
+    if x not in AXES:
+        raise typer.BadParameter(f"{x!r}: expected one of {', '.join(AXES)}", param_hint="--x")
 
     if source is not None:
         if not source.is_file():
@@ -176,34 +185,48 @@ def pareto(
             raise typer.BadParameter(f"`{' '.join(cmd)}` failed: {r.stderr.strip()[:300]}; run it in the repository.")
         text = r.stdout
     try:
-        found = mark_front(runs(json.loads(text)))
+        found = mark_front(runs(json.loads(text)), x)
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
         raise typer.BadParameter(f"not `dvc exp show --json` output ({type(e).__name__}: {e})") from None
     if not found:
-        raise typer.BadParameter("no experiment has metrics/score.json yet; run `dvc repro` or `dvc queue start`.")
+        why = "" if x == "macs" else f" with {x} (runs before the export stage have none)"
+        raise typer.BadParameter(f"no experiment has metrics/score.json{why} yet; `dvc repro` or `dvc queue start`.")
     write_csv(found, csv_out)
-    plot(found, out)
+    plot(found, out, x)
     typer.echo(to_markdown(found))
     typer.echo(f"\n{sum(r.pareto for r in found)} of {len(found)} runs on the front; {out}, {csv_out}")
 
 
 @app.command()
 def predict(
-    checkpoint: Path = typer.Argument(..., help="a tinycls checkpoint, e.g. artifacts/student/model.pt"),
+    checkpoint: Path = typer.Argument(
+        ..., help="a tinycls checkpoint (.pt, e.g. artifacts/student/model.pt) or its export (.onnx, ONNX Runtime)"
+    ),
     image_dir: Path = typer.Argument(..., help="folder of images (searched recursively)"),
     out: Path = typer.Option(..., "--out", help="CSV to write: file, prediction, confidence"),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda (a .onnx file runs on ONNX Runtime's CPU)"),
 ) -> None:
     """Predict every image under IMAGE_DIR with CHECKPOINT and write a CSV."""
-    from tinycls.checkpoint import load_checkpoint
-    from tinycls.device import resolve_device
-    from tinycls.predict import load_folder, predict_checkpoint
+    import torch
 
-    dev = resolve_device(device)
-    model, meta = load_checkpoint(checkpoint, dev)
-    # as the pipeline: square-pad and resize to the cache's side, then (in predict_checkpoint) to the model's
-    files, images = load_folder(image_dir, meta.get("cache_size", meta["input_size"]))
-    probs = predict_checkpoint(model, meta, images, dev).softmax(1)
+    from tinycls.predict import load_folder
+
+    if checkpoint.suffix == ".onnx":
+        from tinycls.export import onnx_logits, read_metadata, session
+
+        meta = read_metadata(checkpoint)
+        files, images = load_folder(image_dir, meta["cache_size"])
+        probs = torch.from_numpy(onnx_logits(session(checkpoint), meta, images)).softmax(1)
+    else:
+        from tinycls.checkpoint import load_checkpoint
+        from tinycls.device import resolve_device
+        from tinycls.predict import predict_checkpoint
+
+        dev = resolve_device(device)
+        model, meta = load_checkpoint(checkpoint, dev)
+        # as the pipeline: square-pad and resize to the cache's side, then (in predict_checkpoint) to the model's
+        files, images = load_folder(image_dir, meta.get("cache_size", meta["input_size"]))
+        probs = predict_checkpoint(model, meta, images, dev).softmax(1)
     conf, pred = probs.max(1)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as f:

@@ -23,7 +23,17 @@ class Run:
     f1: float
     score: float
     compression: str
+    latency_ms: float | None = None  # ONNX Runtime, batch 1, one thread, p50 (runs with an export stage)
+    onnx_bytes: int | None = None
     pareto: bool = False
+
+
+# what `tinycls pareto --x` can put on the x axis: the Run field and its axis label
+AXES = {
+    "macs": ("macs", "MACs (competition's count)"),
+    "latency": ("latency_ms", "ONNX Runtime latency, ms (batch 1, one thread, p50)"),
+    "size": ("onnx_bytes", "ONNX file size, bytes"),
+}
 
 
 def runs(show: list[dict[str, Any]]) -> list[Run]:
@@ -45,6 +55,8 @@ def runs(show: list[dict[str, Any]]) -> list[Run]:
                 f1=float(score["f1"]),
                 score=float(score["score"]),
                 compression=str(score.get("compression", "none")),
+                latency_ms=float(score["latency_ms"]) if "latency_ms" in score else None,
+                onnx_bytes=int(score["onnx_bytes"]) if "onnx_bytes" in score else None,
             )
         )
 
@@ -57,10 +69,18 @@ def runs(show: list[dict[str, Any]]) -> list[Run]:
     return found
 
 
-def mark_front(found: Sequence[Run]) -> list[Run]:
-    """The runs sorted by MACs, each marked `pareto` when no run with fewer or equal MACs has a
-    higher F1 (ties in MACs: the best F1 alone)."""
-    ordered = sorted(found, key=lambda r: (r.macs, -r.f1))
+def mark_front(found: Sequence[Run], x: str = "macs") -> list[Run]:
+    """The runs sorted by cost `x` (macs | latency | size: AXES), each marked `pareto` when no run
+    with less or equal cost has a higher F1 (ties: the best F1 alone). Runs without that cost
+    (made before the export stage existed) are left out.
+
+    Raises:
+        InputError: an unknown axis.
+    """
+    if x not in AXES:
+        raise InputError(f"x axis {x!r}: expected one of {', '.join(AXES)}.")
+    field = AXES[x][0]
+    ordered = sorted((r for r in found if getattr(r, field) is not None), key=lambda r: (getattr(r, field), -r.f1))
     out, best = [], float("-inf")
     for r in ordered:
         on_front = r.f1 > best
@@ -77,23 +97,25 @@ def write_csv(found: Sequence[Run], path: Path) -> None:
         w.writerows(asdict(r) for r in found)
 
 
-def plot(found: Sequence[Run], path: Path, title: str = "F1 against MACs") -> None:
-    """A scatter of every run, the Pareto front as a step line, each point named."""
+def plot(found: Sequence[Run], path: Path, x: str = "macs") -> None:
+    """A scatter of every run against cost `x` (AXES), the Pareto front as a step line, each point named."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    field, label = AXES[x]
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
-    ax.scatter([r.macs for r in found], [r.f1 for r in found], color="tab:gray", label="run")
+    ax.scatter([getattr(r, field) for r in found], [r.f1 for r in found], color="tab:gray", label="run")
     front = [r for r in found if r.pareto]
-    ax.step([r.macs for r in front], [r.f1 for r in front], where="post", color="tab:red", label="Pareto front")
-    ax.scatter([r.macs for r in front], [r.f1 for r in front], color="tab:red", zorder=3)
+    xs = [getattr(r, field) for r in front]
+    ax.step(xs, [r.f1 for r in front], where="post", color="tab:red", label="Pareto front")
+    ax.scatter(xs, [r.f1 for r in front], color="tab:red", zorder=3)
     for r in found:
-        ax.annotate(r.name, (r.macs, r.f1), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel("MACs (competition's count)")
+        ax.annotate(r.name, (getattr(r, field), r.f1), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel(label)
     ax.set_ylabel("macro F1")
-    ax.set_title(title)
+    ax.set_title(f"F1 against {x}")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,10 +125,15 @@ def plot(found: Sequence[Run], path: Path, title: str = "F1 against MACs") -> No
 
 
 def to_markdown(found: Sequence[Run]) -> str:
-    lines = ["| run | arch | px | MACs | F1 | score | compression | front |", "|---|---|---:|---:|---:|---:|---|---|"]
+    lines = [
+        "| run | arch | px | MACs | latency ms | ONNX bytes | F1 | score | compression | front |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
     for r in found:
+        ms = f"{r.latency_ms:.3f}" if r.latency_ms is not None else ""
+        size = f"{r.onnx_bytes:,}" if r.onnx_bytes is not None else ""
         lines.append(
-            f"| {r.name} | {r.arch} | {r.input_size} | {r.macs:,} | {r.f1:.4f} | {r.score:.4f} | "
+            f"| {r.name} | {r.arch} | {r.input_size} | {r.macs:,} | {ms} | {size} | {r.f1:.4f} | {r.score:.4f} | "
             f"{r.compression} | {'*' if r.pareto else ''} |"
         )
     return "\n".join(lines)
