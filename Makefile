@@ -58,6 +58,7 @@ bench: data
 	$(BIN)/python -m benchmarks.teacher
 	$(BIN)/python -m benchmarks.anchors
 	$(BIN)/python -m benchmarks.compression
+	$(BIN)/python -m benchmarks.export
 	$(BIN)/python -m benchmarks.recipe
 	$(BIN)/python -m benchmarks.kd_sweep
 	$(BIN)/python -m benchmarks.photos

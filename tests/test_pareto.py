@@ -49,11 +49,44 @@ def test_cli_writes_png_csv_and_table(tmp_path):
     assert r.exit_code == 0, r.output
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     lines = csv_out.read_text().splitlines()
-    assert lines[0] == "name,arch,input_size,macs,f1,score,compression,pareto" and len(lines) == 6
+    assert lines[0] == "name,arch,input_size,macs,f1,score,compression,latency_ms,onnx_bytes,pareto" and len(lines) == 6
     assert "3 of 5 runs on the front" in r.output
     show.write_text(json.dumps([{"rev": "x", "data": {"metrics": {}}}]))
     r = CliRunner().invoke(app, ["pareto", "--from", str(show), "--out", str(out), "--csv", str(csv_out)])
     assert r.exit_code == 2 and "no experiment has metrics/score.json yet" in r.output
+
+
+def test_front_by_measured_latency_or_size(tmp_path):
+    def timed(name, macs, f1, ms, size):
+        rev = _rev(name, macs, f1)
+        rev["data"]["metrics"]["metrics/score.json"]["data"] |= {"latency_ms": ms, "onnx_bytes": size}
+        return {"revs": [rev]}
+
+    show = [
+        {
+            **_rev(None, 300, 0.80),  # before the export stage: no latency, left out of those fronts
+            "experiments": [
+                timed("few-macs-slow", 100, 0.70, 0.9, 400),
+                timed("more-macs-fast", 200, 0.75, 0.3, 300),
+                timed("big", 900, 0.85, 1.2, 900),
+            ],
+        }
+    ]
+    by_macs = {r.name: r.pareto for r in mark_front(runs(show))}
+    assert by_macs == {"few-macs-slow": True, "more-macs-fast": True, "abc1234": True, "big": True}
+    by_latency = mark_front(runs(show), "latency")
+    order = [(r.name, r.pareto) for r in by_latency]
+    assert order == [("more-macs-fast", True), ("few-macs-slow", False), ("big", True)]
+    assert [r.name for r in mark_front(runs(show), "size") if r.pareto] == ["more-macs-fast", "big"]
+    path = tmp_path / "show.json"
+    path.write_text(json.dumps(show))
+    out, csv_out = tmp_path / "p.png", tmp_path / "p.csv"
+    args = ["pareto", "--from", str(path), "--x", "latency", "--out", str(out), "--csv", str(csv_out)]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "| more-macs-fast |  | 0 | 200 | 0.300 | 300 |" in r.output and "2 of 3 runs on the front" in r.output
+    r = CliRunner().invoke(app, ["pareto", "--from", str(path), "--x", "ms", "--out", str(out)])
+    assert r.exit_code == 2 and "expected one of macs, latency, size" in r.output
 
 
 def test_queue_commands_from_search_csv(tmp_path):

@@ -65,6 +65,7 @@ def test_every_params_section_parses():
         "student",
         "kd",
         "compress",
+        "export",
         "score",
     ]
 
@@ -190,6 +191,7 @@ def _tiny_repo(tmp_path: Path, train_on: str = "train_val", threshold: float = 0
     params["pretrain"].update(epochs=1, batch_size=64, input_size=16)
     params["kd"].update(mode="none")
     params["compress"].update(keep_blocks=[2, 5, 2], epochs=1)
+    params["export"].update(latency_runs=20, latency_warmup=2)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     make_imagefolder(repo / "data" / "tiny", **dataset)
     _sh(repo, "git", "init", "-q")
@@ -243,7 +245,7 @@ def test_dvc_repro_end_to_end(tmp_path):
 
     # Done-when of the kd issue: switching the distillation reruns only what follows the teacher.
     out = _sh(repo, "dvc", "exp", "run", "-S", "kd.mode=true_label")
-    assert re.findall(r"Running stage '(\w+)'", out) == ["check", "student", "compress", "score"]
+    assert re.findall(r"Running stage '(\w+)'", out) == ["check", "student", "compress", "export", "score"]
     diff = json.loads(_sh(repo, "dvc", "metrics", "diff", "--json"))
     assert diff["metrics/student.json"]["kd_alpha"] == {"old": None, "new": 0.3}  # numbers only in the diff
     student = json.loads((repo / "metrics" / "student.json").read_text())
@@ -251,13 +253,21 @@ def test_dvc_repro_end_to_end(tmp_path):
     assert student["init_transferred"] > 0 and student["teacher_outputs"] == "cached_unaugmented"
     # an ensemble of teacher and assistant from params alone: the assistant is trained for it
     out = _sh(repo, "dvc", "exp", "run", "-S", "kd.mode=vanilla", "-S", "kd.teachers=[teacher,assistant]")
-    assert re.findall(r"Running stage '(\w+)'", out) == ["check", "assistant", "student", "compress", "score"]
+    assert re.findall(r"Running stage '(\w+)'", out) == ["check", "assistant", "student", "compress", "export", "score"]
     assert json.loads((repo / "metrics" / "assistant.json").read_text())["trained"] is True
     assert json.loads((repo / "metrics" / "student.json").read_text())["kd_teachers"] == "teacher+assistant"
     # Point 4 of the teacher issue: each knob reruns exactly its stage and what follows it
     # (experiments build on the workspace: the assistant stays in kd.teachers).
     out = _sh(repo, "dvc", "exp", "run", "-S", "pseudo.threshold=0.95")
-    assert re.findall(r"Running stage '(\w+)'", out) == ["check", "pseudo", "assistant", "student", "compress", "score"]
+    assert re.findall(r"Running stage '(\w+)'", out) == [
+        "check",
+        "pseudo",
+        "assistant",
+        "student",
+        "compress",
+        "export",
+        "score",
+    ]
     out = _sh(repo, "dvc", "exp", "run", "-S", "teacher.cutmix_prob=0.0")
     assert re.findall(r"Running stage '(\w+)'", out) == [
         "check",
@@ -266,22 +276,36 @@ def test_dvc_repro_end_to_end(tmp_path):
         "assistant",
         "student",
         "compress",
+        "export",
         "score",
     ]
-    # Done-when of the compression issue: another layer pruning reruns only compress and score.
+    # Done-when of the compression issue: another layer pruning reruns only compress and what reads it.
     out = _sh(repo, "dvc", "exp", "run", "-S", "compress.keep_blocks=[1,3,1]")
-    assert re.findall(r"Running stage '(\w+)'", out) == ["check", "compress", "score"]
+    assert re.findall(r"Running stage '(\w+)'", out) == ["check", "compress", "export", "score"]
     compress = json.loads((repo / "metrics" / "compress.json").read_text())
     assert compress["keep_blocks"] == [[0], [0, 1, 2], [0]] and compress["macs"] < compress["macs_before"]
     score = json.loads((repo / "metrics" / "score.json").read_text())
     assert score["model"] == "compress" and score["compression"] == "blocks [1, 3, 1]"
     assert score["macs"] == compress["macs"] and score["student_macs"] == compress["macs_before"]
+    # Done-when of the export issue: INT8 calibration reruns only export and score, which lists
+    # the shipped files' F1, bytes and latency beside MACs
+    out = _sh(repo, "dvc", "exp", "run", "-S", "export.calibration_images=8")
+    assert re.findall(r"Running stage '(\w+)'", out) == ["check", "export", "score"]
+    assert json.loads((repo / "metrics" / "export.json").read_text())["calibration_images"] == 8
+    for name in ("model.onnx", "model.int8.onnx"):
+        assert (repo / "artifacts" / "export" / name).stat().st_size > 0
     shown = json.loads(_sh(repo, "dvc", "exp", "show", "--json"))
     exps = [e for row in shown for x in (row.get("experiments") or []) for e in x["revs"]]
     params = [e["data"]["params"]["params.yaml"]["data"] for e in exps]
-    assert len(exps) == 5 and {p["kd"]["mode"] for p in params} == {"true_label", "vanilla"}
+    assert len(exps) == 6 and {p["kd"]["mode"] for p in params} == {"true_label", "vanilla"}
+    scores = [e["data"]["metrics"]["metrics/score.json"]["data"] for e in exps]
+    assert all(
+        {"macs", "f1", "onnx_f1", "int8_f1", "latency_ms", "int8_latency_ms", "onnx_bytes"} <= set(s) for s in scores
+    )
     # the F1-against-MACs plot over those experiments (and the committed baseline)
     out = _sh(repo, "tinycls", "pareto")
     rows = (repo / "plots" / "pareto.csv").read_text().splitlines()
-    assert len(rows) == 1 + 6 and (repo / "plots" / "pareto.png").stat().st_size > 0
+    assert len(rows) == 1 + 7 and (repo / "plots" / "pareto.png").stat().st_size > 0
     assert "blocks [1, 3, 1]" in out and "runs on the front" in out
+    out = _sh(repo, "tinycls", "pareto", "--x", "latency", "--out", "plots/pareto_latency.png")
+    assert "of 7 runs on the front" in out

@@ -3,6 +3,8 @@ any training time is spent."""
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -514,3 +516,75 @@ def test_a_stage_stopped_by_sigterm_resumes_to_the_same_metrics(workdir):
     assert not Path("resume").exists()
     rows = Path("live/teacher/plots/metrics/val/f1.tsv").read_text().splitlines()
     assert len(rows) == 1 + 3  # the curve holds every epoch, the replayed ones too
+
+
+def _exported(**export):
+    """The student as the final model, exported by the stage (few calibration images, short timing)."""
+    from stages import export as stage
+
+    _student()
+    Path("artifacts/compress").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile("artifacts/student/model.pt", "artifacts/compress/model.pt")
+    _set(Path("params.yaml"), "export", **{"latency_runs": 10, "latency_warmup": 1, "calibration_images": 4, **export})
+    stage.main()
+    return json.loads(Path("metrics/export.json").read_text())
+
+
+def test_export_stage_writes_both_files_and_score_scores_them(workdir):
+    from stages import pseudo, score
+
+    m = _exported()
+    fp32, int8 = Path("artifacts/export/model.onnx"), Path("artifacts/export/model.int8.onnx")
+    assert m["parity_argmax_mismatches"] == 0 and m["parity_max_abs_diff"] < 1e-3 and m["parity_images"] == 9
+    assert m["calibration_images"] == 4 and m["fp32"]["bytes"] == fp32.stat().st_size
+    assert m["int8"]["bytes"] == int8.stat().st_size
+    for cost in (m["fp32"], m["int8"]):
+        assert 0 < cost["latency_ms_p50"] <= cost["latency_ms_p90"] and cost["latency_ms_p50_all_threads"] > 0
+    _teacher(["ant", "bee", "cat"])
+    pseudo.main()
+    score.main()
+    s = json.loads(Path("metrics/score.json").read_text())
+    assert s["onnx_f1"] == pytest.approx(s["f1"], abs=1e-9)  # the same model through ONNX Runtime
+    assert 0 <= s["int8_f1"] <= 1 and s["int8_f1_drop"] == pytest.approx(s["onnx_f1"] - s["int8_f1"])
+    assert s["int8_f1_drop_too_large"] == (s["int8_f1_drop"] > 0.01)
+    assert (s["onnx_bytes"], s["latency_ms"]) == (m["fp32"]["bytes"], m["fp32"]["latency_ms_p50"])
+
+
+def test_export_parity_beyond_tolerance_fails_and_keeps_the_last_export(workdir):
+    from stages import export
+
+    _exported()
+    before = Path("artifacts/export/model.onnx").read_bytes()
+    _set(Path("params.yaml"), "export", parity_tolerance=1e-12)
+    with pytest.raises(ValueError, match=r"differs from PyTorch on the 9 test images: max \|logit difference\| "):
+        export.main()
+    assert Path("artifacts/export/model.onnx").read_bytes() == before
+
+
+def test_predict_on_the_onnx_files_agrees_with_the_checkpoint(workdir):
+    from typer.testing import CliRunner
+
+    from tinycls.cli import app
+
+    _exported()
+
+    def predict(model: str) -> list[list[str]]:
+        r = CliRunner().invoke(app, ["predict", model, "data/tiny/test", "--out", "p.csv"])
+        assert r.exit_code == 0, r.output
+        return [row.split(",") for row in Path("p.csv").read_text().splitlines()]
+
+    pt, fp32, int8 = (
+        predict(f"artifacts/{m}") for m in ("compress/model.pt", "export/model.onnx", "export/model.int8.onnx")
+    )
+    assert fp32[0] == pt[0] == ["file", "prediction", "confidence"] and len(pt) == 10
+    assert [r[:2] for r in fp32] == [r[:2] for r in pt]
+    assert all(abs(float(a[2]) - float(b[2])) < 1e-5 for a, b in zip(fp32[1:], pt[1:], strict=True))
+    assert [r[0] for r in int8] == [r[0] for r in pt]
+    proto = __import__("onnx").load("artifacts/export/model.onnx")
+    del proto.metadata_props[:]
+    Path("bare.onnx").write_bytes(proto.SerializeToString())
+    tinycls = str(Path(sys.executable).parent / "tinycls")  # the entry point: message alone, exit 2
+    cmd = [tinycls, "predict", "bare.onnx", "data/tiny/test", "--out", "p.csv"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("Error: bare.onnx: an ONNX model without tinycls metadata")

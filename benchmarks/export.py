@@ -1,0 +1,117 @@
+"""What the shipped files cost: for the teacher, the student and a compressed student (the
+competition's layer pruning [2, 5, 2], fine-tuned as the compress stage does), MACs, params,
+ONNX size FP32/INT8, ONNX Runtime batch-1 latency p50/p90 (one thread, all threads) FP32/INT8,
+and test macro F1 FP32/INT8; then the seven default families at one input size, ranked by MACs
+and by measured latency (`tinycls search --latency`), to show where the two orders disagree.
+
+Run from the repository root after `dvc repro` (it reads artifacts/: the cache, teacher, student):
+`python -m benchmarks.export [--runs 300] [--size 80]`. Writes only under a temporary folder.
+"""
+
+import argparse
+import dataclasses
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.pipeline import machine
+from stages import compress as compress_stage
+from stages.params import CACHE, HELD_OUT, PSEUDO, STUDENT, TEACHER, TEACHER_OUTPUTS
+from tinycls.checkpoint import load_checkpoint
+from tinycls.compress_student import compress_student
+from tinycls.export import ExportConfig, export_onnx, measure, onnx_logits, quantize_int8, read_metadata, session
+from tinycls.macs import count_macs
+from tinycls.prepare import load_classes, load_held_out, load_split
+from tinycls.pseudo import training_data
+from tinycls.run import train_model
+from tinycls.score import macro_f1
+from tinycls.search import CANDIDATES, search, to_markdown
+
+
+def compressed_student(out: Path) -> Path:
+    """The quick-start student with keep_blocks [2, 5, 2], fine-tuned by the compress stage's own
+    settings and calls (params.yaml [compress] otherwise as it is)."""
+    p, m, cfg, data, pseudo, kd = compress_stage.settings()
+    p = dataclasses.replace(p, keep_blocks=[2, 5, 2])
+    classes, train, val, _ = training_data(CACHE, PSEUDO, TEACHER, data.train_on, pseudo)
+    student, meta = load_checkpoint(STUDENT, classes=classes)
+    c = compress_student(student, meta, p, train, val, cfg, str(STUDENT))
+    train_model(
+        "compress", m, dataclasses.replace(cfg, epochs=p.epochs, lr=p.lr), classes, train, val, out, kd=kd,
+        teacher_checkpoints=TEACHER_OUTPUTS, model=c.model, meta_extra=c.meta_extra,
+    )  # fmt: skip
+    return out
+
+
+def row(name: str, checkpoint: Path, tmp: Path, p: ExportConfig, test_x, test_y, train_x) -> dict:
+    model, meta = load_checkpoint(checkpoint)
+    macs, params = count_macs(model, meta["input_size"])
+    fp32, int8 = tmp / f"{name}.onnx", tmp / f"{name}.int8.onnx"
+    export_onnx(model, meta, fp32, p.opset)
+    pick = np.sort(np.random.default_rng(p.seed).choice(len(train_x), p.calibration_images, replace=False))
+    quantize_int8(fp32, int8, train_x[pick], p.calibration_method)
+    k = len(meta["classes"])
+    out = {"name": name, "macs": macs, "params": params}
+    for kind, path in (("fp32", fp32), ("int8", int8)):
+        pred = onnx_logits(session(path), read_metadata(path), test_x, p.batch_size).argmax(1)
+        out[kind] = {**measure(path, p), "f1": macro_f1(test_y, pred, k)}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=300, help="timed batch-1 runs per model and thread count")
+    ap.add_argument("--size", type=int, default=80, help="input size of the search table (the competition's)")
+    args = ap.parse_args()
+    p = ExportConfig(latency_runs=args.runs)
+    test_x, _ = load_split(CACHE, "test")
+    test_y = load_held_out(HELD_OUT)[1]
+    train_x, _ = load_split(CACHE, "train")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:
+        t = time.perf_counter()
+        pruned = compressed_student(Path(tmp) / "compressed.pt")
+        print(f"compressed student fine-tuned in {time.perf_counter() - t:.0f} s")
+        for name, ckpt in (("teacher", TEACHER), ("student", STUDENT), ("student, layers [2,5,2]", pruned)):
+            rows.append(row(name, ckpt, Path(tmp), p, test_x, test_y, train_x))
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    print(f"\nCommit {rev}, {machine()}, {time.strftime('%Y-%m-%d')}; ONNX Runtime CPU, batch 1, {args.runs} runs:\n")
+    print(
+        "| model | MACs | params | ONNX bytes FP32 / INT8 | ms p50 / p90, 1 thread, FP32 | INT8 "
+        "| ms p50 / p90, all threads, FP32 | INT8 | peak MB FP32 / INT8 | test F1 FP32 / INT8 |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        f, q = r["fp32"], r["int8"]
+
+        def ms(c: dict, suffix: str = "") -> str:
+            return f"{c['latency_ms_p50' + suffix]:.3f} / {c['latency_ms_p90' + suffix]:.3f}"
+
+        mb = " / ".join(f"{c['peak_memory_bytes'] / 2**20:.1f}" if c["peak_memory_bytes"] else "-" for c in (f, q))
+        print(
+            f"| {r['name']} | {r['macs']:,} | {r['params']:,} | {f['bytes']:,} / {q['bytes']:,} | {ms(f)} | {ms(q)} "
+            f"| {ms(f, '_all_threads')} | {ms(q, '_all_threads')} | {mb} | {f['f1']:.4f} / {q['f1']:.4f} |"
+        )
+    torch.manual_seed(0)
+    cands = search(list(CANDIDATES), [args.size], len(load_classes(CACHE)), latency=True)
+    print(f"\nThe seven default families at {args.size} px, 10 classes (`tinycls search --latency`):\n")
+    print(to_markdown(cands))
+    by_macs = [c.arch for c in cands]
+    by_ms = [c.arch for c in sorted(cands, key=lambda c: c.latency_ms)]
+    swaps = [
+        (a, b)
+        for i, a in enumerate(by_macs)
+        for b in by_macs[i + 1 :]
+        if by_ms.index(b) < by_ms.index(a)  # b has more MACs but runs faster
+    ]
+    print(f"\n{len(swaps)} of {len(by_macs) * (len(by_macs) - 1) // 2} pairs ordered differently by latency:")
+    for a, b in swaps:
+        print(f"- {b.split(':')[1]} has more MACs than {a.split(':')[1]} but runs faster")
+
+
+if __name__ == "__main__":
+    main()

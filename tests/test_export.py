@@ -1,0 +1,185 @@
+"""ONNX export, INT8 quantization and measured cost (tinycls.export), on tiny models."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from tinycls.errors import InputError
+from tinycls.export import (
+    METADATA_KEY,
+    ExportConfig,
+    export_onnx,
+    latency_ms,
+    onnx_logits,
+    parity,
+    peak_memory_bytes,
+    quantize_int8,
+    read_metadata,
+    session,
+)
+from tinycls.models import build_model
+from tinycls.predict import predict_checkpoint
+
+ARCH = "pytorchcv:shufflenet_g3_wd4"
+
+
+def _meta(size=16, cache_size=24, classes=("ant", "bee", "cat")):
+    return {
+        "arch": ARCH,
+        "arch_kwargs": {},
+        "classes": list(classes),
+        "input_size": size,
+        "cache_size": cache_size,
+        "mean": [0.5, 0.4, 0.3],
+        "std": [0.25, 0.2, 0.3],
+        "stage": "student",
+    }
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A random-weight ShuffleNet exported once (the exporter takes seconds)."""
+    torch.manual_seed(0)
+    model = build_model(ARCH, 3).eval()
+    with torch.no_grad():  # non-trivial BatchNorm statistics, so folding them is exercised
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    size = export_onnx(model, _meta(), path)
+    return model, path, size
+
+
+def _images(n, side=24, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, side, side, 3), dtype=np.uint8)
+
+
+def test_export_matches_pytorch_at_any_batch_and_carries_its_preprocessing(exported):
+    model, path, size = exported
+    assert size == path.stat().st_size and not path.with_name(path.name + ".tmp").exists()
+    proto = onnx.load(str(path))
+    assert proto.opset_import[0].version == 18
+    assert not any(n.metadata_props for n in proto.graph.node)  # no per-node stack traces in the file
+    meta = read_metadata(path)
+    assert meta["classes"] == ["ant", "bee", "cat"] and (meta["input_size"], meta["cache_size"]) == (16, 24)
+    assert meta["mean"] == [0.5, 0.4, 0.3] and "pad" in meta["preprocessing"]
+    sess = session(path)
+    assert sess.get_inputs()[0].shape[1:] == [3, 16, 16] and not isinstance(sess.get_inputs()[0].shape[0], int)
+    images = _images(7)
+    reference = predict_checkpoint(model, _meta(), images, torch.device("cpu")).numpy()
+    for batch in (1, 3, 7):  # the dynamic batch dimension, and the resize from 24 to 16 px
+        got = onnx_logits(sess, meta, images, batch_size=batch)
+        assert got.shape == (7, 3) and np.abs(got - reference).max() < 1e-4
+    check = parity(reference, onnx_logits(sess, meta, images))
+    assert check.argmax_mismatches == 0 and check.images == 7 and check.max_abs_diff < 1e-4
+
+
+def test_export_is_deterministic(exported, tmp_path):
+    model, path, _ = exported
+    again = tmp_path / "again.onnx"
+    export_onnx(model, _meta(), again)
+    assert again.read_bytes() == path.read_bytes()
+
+
+class _Svd(nn.Module):
+    def forward(self, x):
+        return x * torch.linalg.svdvals(x[:, 0]).sum()
+
+
+def test_an_op_onnx_cannot_express_names_the_module_and_writes_nothing(tmp_path):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Sequential(nn.ReLU(), _Svd()), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    out = tmp_path / "out" / "model.onnx"
+    with pytest.raises(InputError, match=r"module `1\.1` \(_Svd\) does not export to ONNX opset 18 \(.*svd"):
+        export_onnx(model, {**_meta(), "arch": "custom:svd"}, out)
+    assert not out.exists() and not list(tmp_path.rglob("*.onnx*"))
+
+
+def test_parity_reports_the_largest_difference_and_changed_predictions():
+    reference = np.array([[2.0, 1.0, 0.0], [1.0, 1.0 + 1e-7, 0.0], [0.0, 3.0, 1.0]])
+    near_tie = reference + np.array([[0, 0, 0], [1e-6, 0, 0], [0, 0, 0]])  # flips the tie only
+    p = parity(reference, near_tie)
+    assert (p.argmax_mismatches, p.images) == (1, 3) and p.max_abs_diff == pytest.approx(1e-6)
+    wrong = reference.copy()
+    wrong[0] = [0.0, 2.0, 0.0]
+    assert parity(reference, wrong) == parity(reference, wrong) and parity(reference, wrong).max_abs_diff == 2.0
+    assert parity(reference, reference).argmax_mismatches == 0
+
+
+def test_int8_is_quantized_smaller_keeps_metadata_and_mostly_agrees(exported, tmp_path):
+    model, path, _ = exported
+    out = tmp_path / "model.int8.onnx"
+    size = quantize_int8(path, out, _images(64, seed=1))
+    proto = onnx.load(str(out))
+    ops = {n.op_type for n in proto.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ format
+    int8_weights = [i for i in proto.graph.initializer if i.data_type == onnx.TensorProto.INT8]
+    assert sum(np.prod(i.dims) for i in int8_weights) > 0.9 * sum(p.numel() for p in model.parameters())
+    assert size == out.stat().st_size < path.stat().st_size
+    meta = read_metadata(out)
+    assert meta["classes"] == ["ant", "bee", "cat"] and "INT8" in meta["quantization"]
+    images = _images(64, seed=2)
+    fp32 = onnx_logits(session(path), read_metadata(path), images)
+    q = onnx_logits(session(out), meta, images)
+    assert np.abs(q - fp32).max() < 0.5 * np.abs(fp32).max()  # quantization error, not another model
+    assert (q.argmax(1) == fp32.argmax(1)).mean() >= 0.8
+
+
+def test_latency_and_memory_are_measured(exported):
+    _, path, _ = exported
+    t = latency_ms(path, threads=1, runs=20, warmup=2)
+    assert 0 < t["p50"] <= t["p90"] < 1000
+    peak = peak_memory_bytes(path)
+    assert peak is not None and peak > path.stat().st_size  # at least the weights, once loaded
+
+
+def test_read_metadata_refuses_files_from_elsewhere(exported, tmp_path):
+    _, path, _ = exported
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    bare.write_bytes(proto.SerializeToString())
+    with pytest.raises(InputError, match="without tinycls metadata"):
+        read_metadata(bare)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps({"classes": []})
+    bare.write_bytes(proto.SerializeToString())
+    with pytest.raises(InputError, match="damaged"):
+        read_metadata(bare)
+    (tmp_path / "junk.onnx").write_bytes(b"\x00not onnx")
+    with pytest.raises(InputError, match="not a readable ONNX model"):
+        read_metadata(tmp_path / "junk.onnx")
+    with pytest.raises(FileNotFoundError, match="no such ONNX file"):
+        read_metadata(tmp_path / "missing.onnx")
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"opset": 16}, r"opset: 16 is outside 17\.\.21"),
+        ({"parity_tolerance": 0.0}, "parity_tolerance"),
+        ({"calibration_images": 0}, "calibration_images: 0 must be >= 1"),
+        ({"calibration_method": "kl"}, "calibration_method: 'kl' is not one of minmax, entropy, percentile"),
+        ({"max_int8_f1_drop": 1.5}, r"max_int8_f1_drop: 1.5 must be in \[0, 1\]"),
+        ({"latency_runs": 5}, "latency_runs: 5 must be >= 10"),
+    ],
+)
+def test_bad_export_settings(values, message):
+    with pytest.raises(InputError, match=message):
+        ExportConfig(**values)
+
+
+def test_search_ranks_measured_latency_beside_macs():
+    from tinycls.search import search, to_markdown
+
+    rows = search([ARCH, "pytorchcv:shufflenetv2_wd2"], [16], 3, latency=True)
+    assert all(r.latency_ms > 0 for r in rows) and sorted(r.latency_rank for r in rows) == [1, 2]
+    fastest = min(rows, key=lambda r: r.latency_ms)
+    assert fastest.latency_rank == 1
+    table = to_markdown(rows)
+    assert "| latency ms | MACs rank | latency rank |" in table.splitlines()[0]
+    assert "latency" not in to_markdown(search([ARCH], [16], 3)).splitlines()[0]
