@@ -1,0 +1,14 @@
+"""The errors a user causes: bad params, bad data, missing or foreign files.
+
+Each message names the file or value, what was expected and the fix. Stages and the CLI print
+them alone (no traceback) and exit non-zero; any other exception is a bug and keeps its
+traceback. Both subclass the builtins callers already catch (ValueError, FileNotFoundError).
+"""
+
+
+class InputError(ValueError):
+    """A value, file or dataset the user gave breaks a rule; the message says which and the fix."""
+
+
+class MissingInput(InputError, FileNotFoundError):
+    """A file or folder the user must provide (or an earlier stage must write) is not there."""

@@ -1,0 +1,64 @@
+"""Inference on the decoded cache or on a folder of image files."""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from tinycls.data import check_files, list_files
+from tinycls.errors import InputError, MissingInput
+from tinycls.transforms import to_input
+
+
+@torch.inference_mode()
+def predict_logits(
+    model: nn.Module,
+    images: np.ndarray,
+    input_size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    device: torch.device,
+    batch_size: int = 512,
+    amp: bool = True,
+    hflip: bool = False,
+) -> torch.Tensor:
+    """Logits (N, K) on CPU for uint8 images (N, S, S, 3), an array or tinycls.rows.Rows read a
+    batch at a time; puts the model in eval mode. `amp`: mixed precision on CUDA. `hflip`: of
+    the mirrored images."""
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = torch.from_numpy(images[i : i + batch_size]).to(device)
+        x = x.flip(2) if hflip else x  # (N, S, S, 3): the width axis
+        with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
+            out.append(model(to_input(x, input_size, mean, std)).float().cpu())
+    return torch.cat(out) if out else torch.empty(0, 0)
+
+
+def predict_checkpoint(
+    model: nn.Module, meta: dict, images: np.ndarray, device: torch.device, batch_size: int = 512, hflip: bool = False
+) -> torch.Tensor:
+    """predict_logits with the input size and normalization a checkpoint recorded."""
+    return predict_logits(
+        model, images, meta["input_size"], tuple(meta["mean"]), tuple(meta["std"]), device, batch_size, hflip=hflip
+    )
+
+
+def load_folder(image_dir: Path, size: int, workers: int = 1) -> tuple[list[Path], np.ndarray]:
+    """Every file under image_dir (recursive, sorted, dot-names skipped), decoded and
+    square-padded by the same checks as `prepare`.
+
+    Raises:
+        FileNotFoundError: image_dir is missing or holds no files.
+        ValueError: a file is not a readable image (named in the message).
+    """
+    if not image_dir.is_dir():
+        raise MissingInput(f"{image_dir}: no such folder of images.")
+    files = list_files(image_dir)
+    if not files:
+        raise MissingInput(f"{image_dir}: holds no files to predict.")
+    checked = check_files(files, size, workers)
+    if bad := next((c for c in checked if c.error), None):
+        raise InputError(f"{bad.path}: {bad.error}; remove or repair it.")
+    return files, np.stack([c.image for c in checked])

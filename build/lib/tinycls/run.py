@@ -1,0 +1,149 @@
+"""One training run of a model, as every training stage makes it: build it (ImageNet weights
+first, so a missing file fails before training), start from a pretrained checkpoint, distil
+from teachers, fit, and return the metrics. Logging goes through a callback: the library knows
+no DVC."""
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tinycls.checkpoint import checkpoint_meta
+from tinycls.device import resolve_device
+from tinycls.distill import KDConfig, create_distiller
+from tinycls.errors import InputError
+from tinycls.models import build_model
+from tinycls.pretrain import transfer_pretrained
+from tinycls.train import TrainConfig, fit, seed_everything
+from tinycls.weights import build_pretrained
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The model keys of a params section (arch, pretrained, input_size, weights)."""
+
+    arch: str  # SOURCE:NAME, e.g. pytorchcv:shufflenet_g3_wd4 or timm:tf_efficientnetv2_b0
+    pretrained: bool  # ImageNet weights: from `weights` when set, else the source's hub
+    input_size: int  # px
+    weights: str = ""  # local ImageNet weights file or package:NAME, for machines without network
+
+    def __post_init__(self) -> None:
+        if self.input_size < 8:
+            raise InputError(f"input_size: {self.input_size} must be >= 8.")
+        if self.weights and not self.pretrained:
+            raise InputError(
+                f"weights: {self.weights!r} is set but pretrained is false, so it would be ignored; "
+                "set pretrained: true to start from it, or weights: ''."
+            )
+
+
+def initialize(model: torch.nn.Module, arch: str, init: Path, allow_unmatched: bool) -> dict[str, Any]:
+    """Copy a pretrained checkpoint's matching tensors into `model` (head re-initialized); the
+    counts, as metrics.
+
+    Raises:
+        ValueError: an unreadable checkpoint, or one of another architecture unless allowed.
+    """
+    try:
+        ckpt = torch.load(init, map_location="cpu", weights_only=True)
+        state = ckpt["state_dict"]
+    except Exception as e:
+        raise InputError(
+            f"{init}: not a readable checkpoint ({type(e).__name__}: {e}); rerun `dvc repro pretrain`."
+        ) from e
+    if ckpt.get("arch") != arch and not allow_unmatched:
+        raise InputError(
+            f"{init}: pretrained {ckpt.get('arch')}, but this model is {arch}; rerun `dvc repro pretrain` "
+            "(it pretrains student.arch), or set params.yaml [student].allow_unmatched_init: true to copy "
+            "whatever fits."
+        )
+    t = transfer_pretrained(model, state, str(init), allow_none=allow_unmatched)
+    print(
+        f"init from {init} ({ckpt.get('arch')}): {t.transferred} tensors transferred, "
+        f"{t.skipped} skipped, head {t.head} re-initialized"
+    )
+    return {
+        "init": str(init),
+        "init_arch": ckpt.get("arch"),
+        "init_transferred": t.transferred,
+        "init_skipped": t.skipped,
+    }
+
+
+def train_model(
+    stage: str,
+    m: ModelConfig,
+    cfg: TrainConfig,
+    classes: list[str],
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    checkpoint: Path,
+    *,
+    kd: KDConfig | None = None,
+    teacher_checkpoints: Mapping[str, Path] | None = None,
+    init: Path | None = None,
+    allow_unmatched_init: bool = False,
+    model: torch.nn.Module | None = None,
+    meta_extra: dict[str, Any] | None = None,
+    log: Callable[[dict[str, float]], None] | None = None,
+    extra_metrics: dict[str, Any] | None = None,
+    resume: Path | None = None,
+) -> dict[str, Any]:
+    """Build, initialize, distil and fit one model; its metrics (`extra_metrics` last).
+
+    Args:
+        stage: recorded in the checkpoint and printed.
+        kd, teacher_checkpoints: what to distil from (tinycls.distill.create_distiller).
+        init: a pretrained checkpoint to copy matching tensors from (tinycls.run.initialize).
+        model: a model to fine-tune as it is (e.g. a compressed student) instead of building one;
+            `meta_extra` goes into its checkpoint (its arch_kwargs rebuild that model).
+        log: called once per epoch (tinycls.train.fit).
+        resume: the fit's resume state file (tinycls.train.fit): an interrupted run continues.
+
+    Raises:
+        ValueError / FileNotFoundError: bad weights, init checkpoint or teachers, before training.
+    """
+    seed_everything(cfg.seed)  # before the build: the seed fixes the initial weights too
+    out: dict[str, Any] = {}
+    if model is None and m.pretrained:
+        model, report = build_pretrained(m.arch, len(classes), m.weights)
+        if report is not None:
+            print(f"{stage}: ImageNet weights {report.describe()}")
+            out.update({"weights": m.weights, "weights_loaded": report.loaded, "weights_by": report.by})
+    elif model is None:
+        model = build_model(m.arch, len(classes))
+    if init is not None:
+        out.update(initialize(model, m.arch, init, allow_unmatched_init))
+    # a compressed student's arch_kwargs replace the empty ones in place
+    # cache_size: predict square-pads new images to the training images' side, then resizes as here
+    extra = {"stage": stage, "cache_size": int(train[0].shape[1]), **(meta_extra or {})}
+    meta = checkpoint_meta(m.arch, classes, m.input_size, **extra)
+    device = resolve_device(cfg.device)
+    distiller = create_distiller(kd, teacher_checkpoints or {}, classes, meta["mean"], meta["std"], device)
+    if kd is not None and kd.mode != "none":
+        out.update(
+            {
+                "kd_mode": kd.mode,
+                "kd_teachers": "+".join(kd.teachers),
+                "kd_temperature": kd.temperature,
+                "kd_alpha": kd.alpha,
+            }
+        )
+    else:
+        out["kd_mode"] = "none"
+    result = fit(model, train, val, cfg, checkpoint, meta, distiller, log=log, resume=resume)
+    print(f"{stage}: best selection macro F1 {result.best_f1:.4f} at epoch {result.best_epoch} -> {checkpoint}")
+    return {
+        "val_f1": result.best_f1,
+        "best_epoch": result.best_epoch,
+        "epochs": result.epochs_run,
+        "device": result.device,
+        "train_images": len(train[0]),
+        "loss": cfg.loss,
+        **out,
+        "teacher_outputs": result.teacher_outputs,
+        **(extra_metrics or {}),
+    }
