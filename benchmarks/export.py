@@ -15,7 +15,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from benchmarks.pipeline import machine
@@ -23,7 +22,16 @@ from stages import compress as compress_stage
 from stages.params import CACHE, HELD_OUT, PSEUDO, STUDENT, TEACHER, TEACHER_OUTPUTS
 from tinycls.checkpoint import load_checkpoint
 from tinycls.compress_student import compress_student
-from tinycls.export import ExportConfig, export_onnx, measure, onnx_logits, quantize_int8, read_metadata, session
+from tinycls.export import (
+    ExportConfig,
+    calibration_sample,
+    export_onnx,
+    measure,
+    onnx_logits,
+    quantize_int8,
+    read_metadata,
+    session,
+)
 from tinycls.macs import count_macs
 from tinycls.prepare import load_classes, load_held_out, load_split
 from tinycls.pseudo import training_data
@@ -52,8 +60,7 @@ def row(name: str, checkpoint: Path, tmp: Path, p: ExportConfig, test_x, test_y,
     macs, params = count_macs(model, meta["input_size"])
     fp32, int8 = tmp / f"{name}.onnx", tmp / f"{name}.int8.onnx"
     export_onnx(model, meta, fp32, p.opset)
-    pick = np.sort(np.random.default_rng(p.seed).choice(len(train_x), p.calibration_images, replace=False))
-    quantize_int8(fp32, int8, train_x[pick], p.calibration_method)
+    quantize_int8(fp32, int8, calibration_sample(train_x, p.calibration_images, p.seed), p.calibration_method)
     k = len(meta["classes"])
     out = {"name": name, "macs": macs, "params": params}
     for kind, path in (("fp32", fp32), ("int8", int8)):

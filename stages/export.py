@@ -9,7 +9,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from stages.params import CACHE, COMPRESS, EXPORT, EXPORT_METRICS, run, section, source, write_json
@@ -18,13 +17,14 @@ from tinycls.config import from_section
 from tinycls.errors import InputError
 from tinycls.export import (
     ExportConfig,
+    calibration_sample,
     cpu_threads,
     export_onnx,
     measure,
     onnx_logits,
+    onnx_metadata,
     parity,
     quantize_int8,
-    read_metadata,
     session,
 )
 from tinycls.predict import predict_checkpoint
@@ -41,12 +41,11 @@ def main() -> None:
     model, meta = load_checkpoint(COMPRESS / "model.pt", classes=load_classes(CACHE), role="final model")
     test_x, _ = load_split(CACHE, "test")
     train_x, _ = load_split(CACHE, "train")
-    n = min(p.calibration_images, len(train_x))
-    calibration = train_x[np.sort(np.random.default_rng(p.seed).choice(len(train_x), n, replace=False))]
+    calibration = calibration_sample(train_x, p.calibration_images, p.seed)
     with tempfile.TemporaryDirectory(prefix="tinycls-export-") as tmp:  # EXPORT changes only when all holds
         fp32, int8 = Path(tmp) / "model.onnx", Path(tmp) / "model.int8.onnx"
         export_onnx(model, meta, fp32, p.opset)
-        onnx_meta = read_metadata(fp32)
+        onnx_meta = onnx_metadata(meta)  # what export_onnx wrote into the file
         torch_logits = predict_checkpoint(model, meta, test_x, torch.device("cpu"), p.batch_size).numpy()
         check = parity(torch_logits, onnx_logits(session(fp32), onnx_meta, test_x, p.batch_size))
         if check.max_abs_diff > p.parity_tolerance:  # within it, a changed argmax is a tie (Parity)
@@ -73,7 +72,7 @@ def main() -> None:
             "parity_max_abs_diff": check.max_abs_diff,
             "parity_argmax_mismatches": check.argmax_mismatches,
             "parity_images": check.images,
-            "calibration_images": n,
+            "calibration_images": len(calibration),
             "int8_agreement": agreement,  # share of test images where INT8 predicts as PyTorch FP32
             **costs,
             "threads_all": cpu_threads(),

@@ -241,15 +241,25 @@ def session(path: Path, threads: int = 0) -> "Any":
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def onnx_logits(sess: Any, meta: dict[str, Any], images: Any, batch_size: int = 256) -> np.ndarray:
-    """Logits (N, K) for uint8 images (N, S, S, 3) at the cache side (an array or tinycls Rows),
-    prepared exactly as for the PyTorch model (tinycls.transforms.to_input)."""
-    out = []
+def _inputs(meta: dict[str, Any], images: Any, batch_size: int) -> Iterator[np.ndarray]:
+    """Batches of uint8 images (N, S, S, 3) at the cache side (an array or tinycls Rows) as the
+    graph's float input, prepared exactly as for the PyTorch model (tinycls.transforms.to_input)."""
     for i in range(0, len(images), batch_size):
         x = torch.from_numpy(np.asarray(images[i : i + batch_size]))
-        x = to_input(x, meta["input_size"], tuple(meta["mean"]), tuple(meta["std"])).numpy()
-        out.append(sess.run([meta.get("output", OUTPUT)], {meta.get("input", INPUT): x})[0])
+        yield to_input(x, meta["input_size"], tuple(meta["mean"]), tuple(meta["std"])).numpy()
+
+
+def onnx_logits(sess: Any, meta: dict[str, Any], images: Any, batch_size: int = 256) -> np.ndarray:
+    """Logits (N, K) for uint8 images (N, S, S, 3) at the cache side (an array or tinycls Rows)."""
+    names, key = [meta.get("output", OUTPUT)], meta.get("input", INPUT)
+    out = [sess.run(names, {key: x})[0] for x in _inputs(meta, images, batch_size)]
     return np.concatenate(out) if out else np.empty((0, len(meta["classes"])), np.float32)
+
+
+def calibration_sample(images: Any, n: int, seed: int) -> np.ndarray:
+    """n of `images` (all when fewer), drawn without replacement by `seed`, in index order."""
+    n = min(n, len(images))
+    return images[np.sort(np.random.default_rng(seed).choice(len(images), n, replace=False))]
 
 
 @dataclass(frozen=True)
@@ -275,14 +285,8 @@ class _Calibration:
         self.images, self.meta, self.batch_size = images, meta, batch_size
         self._it: Iterator[dict[str, np.ndarray]] | None = None
 
-    def _batches(self) -> Iterator[dict[str, np.ndarray]]:
-        for i in range(0, len(self.images), self.batch_size):
-            x = torch.from_numpy(np.asarray(self.images[i : i + self.batch_size]))
-            m = self.meta
-            yield {INPUT: to_input(x, m["input_size"], tuple(m["mean"]), tuple(m["std"])).numpy()}
-
     def get_next(self) -> dict[str, np.ndarray] | None:
-        self._it = self._it or self._batches()
+        self._it = self._it or ({INPUT: x} for x in _inputs(self.meta, self.images, self.batch_size))
         return next(self._it, None)
 
     def rewind(self) -> None:
