@@ -1,8 +1,10 @@
 """What the shipped files cost: for the teacher, the student and a compressed student (the
-competition's layer pruning [2, 5, 2], fine-tuned as the compress stage does), MACs, params,
-ONNX size FP32/INT8, ONNX Runtime batch-1 latency p50/p90 (one thread, all threads) FP32/INT8,
-and test macro F1 FP32/INT8; then the seven default families at one input size, ranked by MACs
-and by measured latency (`tinycls search --latency`), to show where the two orders disagree.
+competition's layer pruning [2, 5, 2], fine-tuned as the compress stage does), MACs, params, and
+for FP32, INT8 by ONNX Runtime's post-training quantization (PTQ) and INT8 by quantization-aware
+fine-tuning (QAT, the stage's default): ONNX size, ONNX Runtime batch-1 latency p50/p90 (one
+thread, all threads), peak memory, test macro F1 and agreement with the FP32 predictions; then
+the seven default families at one input size, ranked by MACs and by measured latency
+(`tinycls search --latency`), to show where the two orders disagree.
 
 Run from the repository root after `dvc repro` (it reads artifacts/: the cache, teacher, student):
 `python -m benchmarks.export [--runs 300] [--size 80]`. Writes only under a temporary folder.
@@ -28,6 +30,7 @@ from tinycls.export import (
     export_onnx,
     measure,
     onnx_logits,
+    qat_int8,
     quantize_int8,
     read_metadata,
     session,
@@ -35,6 +38,7 @@ from tinycls.export import (
 from tinycls.macs import count_macs
 from tinycls.prepare import load_classes, load_held_out, load_split
 from tinycls.pseudo import training_data
+from tinycls.qat import NotTraceable
 from tinycls.run import train_model
 from tinycls.score import macro_f1
 from tinycls.search import CANDIDATES, search, to_markdown
@@ -58,14 +62,23 @@ def compressed_student(out: Path) -> Path:
 def row(name: str, checkpoint: Path, tmp: Path, p: ExportConfig, test_x, test_y, train_x) -> dict:
     model, meta = load_checkpoint(checkpoint)
     macs, params = count_macs(model, meta["input_size"])
-    fp32, int8 = tmp / f"{name}.onnx", tmp / f"{name}.int8.onnx"
+    fp32, ptq, qat = (tmp / f"{name}.{kind}.onnx" for kind in ("fp32", "ptq", "qat"))
+    calibration = calibration_sample(train_x, p.calibration_images, p.seed)
     export_onnx(model, meta, fp32, p.opset)
-    quantize_int8(fp32, int8, calibration_sample(train_x, p.calibration_images, p.seed), p.calibration_method)
+    quantize_int8(fp32, ptq, calibration, p.calibration_method)
+    t, kinds = time.perf_counter(), [("FP32", fp32), ("INT8 PTQ", ptq), ("INT8 QAT", qat)]
+    try:
+        qat_int8(model, meta, train_x, calibration, qat, p, torch.device("cpu"), progress=False)
+    except NotTraceable as e:
+        print(f"{name}: {e}")
+        kinds.pop()
+    out = {"name": name, "macs": macs, "params": params, "qat_s": time.perf_counter() - t}
     k = len(meta["classes"])
-    out = {"name": name, "macs": macs, "params": params}
-    for kind, path in (("fp32", fp32), ("int8", int8)):
+    for kind, path in kinds:
         pred = onnx_logits(session(path), read_metadata(path), test_x, p.batch_size).argmax(1)
-        out[kind] = {**measure(path, p), "f1": macro_f1(test_y, pred, k)}
+        reference = pred if kind == "FP32" else out["FP32"]["pred"]
+        out[kind] = {**measure(path, p), "f1": macro_f1(test_y, pred, k), "pred": pred,
+                     "agreement": float((pred == reference).mean())}  # fmt: skip
     return out
 
 
@@ -88,21 +101,28 @@ def main() -> None:
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(f"\nCommit {rev}, {machine()}, {time.strftime('%Y-%m-%d')}; ONNX Runtime CPU, batch 1, {args.runs} runs:\n")
     print(
-        "| model | MACs | params | ONNX bytes FP32 / INT8 | ms p50 / p90, 1 thread, FP32 | INT8 "
-        "| ms p50 / p90, all threads, FP32 | INT8 | peak MB FP32 / INT8 | test F1 FP32 / INT8 |"
+        "| model | MACs | params | format | ONNX bytes | ms p50 / p90, 1 thread | ms p50 / p90, all threads "
+        "| peak MB | test F1 | agrees with FP32 |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+
+    def ms(c: dict, suffix: str = "") -> str:
+        return f"{c['latency_ms_p50' + suffix]:.3f} / {c['latency_ms_p90' + suffix]:.3f}"
+
     for r in rows:
-        f, q = r["fp32"], r["int8"]
-
-        def ms(c: dict, suffix: str = "") -> str:
-            return f"{c['latency_ms_p50' + suffix]:.3f} / {c['latency_ms_p90' + suffix]:.3f}"
-
-        mb = " / ".join(f"{c['peak_memory_bytes'] / 2**20:.1f}" if c["peak_memory_bytes"] else "-" for c in (f, q))
-        print(
-            f"| {r['name']} | {r['macs']:,} | {r['params']:,} | {f['bytes']:,} / {q['bytes']:,} | {ms(f)} | {ms(q)} "
-            f"| {ms(f, '_all_threads')} | {ms(q, '_all_threads')} | {mb} | {f['f1']:.4f} / {q['f1']:.4f} |"
-        )
+        for kind in ("FP32", "INT8 PTQ", "INT8 QAT"):
+            c = r.get(kind)
+            if c is None:
+                print(f"| | | | {kind} | not torch.fx-traceable (the stage falls back to PTQ) | | | | | |")
+                continue
+            mb = f"{c['peak_memory_bytes'] / 2**20:.1f}" if c["peak_memory_bytes"] else "-"
+            head = f"| {r['name']} | {r['macs']:,} | {r['params']:,} " if kind == "FP32" else "| | | "
+            print(
+                f"{head}| {kind} | {c['bytes']:,} | {ms(c)} | {ms(c, '_all_threads')} | {mb} | {c['f1']:.4f} "
+                f"| {c['agreement']:.2%} |"
+            )
+    print(f"\nQAT ({p.qat_epochs} epochs of {len(train_x):,} training images, CPU): "
+          + ", ".join(f"{r['name']} {r['qat_s']:.0f} s" for r in rows if "INT8 QAT" in r))  # fmt: skip
     torch.manual_seed(0)
     cands = search(list(CANDIDATES), [args.size], len(load_classes(CACHE)), latency=True)
     print(f"\nThe seven default families at {args.size} px, 10 classes (`tinycls search --latency`):\n")

@@ -1,8 +1,8 @@
 """Stage `export`: the final model (compress's output) as ONNX with its preprocessing in the
-metadata, checked against PyTorch on every test image; an INT8 copy by ONNX Runtime's static
-quantization calibrated on training images; and what both cost on this CPU: bytes, batch-1
-latency (p50/p90, one thread and all threads) and peak memory. No test label is read here: the
-score stage scores both files."""
+metadata, checked against PyTorch on every test image; an INT8 copy, by quantization-aware
+fine-tuning distilled from the FP32 model (or ONNX Runtime's post-training quantization) on
+training images; and what both cost on this CPU: bytes, batch-1 latency (p50/p90, one thread and
+all threads) and peak memory. No test label is read here: the score stage scores both files."""
 
 import platform
 import shutil
@@ -14,17 +14,18 @@ import torch
 from stages.params import CACHE, COMPRESS, EXPORT, EXPORT_METRICS, run, section, source, write_json
 from tinycls.checkpoint import load_checkpoint
 from tinycls.config import from_section
+from tinycls.device import resolve_device
 from tinycls.errors import InputError
 from tinycls.export import (
     ExportConfig,
     calibration_sample,
     cpu_threads,
     export_onnx,
+    int8_model,
     measure,
     onnx_logits,
     onnx_metadata,
     parity,
-    quantize_int8,
     session,
 )
 from tinycls.predict import predict_checkpoint
@@ -55,7 +56,7 @@ def main() -> None:
                 f"{check.argmax_mismatches} different predictions. An op exports with other semantics: try "
                 "another export.opset, or report the model; nothing was written."
             )
-        quantize_int8(fp32, int8, calibration, p.calibration_method)
+        method = int8_model(model, meta, fp32, train_x, calibration, int8, p, resolve_device(p.device))
         int8_pred = onnx_logits(session(int8), onnx_meta, test_x, p.batch_size).argmax(1)
         agreement = float((int8_pred == torch_logits.argmax(1)).mean()) if len(test_x) else 1.0
         shutil.rmtree(EXPORT, ignore_errors=True)
@@ -73,6 +74,7 @@ def main() -> None:
             "parity_argmax_mismatches": check.argmax_mismatches,
             "parity_images": check.images,
             "calibration_images": len(calibration),
+            "int8": method,  # qat | ptq (ptq also when qat was asked for a model torch.fx cannot trace)
             "int8_agreement": agreement,  # share of test images where INT8 predicts as PyTorch FP32
             **costs,
             "threads_all": cpu_threads(),
@@ -82,7 +84,7 @@ def main() -> None:
     f, q = costs["fp32"], costs["int8"]
     print(
         f"export: {EXPORT / fp32.name} {f['bytes']:,} B, {f['latency_ms_p50']:.3f} ms p50 (1 thread); "
-        f"INT8 {q['bytes']:,} B, {q['latency_ms_p50']:.3f} ms, agrees on {agreement:.2%}; "
+        f"INT8 ({method}) {q['bytes']:,} B, {q['latency_ms_p50']:.3f} ms, agrees on {agreement:.2%}; "
         f"parity max |diff| {check.max_abs_diff:.2g}"
     )
 

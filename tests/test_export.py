@@ -13,10 +13,12 @@ from tinycls.export import (
     METADATA_KEY,
     ExportConfig,
     export_onnx,
+    int8_model,
     latency_ms,
     measure,
     onnx_logits,
     parity,
+    qat_int8,
     quantize_int8,
     read_metadata,
     session,
@@ -168,6 +170,9 @@ def test_read_metadata_refuses_files_from_elsewhere(exported, tmp_path):
         ({"calibration_method": "kl"}, "calibration_method: 'kl' is not one of minmax, entropy, percentile"),
         ({"max_int8_f1_drop": 1.5}, r"max_int8_f1_drop: 1.5 must be in \[0, 1\]"),
         ({"latency_runs": 5}, "latency_runs: 5 must be >= 10"),
+        ({"int8": "int4"}, "int8: 'int4' is not one of qat, ptq"),
+        ({"qat_epochs": -1}, "qat_epochs: -1 must be >= 0"),
+        ({"device": "tpu"}, "device: 'tpu' is not one of auto, cpu, cuda"),
     ],
 )
 def test_bad_export_settings(values, message):
@@ -191,3 +196,89 @@ def test_the_newest_opset_exports_too(exported, tmp_path):
     model, _, _ = exported
     export_onnx(model, _meta(), tmp_path / "21.onnx", opset=21)
     assert onnx.load(str(tmp_path / "21.onnx")).opset_import[0].version == 21
+
+
+def _optimized_ops(path, tmp_path):
+    """The ops ONNX Runtime really runs after its graph optimizations (QDQ fusion)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return {n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node}
+
+
+def test_qat_int8_runs_integer_kernels_as_simulated_and_leaves_the_model_alone(exported, tmp_path):
+    from tinycls import qat
+
+    model, path, _ = exported
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    images, calibration = _images(64, seed=3), _images(16, seed=4)
+    p = ExportConfig(qat_epochs=1, qat_batch_size=16)
+    out = tmp_path / "model.int8.onnx"
+    size = qat_int8(model, _meta(), images, calibration, out, p, torch.device("cpu"), progress=False)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the FP32 model is untouched
+    assert not model.training
+    proto = onnx.load(str(out))
+    int8_weights = [i for i in proto.graph.initializer if i.data_type == onnx.TensorProto.INT8]
+    assert sum(np.prod(i.dims) for i in int8_weights) > 0.9 * sum(p.numel() for p in model.parameters())
+    assert size == out.stat().st_size < path.stat().st_size
+    meta = read_metadata(out)
+    assert meta["classes"] == ["ant", "bee", "cat"] and "quantization-aware" in meta["quantization"]
+    assert {"QLinearConv", "QLinearAdd"} <= _optimized_ops(out, tmp_path)  # integer kernels, not float Conv
+    # what ONNX Runtime computes is what the fine-tuning simulated (up to integer rounding)
+    tuned = qat.fine_tune(model, _meta(), images, calibration, 1, p.qat_lr, 16, p.seed, torch.device("cpu"), False)
+    simulated = predict_checkpoint(qat.to_qdq(tuned), _meta(), images, torch.device("cpu")).numpy()
+    got = onnx_logits(session(out), meta, images)
+    assert np.abs(got - simulated).max() < 0.1 * np.abs(simulated).max()
+    assert (got.argmax(1) == simulated.argmax(1)).mean() >= 0.9
+    again = tmp_path / "again.int8.onnx"  # deterministic: the same file on a rerun
+    qat_int8(model, _meta(), images, calibration, again, p, torch.device("cpu"), progress=False)
+    assert again.read_bytes() == out.read_bytes()
+
+
+def test_qat_fine_tuning_brings_the_int8_model_closer_to_fp32():
+    from tinycls import qat
+
+    torch.manual_seed(1)
+    model = build_model(ARCH, 3).eval()
+    images, calibration = _images(96, seed=5), _images(32, seed=6)
+    reference = predict_checkpoint(model, _meta(), images, torch.device("cpu"))
+
+    def error(epochs):
+        tuned = qat.fine_tune(model, _meta(), images, calibration, epochs, 1e-4, 16, 0, torch.device("cpu"), False)
+        got = predict_checkpoint(qat.to_qdq(tuned), _meta(), images, torch.device("cpu"))
+        return (got - reference).pow(2).mean().item()
+
+    untrained, trained = error(0), error(4)
+    assert trained < 0.9 * untrained, (untrained, trained)
+
+
+class _Loopy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3)
+
+    def forward(self, x):
+        x = self.conv(x)  # a Python loop over a shape: torch.export runs it, torch.fx cannot trace it
+        return torch.cat([x[:, i : i + 1] * (i + 1) for i in range(x.shape[1])], 1).mean((2, 3))
+
+
+def test_qat_of_an_untraceable_model_falls_back_to_ptq_and_says_so(tmp_path, capsys):
+    model, meta = _Loopy().eval(), {**_meta(), "arch": "custom:loopy"}
+    fp32, out = tmp_path / "model.onnx", tmp_path / "model.int8.onnx"
+    export_onnx(model, meta, fp32)
+    p = ExportConfig(qat_epochs=1)
+    with pytest.raises(
+        InputError,
+        match=r"custom:loopy: quantization-aware training needs a torch\.fx-traceable"
+        r" model .*`export\.int8: ptq`",
+    ):
+        qat_int8(model, meta, _images(8), _images(4), out, p, torch.device("cpu"), progress=False)
+    assert not out.exists()
+    how = int8_model(model, meta, fp32, _images(8), _images(4), out, p, torch.device("cpu"), progress=False)
+    assert how == "ptq" and "quantization-aware" not in read_metadata(out)["quantization"]
+    assert "custom:loopy: quantization-aware training needs" in capsys.readouterr().out
+    assert int8_model(model, meta, fp32, _images(8), _images(4), out, ExportConfig(int8="ptq"),
+                      torch.device("cpu")) == "ptq"  # fmt: skip

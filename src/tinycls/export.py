@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from tinycls.config import one_of
+from tinycls.device import DEVICES
 from tinycls.errors import InputError, MissingInput
 from tinycls.transforms import to_input
 
@@ -39,6 +40,10 @@ PREPROCESSING = (
     "channel; NCHW float32"
 )
 CALIBRATION = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+INT8 = {
+    "qat": "quantization-aware fine-tuning distilled from the FP32 model (tinycls.qat)",
+    "ptq": "ONNX Runtime's post-training static quantization",
+}
 # PyTorch 2.14's exporter writes opset 18 at the least: asked for 17, it falls back to 18 (its
 # down-conversion lacks Pad). 18 and 21 export, quantize and run for the student and the teacher.
 MIN_OPSET, MAX_OPSET = 18, 21
@@ -54,7 +59,12 @@ class ExportConfig:
     latency_runs: int = 300  # timed batch-1 runs per model and thread count
     latency_warmup: int = 30  # untimed runs before them
     batch_size: int = 256  # images per ONNX Runtime call for parity and F1
-    seed: int = 0  # which training images calibrate
+    seed: int = 0  # which training images calibrate, and the fine-tuning's order
+    int8: str = "qat"  # qat | ptq: how the INT8 model is made (INT8)
+    qat_epochs: int = 2  # quantization-aware fine-tuning epochs over the training images (int8: qat)
+    qat_lr: float = 1.0e-4  # its Adam learning rate (cosine to 0)
+    qat_batch_size: int = 128
+    device: str = "auto"  # where the fine-tuning runs: auto | cpu | cuda
 
     def __post_init__(self) -> None:
         if not MIN_OPSET <= self.opset <= MAX_OPSET:
@@ -73,6 +83,13 @@ class ExportConfig:
             )
         if self.batch_size < 1:
             raise InputError(f"batch_size: {self.batch_size} must be >= 1.")
+        one_of("int8", self.int8, INT8)
+        if self.qat_epochs < 0 or not self.qat_lr > 0 or self.qat_batch_size < 1:
+            raise InputError(
+                f"qat_epochs: {self.qat_epochs} must be >= 0, qat_lr: {self.qat_lr} > 0, qat_batch_size: "
+                f"{self.qat_batch_size} >= 1."
+            )
+        one_of("device", self.device, DEVICES)
 
 
 def onnx_metadata(meta: dict[str, Any]) -> dict[str, Any]:
@@ -151,10 +168,13 @@ def _why(error: BaseException) -> str:
     return f"{op.group(1)}, {cause}" if op else cause
 
 
-def export_onnx(model: nn.Module, meta: dict[str, Any], path: Path, opset: int = 18) -> int:
+def export_onnx(
+    model: nn.Module, meta: dict[str, Any], path: Path, opset: int = 18, extra: dict[str, Any] | None = None
+) -> int:
     """Write `model` (eval mode, CPU) to `path` as ONNX with a dynamic batch and the tinycls
     metadata; per-node debug records (stack traces) are dropped, so the size is the model's.
     Written atomically: on any error nothing is written. Returns the file's size in bytes.
+    `extra`: more metadata keys (e.g. how an INT8 model was quantized).
 
     Raises:
         InputError: an op ONNX cannot express at `opset`, naming the module.
@@ -178,7 +198,7 @@ def export_onnx(model: nn.Module, meta: dict[str, Any], path: Path, opset: int =
         del node.metadata_props[:]
         node.doc_string = ""
     proto.producer_name, proto.doc_string = "tinycls", f"{meta['arch']} ({size} px); metadata key {METADATA_KEY!r}"
-    set_metadata(proto, onnx_metadata(meta))
+    set_metadata(proto, {**onnx_metadata(meta), **(extra or {})})
     onnx.checker.check_model(proto)
     return _save(proto, path)
 
@@ -316,6 +336,55 @@ def quantize_int8(fp32: Path, out: Path, calibration: np.ndarray, method: str = 
     set_metadata(proto, {**meta, "quantization": f"INT8 QDQ, per-channel weights, {method} calibration"})
     proto.producer_name = "tinycls"
     return _save(proto, out)
+
+
+def qat_int8(
+    model: nn.Module,
+    meta: dict[str, Any],
+    images: Any,
+    calibration: np.ndarray,
+    out: Path,
+    p: ExportConfig,
+    device: torch.device,
+    progress: bool = True,
+) -> int:
+    """INT8 QDQ ONNX of `model` after quantization-aware fine-tuning (tinycls.qat) on `images`
+    (uint8 at the cache side, no labels: it learns the FP32 model's predictions), activation ranges
+    starting from `calibration`; the weights are stored as INT8, ONNX Runtime runs integer kernels.
+    `model` is not modified. Returns the file's size in bytes."""
+    from tinycls import qat
+
+    tuned = qat.fine_tune(
+        model, meta, images, calibration, p.qat_epochs, p.qat_lr, p.qat_batch_size, p.seed, device, progress
+    )
+    how = f"INT8 QDQ, per-channel weights, quantization-aware fine-tuning ({p.qat_epochs} epochs)"
+    return export_onnx(qat.to_qdq(tuned), meta, out, p.opset, extra={"quantization": how})
+
+
+def int8_model(
+    model: nn.Module,
+    meta: dict[str, Any],
+    fp32: Path,
+    images: Any,
+    calibration: np.ndarray,
+    out: Path,
+    p: ExportConfig,
+    device: torch.device,
+    progress: bool = True,
+) -> str:
+    """Write the INT8 model to `out` as `p.int8` says; returns how it was made: "qat", or "ptq" also
+    when QAT was asked for a model torch.fx cannot trace (said on stdout: the FP32 export and the
+    training before it are fine, and an error here would waste them)."""
+    from tinycls import qat
+
+    if p.int8 == "qat":
+        try:
+            qat_int8(model, meta, images, calibration, out, p, device, progress)
+            return "qat"
+        except qat.NotTraceable as e:
+            print(f"export: {e} INT8 by post-training quantization instead.")
+    quantize_int8(fp32, out, calibration, p.calibration_method)
+    return "ptq"
 
 
 # Run in a fresh process that imports only numpy and ONNX Runtime, as a deployment would: in the
