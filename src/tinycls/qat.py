@@ -126,7 +126,8 @@ def fine_tune(
     step = 0
     for epoch in range(1, epochs + 1):
         order = torch.randperm(len(images), generator=g).numpy()
-        bar = tqdm(range(steps_per_epoch), desc=f"QAT epoch {epoch}/{epochs}", disable=not progress, leave=True)
+        bar = tqdm(range(steps_per_epoch), desc=f"QAT epoch {epoch}/{epochs}", disable=not progress, leave=True,
+                   dynamic_ncols=True, mininterval=0.5)  # fmt: skip
         for b in bar:
             x = inputs(images[np.sort(order[b * batch_size : (b + 1) * batch_size])])
             with torch.no_grad():
@@ -139,7 +140,8 @@ def fine_tune(
             step += 1
             if step == steps // 2:  # settle the ranges the rest of the fine-tuning adapts to
                 qat.apply(disable_observer)
-            bar.set_postfix(mse=f"{loss.item():.2e}")
+            if b % 10 == 0:  # set_postfix redraws: as train.fit does, not on every step
+                bar.set_postfix(mse=f"{loss.item():.2e}", refresh=False)
     return qat.apply(disable_observer).cpu().eval()  # fixed ranges from here on, also in eval mode
 
 
