@@ -50,7 +50,8 @@ def results(m: dict[str, dict]) -> dict[str, str]:
         "student": f"{st['kd_mode']} KD, {st['train_images']:,} images, {st['epochs']} epochs: selection F1 "
         f"{st['val_f1']:.4f}, test F1 {s['student_f1']:.4f}",
         "compress": f"{c['compression']}: {c['macs']:,} MACs" if c["compressed"] else "off: the student passes through",
-        "export": f"ONNX {e['fp32']['bytes']:,} B, INT8 {e['int8']['bytes']:,} B; batch-1 p50 "
+        "export": f"ONNX {e['fp32']['bytes']:,} B, INT8 ({e.get('int8_method', 'ptq').upper()}) "
+        f"{e['int8']['bytes']:,} B; batch-1 p50 "
         f"{e['fp32']['latency_ms_p50']:.3f} / {e['int8']['latency_ms_p50']:.3f} ms (1 thread); "
         f"INT8 agrees with PyTorch on {e['int8_agreement']:.2%} of test",
         "score": f"test F1 {s['f1']:.4f}, {s['macs']:,} MACs, {s['params']:,} params, score {s['score']:.4f}; "

@@ -74,7 +74,7 @@ def main() -> None:
             "parity_argmax_mismatches": check.argmax_mismatches,
             "parity_images": check.images,
             "calibration_images": len(calibration),
-            "int8": method,  # qat | ptq (ptq also when qat was asked for a model torch.fx cannot trace)
+            "int8_method": method,  # qat | ptq (ptq also when qat was asked for a model torch.fx cannot trace)
             "int8_agreement": agreement,  # share of test images where INT8 predicts as PyTorch FP32
             **costs,
             "threads_all": cpu_threads(),

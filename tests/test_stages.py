@@ -14,6 +14,7 @@ import yaml
 
 from tests.conftest import make_cifar, make_imagefolder
 from tinycls.checkpoint import save_checkpoint
+from tinycls.export import read_metadata
 from tinycls.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -537,7 +538,8 @@ def test_export_stage_writes_both_files_and_score_scores_them(workdir):
     fp32, int8 = Path("artifacts/export/model.onnx"), Path("artifacts/export/model.int8.onnx")
     assert m["parity_argmax_mismatches"] == 0 and m["parity_max_abs_diff"] < 1e-3 and m["parity_images"] == 9
     assert m["calibration_images"] == 4 and m["fp32"]["bytes"] == fp32.stat().st_size
-    assert m["int8"]["bytes"] == int8.stat().st_size
+    assert m["int8"]["bytes"] == int8.stat().st_size and m["int8_method"] == "qat"  # the default
+    assert "quantization-aware" in read_metadata(int8)["quantization"] and 0 <= m["int8_agreement"] <= 1
     for cost in (m["fp32"], m["int8"]):
         assert 0 < cost["latency_ms_p50"] <= cost["latency_ms_p90"] and cost["latency_ms_p50_all_threads"] > 0
     _teacher(["ant", "bee", "cat"])
