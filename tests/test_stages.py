@@ -590,3 +590,40 @@ def test_predict_on_the_onnx_files_agrees_with_the_checkpoint(workdir):
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.startswith("Error: bare.onnx: an ONNX model without tinycls metadata")
+
+
+def test_a_spec_network_runs_through_pretrain_student_compress_export_and_score(workdir):
+    from stages import compress, export, pretrain, pseudo, score, student
+    from tinycls.checkpoint import load_checkpoint
+    from tinycls.nas import load_spec
+
+    shutil.copy(ROOT / "specs" / "example.yaml", "net.yaml")
+    _set(Path("params.yaml"), "student", arch="nas:net.yaml", train_on="train")
+    _set(Path("params.yaml"), "kd", mode="none")
+    _set(Path("params.yaml"), "export", latency_runs=10, latency_warmup=1, calibration_images=4)
+    pretrain.main()  # pretrains student.arch: the spec network, on digits
+    assert torch.load("artifacts/pretrain/model.pt", weights_only=True)["arch"] == "nas:net.yaml"
+    student.main()
+    assert json.loads(Path("metrics/student.json").read_text())["init_transferred"] > 0
+    compress.main()  # compression off: passes through
+    model, meta = load_checkpoint(Path("artifacts/compress/model.pt"))
+    assert meta["arch"] == "nas:net.yaml" and meta["arch_kwargs"]["spec"] == load_spec("net.yaml")
+    export.main()
+    assert json.loads(Path("metrics/export.json").read_text())["int8_method"] == "qat"  # a spec net traces
+    _teacher(["ant", "bee", "cat"])
+    pseudo.main()
+    score.main()
+    s = json.loads(Path("metrics/score.json").read_text())
+    assert s["macs"] > 0 and s["onnx_f1"] == pytest.approx(s["f1"], abs=1e-9)
+
+
+def test_a_bad_spec_stops_the_check_stage_with_its_line(workdir):
+    from stages import check
+
+    Path("net.yaml").write_text("backbone:\n  - [1, Conv, [16, 3, 2]]\n  - [1, Fancy, []]\n")
+    _set(Path("params.yaml"), "student", arch="nas:net.yaml")
+    with pytest.raises(ValueError, match=r"nas:net\.yaml, line 3: unknown module 'Fancy'"):
+        check.main()
+    Path("net.yaml").write_text("backbone:\n" + "  - [1, Conv, [16, 3, 2]]\n" * 5)
+    with pytest.raises(ValueError, match=r"backbone item 5 \(Conv, stride 2\): the map is already 1x1 at 16 px"):
+        check.main()

@@ -66,7 +66,7 @@ def save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
 
 
 REQUIRED_META = ("arch", "arch_kwargs", "classes", "input_size", "mean", "std", "state_dict")
-ARCH_KWARGS = ("keep_blocks", "layers")  # all tinycls writes: what compression changed
+ARCH_KWARGS = ("keep_blocks", "layers", "spec")  # all tinycls writes: what compression changed, a nas: spec
 MAX_INPUT_SIZE = 4096
 
 
@@ -101,6 +101,17 @@ def check_meta(path: Path, ckpt: dict[str, Any]) -> None:
         isinstance(blocks, list) and (_ints(blocks, 1) or all(_ints(b, 0) and b for b in blocks))
     ):
         raise bad("arch_kwargs.keep_blocks", blocks, "block counts or lists of block indices, one per stage")
+    if "spec" in kwargs:
+        from tinycls.nas import parse_spec
+
+        if not arch.startswith("nas:"):
+            raise bad("arch_kwargs.spec", kwargs["spec"], "a spec only for nas: networks")
+        try:
+            parse_spec(kwargs["spec"], f"{path}: arch_kwargs.spec")
+        except InputError as e:
+            raise bad("arch_kwargs.spec", kwargs["spec"], f"a tinycls.nas spec: {e}") from None
+    elif arch.startswith("nas:"):
+        raise bad("arch_kwargs", kwargs, "a nas: network's spec under arch_kwargs.spec")
     layers = kwargs.get("layers", {})
     if not isinstance(layers, dict) or not all(
         isinstance(k, str) and _ints(v, 1) and 1 <= len(v) <= 3 for k, v in layers.items()

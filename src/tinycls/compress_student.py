@@ -109,8 +109,9 @@ def compress_student(
         ValueError: a student that is already compressed, or any bad setting (tinycls.compress),
             before any fine-tuning.
     """
-    if meta["arch_kwargs"]:
-        raise InputError(f"{name}: already compressed ({meta['arch_kwargs']}); retrain it with `dvc repro student`.")
+    structural = {k: v for k, v in meta["arch_kwargs"].items() if k != "spec"}  # a nas: spec is no compression
+    if structural:
+        raise InputError(f"{name}: already compressed ({structural}); retrain it with `dvc repro student`.")
     size = meta["input_size"]
     macs, n_params = count_macs(student, size)
     small, structure = compress(
@@ -142,5 +143,6 @@ def compress_student(
         "f1_compressed": f1(small),  # after the BatchNorm re-estimate, before fine-tuning
         "bn_images": min(p.bn_images, len(train[0])),
     }
-    meta_extra = {"arch_kwargs": structure.arch_kwargs, "compression": structure.describe()}
+    spec = {k: v for k, v in meta["arch_kwargs"].items() if k == "spec"}  # the network it was built from
+    meta_extra = {"arch_kwargs": {**spec, **structure.arch_kwargs}, "compression": structure.describe()}
     return Compressed(small, meta_extra, metrics)

@@ -1,5 +1,5 @@
-"""Models by name (`timm:<name>`, `pytorchcv:<name>`), adapted to any input size and class
-count, and checkpoints that rebuild their own model.
+"""Models by name (`timm:<name>`, `pytorchcv:<name>`, `nas:<spec.yaml>`), adapted to any input
+size and class count, and checkpoints that rebuild their own model.
 
 Every model ends in adaptive average pooling and a bias-free 1x1 conv head, as the
 competition's entries did. No weights are downloaded unless `pretrained=True`.
@@ -93,7 +93,28 @@ def _pytorchcv(name: str, num_classes: int, pretrained: bool, **kwargs: Any) -> 
     return model
 
 
-SOURCES: dict[str, Callable[..., nn.Module]] = {"timm": _timm, "pytorchcv": _pytorchcv}
+def _nas(name: str, num_classes: int, pretrained: bool, spec: dict[str, Any] | None = None) -> nn.Module:
+    """A network from a spec file (tinycls.nas); `spec`: the parsed spec a checkpoint recorded,
+    used instead of the file."""
+    from tinycls import nas
+
+    if pretrained:
+        raise InputError(f"nas:{name}: a spec network has no ImageNet weights; set pretrained: false.")
+    parsed = nas.parse_spec(spec, f"nas:{name} (recorded spec)") if spec is not None else nas.load_spec(name)
+    return nas.build(parsed, num_classes)
+
+
+def arch_kwargs(arch: str) -> dict[str, Any]:
+    """What a checkpoint of a freshly built `arch` records to rebuild it without outside files:
+    the parsed spec of a `nas:` network, nothing for the others."""
+    if arch.startswith("nas:"):
+        from tinycls import nas
+
+        return {"spec": nas.load_spec(arch.partition(":")[2])}
+    return {}
+
+
+SOURCES: dict[str, Callable[..., nn.Module]] = {"timm": _timm, "pytorchcv": _pytorchcv, "nas": _nas}
 
 
 def build_model(
@@ -118,8 +139,8 @@ def build_model(
     if not sep or source not in SOURCES or not name:
         raise InputError(
             f"model {arch!r}: expected SOURCE:NAME with SOURCE one of "
-            f"{', '.join(SOURCES)}, e.g. 'pytorchcv:shufflenet_g3_wd4' or "
-            "'timm:mobilenetv3_small_050'."
+            f"{', '.join(SOURCES)}, e.g. 'pytorchcv:shufflenet_g3_wd4', "
+            "'timm:mobilenetv3_small_050' or 'nas:specs/example.yaml'."
         )
     if num_classes < 2:
         raise InputError(f"num_classes={num_classes}: a classifier needs at least 2 classes.")

@@ -15,7 +15,7 @@ from tinycls.checkpoint import checkpoint_meta
 from tinycls.device import resolve_device
 from tinycls.distill import KDConfig, create_distiller
 from tinycls.errors import InputError
-from tinycls.models import build_model
+from tinycls.models import arch_kwargs, build_model
 from tinycls.pretrain import transfer_pretrained
 from tinycls.train import TrainConfig, fit, seed_everything
 from tinycls.weights import build_pretrained
@@ -25,7 +25,7 @@ from tinycls.weights import build_pretrained
 class ModelConfig:
     """The model keys of a params section (arch, pretrained, input_size, weights)."""
 
-    arch: str  # SOURCE:NAME, e.g. pytorchcv:shufflenet_g3_wd4 or timm:tf_efficientnetv2_b0
+    arch: str  # SOURCE:NAME, e.g. pytorchcv:shufflenet_g3_wd4, timm:tf_efficientnetv2_b0 or nas:specs/x.yaml
     pretrained: bool  # ImageNet weights: from `weights` when set, else the source's hub
     input_size: int  # px
     weights: str = ""  # local ImageNet weights file or package:NAME, for machines without network
@@ -38,6 +38,12 @@ class ModelConfig:
                 f"weights: {self.weights!r} is set but pretrained is false, so it would be ignored; "
                 "set pretrained: true to start from it, or weights: ''."
             )
+        if self.arch.startswith("nas:"):  # the spec file, read and checked at this input size
+            from tinycls.nas import check_input, load_spec
+
+            if self.pretrained:
+                raise InputError(f"arch {self.arch}: a spec network has no ImageNet weights; set pretrained: false.")
+            check_input(load_spec(self.arch.partition(":")[2]), self.input_size, self.arch)
 
 
 def initialize(model: torch.nn.Module, arch: str, init: Path, allow_unmatched: bool) -> dict[str, Any]:
@@ -108,6 +114,7 @@ def train_model(
     """
     seed_everything(cfg.seed)  # before the build: the seed fixes the initial weights too
     out: dict[str, Any] = {}
+    model_given = model
     if model is None and m.pretrained:
         model, report = build_pretrained(m.arch, len(classes), m.weights)
         if report is not None:
@@ -120,6 +127,8 @@ def train_model(
     # a compressed student's arch_kwargs replace the empty ones in place
     # cache_size: predict square-pads new images to the training images' side, then resizes as here
     extra = {"stage": stage, "cache_size": int(train[0].shape[1]), **(meta_extra or {})}
+    if model_given is None:  # a nas: network records its spec, so the checkpoint rebuilds without the file
+        extra["arch_kwargs"] = arch_kwargs(m.arch)
     meta = checkpoint_meta(m.arch, classes, m.input_size, **extra)
     device = resolve_device(cfg.device)
     distiller = create_distiller(kd, teacher_checkpoints or {}, classes, meta["mean"], meta["std"], device)

@@ -81,8 +81,8 @@ def block_weight_std(model: nn.Module) -> list[list[float]]:
     return out
 
 
-def _no_stages(name: str) -> ValueError:
-    return ValueError(
+def _no_stages(name: str) -> InputError:
+    return InputError(
         f"{name}: no stages of blocks found (pytorchcv features.stageN, timm body.blocks.N); "
         "layer pruning cannot remove blocks from it."
     )

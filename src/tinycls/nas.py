@@ -1,0 +1,256 @@
+"""Networks from a spec: the competition template's YAML format, as the third model source
+(`nas:<file.yaml>`, beside `timm:` and `pytorchcv:`).
+
+A spec is a backbone, a list of `[repeat, Module, args]`, then `head` (the 1x1 conv's channels
+before global pooling) and the usual bias-free 1x1 conv classifier:
+
+    depth_multiple: 1.0      # repeat r > 1 becomes max(round(r * depth_multiple), 1)
+    width_multiple: 1.0      # channels c become c * width_multiple rounded up to a multiple of 8
+    backbone:
+      - [1, Conv, [16, 3, 2]]                      # out, kernel, stride[, padding, groups, act]
+      - [1, DWConv, [16, 3, 1]]                    # out, kernel, stride[, padding, act]
+      - [2, InvertedResidualv2, [24, 4, 2]]        # out, expansion t, stride (MobileNetV2)
+      - [1, InvertedResidualv3, [5, 3.0, 40, 1, 1, 2]]  # kernel, t, out, SE 0/1, hard-swish 0/1, stride
+      - [1, Pass, []]                              # an empty slot
+    head: 256
+
+Modules are those of the template (`Conv`: conv, BatchNorm, activation, "same" padding when
+padding is null; `DWConv`: the same with groups = gcd(in, out); MobileNetV2 and MobileNetV3
+inverted residuals). A repeated module strides only in its first copy. The checkpoint records
+the parsed spec itself (arch_kwargs `spec`), so it rebuilds without the file.
+"""
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from tinycls.errors import InputError
+
+ACTIVATIONS = {"ReLU": nn.ReLU, "ReLU6": nn.ReLU6, "Hardswish": nn.Hardswish, "SiLU": nn.SiLU, "Identity": nn.Identity}
+# name -> (argument names, how many are required, defaults of the rest)
+MODULES: dict[str, tuple[tuple[str, ...], int, tuple[Any, ...]]] = {
+    "Conv": (("out", "kernel", "stride", "padding", "groups", "act"), 1, (1, 1, None, 1, "ReLU")),
+    "DWConv": (("out", "kernel", "stride", "padding", "act"), 1, (3, 1, None, "ReLU")),
+    "InvertedResidualv2": (("out", "t", "stride"), 3, ()),
+    "InvertedResidualv3": (("kernel", "t", "out", "SE", "HS", "stride"), 6, ()),
+    "Pass": ((), 0, ()),
+}
+KEYS = ("depth_multiple", "width_multiple", "backbone", "head")
+
+
+def make_divisible(v: float, divisor: int = 8) -> int:
+    """v rounded up to a multiple of `divisor` (the template's rule for scaled channels)."""
+    return max(divisor, int(math.ceil(v / divisor) * divisor))
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _lines(text: str) -> list[int]:
+    """1-based line of each backbone item in the YAML text (for messages)."""
+    import yaml
+
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return []
+    if not isinstance(root, yaml.MappingNode):
+        return []
+    for key, value in root.value:
+        if key.value == "backbone" and isinstance(value, yaml.SequenceNode):
+            return [item.start_mark.line + 1 for item in value.value]
+    return []
+
+
+def parse_spec(spec: Any, source: str, lines: list[int] | None = None) -> dict[str, Any]:
+    """The spec, checked and normalized to plain types (every argument filled in).
+
+    Raises:
+        InputError: an unknown key or module, a wrong argument count or type, zero or negative
+            channels, kernel or stride: naming `source`, the backbone line and what is expected.
+    """
+
+    def where(i: int) -> str:
+        return f"{source}, line {lines[i]}" if lines and i < len(lines) else f"{source}, backbone item {i + 1}"
+
+    if not isinstance(spec, dict):
+        raise InputError(f"{source}: a spec is a mapping with keys {', '.join(KEYS)}; got {type(spec).__name__}.")
+    if extra := sorted(set(spec) - set(KEYS)):
+        raise InputError(f"{source}: unknown key(s) {extra}; a spec has {', '.join(KEYS)}.")
+    out: dict[str, Any] = {}
+    for key in ("depth_multiple", "width_multiple"):
+        v = spec.get(key, 1.0)
+        if not _number(v) or not 0 < v <= 10:
+            raise InputError(f"{source}: {key} {v!r} must be a number in (0, 10].")
+        out[key] = float(v)
+    head = spec.get("head", 1024)
+    if not _int(head) or head < 1:
+        raise InputError(f"{source}: head {head!r} must be the 1x1 conv's channel count, an integer >= 1.")
+    out["head"] = head
+    backbone = spec.get("backbone")
+    if not isinstance(backbone, list) or not backbone:
+        raise InputError(f"{source}: backbone must be a non-empty list of [repeat, Module, args].")
+    rows = []
+    for i, item in enumerate(backbone):
+        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[2], list)):
+            raise InputError(f"{where(i)}: {item!r} is not [repeat, Module, [args]].")
+        repeat, name, args = item
+        if name not in MODULES:
+            raise InputError(f"{where(i)}: unknown module {name!r}; one of {', '.join(MODULES)}.")
+        if not _int(repeat) or repeat < 1:
+            raise InputError(f"{where(i)}: repeat {repeat!r} must be an integer >= 1.")
+        names, required, defaults = MODULES[name]
+        if not required <= len(args) <= len(names):
+            count = str(required) if required == len(names) else f"{required} to {len(names)}"
+            raise InputError(
+                f"{where(i)}: {name} takes {count} argument(s) [{', '.join(names)}], got {len(args)}: {args!r}."
+            )
+        full = list(args) + list(defaults[len(args) - required :])
+        for arg, v in zip(names, full, strict=True):
+            if arg == "act":
+                v = "Identity" if v is None else v
+                if v not in ACTIVATIONS:
+                    raise InputError(f"{where(i)}: {name} act {v!r} is not one of {', '.join(ACTIVATIONS)}.")
+                full[names.index(arg)] = v
+            elif arg == "padding":
+                if v is not None and (not _int(v) or v < 0):
+                    raise InputError(f"{where(i)}: {name} padding {v!r} must be null (same) or an integer >= 0.")
+            elif arg == "t":
+                if not _number(v) or v < 1:
+                    raise InputError(f"{where(i)}: {name} expansion t {v!r} must be a number >= 1.")
+                full[names.index(arg)] = float(v)
+            elif arg in ("SE", "HS"):
+                if v not in (0, 1) or isinstance(v, float):
+                    raise InputError(f"{where(i)}: {name} {arg} {v!r} must be 0 or 1.")
+                full[names.index(arg)] = int(v)
+            elif not _int(v) or v < 1:
+                raise InputError(f"{where(i)}: {name} {arg} {v!r} must be an integer >= 1 (zero channels, kernel "
+                                 "or stride is not a layer).")  # fmt: skip
+        rows.append([repeat, name, full])
+    out["backbone"] = rows
+    return out
+
+
+def load_spec(path: str | Path) -> dict[str, Any]:
+    """Read and check a spec file (parse_spec), errors naming the file's line."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f'nas:{path}: no such spec file; write one (README, "Networks from a spec").')
+    text = path.read_text()
+    try:
+        spec = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise InputError(f"nas:{path}: not YAML ({str(e).splitlines()[0]}).") from None
+    return parse_spec(spec, f"nas:{path}", _lines(text))
+
+
+class Conv(nn.Sequential):
+    def __init__(self, c_in: int, out: int, kernel: int, stride: int, padding: int | None, groups: int, act: str):
+        pad = kernel // 2 if padding is None else padding
+        super().__init__(
+            nn.Conv2d(c_in, out, kernel, stride, pad, groups=groups, bias=False),
+            nn.BatchNorm2d(out),
+            ACTIVATIONS[act](),
+        )
+
+
+class SqueezeExcite(nn.Module):
+    """MobileNetV3's squeeze-and-excite: pooled, reduced to a quarter (multiple of 8), hard-sigmoid."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        mid = make_divisible(channels // 4)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Sequential(nn.Conv2d(channels, mid, 1), nn.ReLU(), nn.Conv2d(mid, channels, 1), nn.Hardsigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.fc(self.pool(x))
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 (ReLU6, no SE) and MobileNetV3 (ReLU or hard-swish, optional SE) blocks:
+    1x1 expansion (skipped when the hidden width equals the input), k x k depthwise, linear 1x1
+    projection; a residual when the stride is 1 and the width unchanged."""
+
+    def __init__(self, c_in: int, out: int, hidden: int, kernel: int, stride: int, se: bool, act: str) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        if hidden != c_in:
+            layers.append(Conv(c_in, hidden, 1, 1, None, 1, act))
+        layers.append(Conv(hidden, hidden, kernel, stride, None, hidden, act))
+        if se:
+            layers.append(SqueezeExcite(hidden))
+        layers += [nn.Conv2d(hidden, out, 1, bias=False), nn.BatchNorm2d(out)]
+        self.block = nn.Sequential(*layers)
+        self.residual = stride == 1 and c_in == out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.block(x)
+        return x + y if self.residual else y
+
+
+def _layer(name: str, args: list[Any], c_in: int, width: float, first: bool) -> tuple[nn.Module, int]:
+    """One copy of a backbone module on `c_in` channels; its output channels."""
+    a = dict(zip(MODULES[name][0], args, strict=True))
+    stride = a.get("stride", 1) if first else 1
+    if name == "Pass":
+        return nn.Identity(), c_in
+    out = make_divisible(a["out"] * width)
+    if name == "Conv":
+        groups = a["groups"] if c_in % a["groups"] == 0 and out % a["groups"] == 0 else math.gcd(c_in, out)
+        return Conv(c_in, out, a["kernel"], stride, a["padding"], groups, a["act"]), out
+    if name == "DWConv":
+        return Conv(c_in, out, a["kernel"], stride, a["padding"], math.gcd(c_in, out), a["act"]), out
+    if name == "InvertedResidualv2":
+        return InvertedResidual(c_in, out, int(round(c_in * a["t"])), 3, stride, False, "ReLU6"), out
+    hidden = make_divisible(c_in * a["t"])
+    act = "Hardswish" if a["HS"] else "ReLU"
+    return InvertedResidual(c_in, out, hidden, a["kernel"], stride, bool(a["SE"]), act), out
+
+
+def build(spec: dict[str, Any], num_classes: int) -> nn.Module:
+    """The network a parsed spec describes, ending in the 1x1 `head` conv (hard-swish), global
+    average pooling and the bias-free 1x1 conv classifier (tinycls.models.ConvHead)."""
+    from tinycls.models import ConvHead
+
+    layers, c = [], 3
+    for repeat, name, args in spec["backbone"]:
+        n = max(round(repeat * spec["depth_multiple"]), 1) if repeat > 1 else repeat
+        block = []
+        for k in range(n):
+            layer, c = _layer(name, args, c, spec["width_multiple"], k == 0)
+            block.append(layer)
+        layers.append(nn.Sequential(*block))
+    head = make_divisible(spec["head"] * spec["width_multiple"])
+    features = nn.Sequential(*layers, Conv(c, head, 1, 1, None, 1, "Hardswish"), nn.AdaptiveAvgPool2d(1))
+    model = nn.Sequential()
+    model.add_module("features", features)
+    model.add_module("output", ConvHead(head, num_classes))
+    return model
+
+
+def check_input(spec: dict[str, Any], input_size: int, source: str) -> None:
+    """Refuse a spec that downsamples more than `input_size` allows: a stride on a 1x1 map.
+
+    Raises:
+        InputError: naming the backbone item and the map size it would stride.
+    """
+    side = input_size
+    for i, (_, name, args) in enumerate(spec["backbone"]):
+        stride = dict(zip(MODULES[name][0], args, strict=True)).get("stride", 1)
+        if stride > 1 and side == 1:
+            raise InputError(
+                f"{source}, backbone item {i + 1} ({name}, stride {stride}): the map is already 1x1 at "
+                f"{input_size} px input; remove a stride before it, or use a larger input_size."
+            )
+        side = math.ceil(side / stride)
