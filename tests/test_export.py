@@ -226,10 +226,13 @@ def test_qat_int8_runs_integer_kernels_as_simulated_and_leaves_the_model_alone(e
     assert size == out.stat().st_size < path.stat().st_size
     meta = read_metadata(out)
     assert meta["classes"] == ["ant", "bee", "cat"] and "quantization-aware" in meta["quantization"]
-    assert {"QLinearConv", "QLinearAdd"} <= _optimized_ops(out, tmp_path)  # integer kernels, not float Conv
+    ops = _optimized_ops(out, tmp_path)
+    assert {"QLinearConv", "QLinearAdd"} <= ops and "Conv" not in ops  # integer kernels, no float Conv left
     # what ONNX Runtime computes is what the fine-tuning simulated (up to integer rounding)
     tuned = qat.fine_tune(model, _meta(), images, calibration, 1, p.qat_lr, 16, p.seed, torch.device("cpu"), False)
     simulated = predict_checkpoint(qat.to_qdq(tuned), _meta(), images, torch.device("cpu")).numpy()
+    fake_quant = predict_checkpoint(tuned, _meta(), images, torch.device("cpu")).numpy()
+    assert np.abs(simulated - fake_quant).max() < 1e-5  # the explicit Q/DQ ops are the trained fake quantization
     got = onnx_logits(session(out), meta, images)
     assert np.abs(got - simulated).max() < 0.1 * np.abs(simulated).max()
     assert (got.argmax(1) == simulated.argmax(1)).mean() >= 0.9

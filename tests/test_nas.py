@@ -84,11 +84,17 @@ def test_the_example_spec_fits_under_the_default_students_macs():
             "  - [1, InvertedResidualv2, [16, 2]]",
             r"line 6: InvertedResidualv2 takes 3 argument\(s\) \[out, t, stride\], got 2",
         ),
-        ("  - [1, Conv, [0, 3, 1]]", r"line 6: Conv out 0 must be an integer >= 1 \(zero channels"),
+        ("  - [1, Conv, [0, 3, 1]]", r"line 6: Conv out 0 must be an integer in 1\.\.4096 \(zero channels"),
         ("  - [1, Conv, [16, 3, 1, null, 1, Gelu]]", r"line 6: Conv act 'Gelu' is not one of ReLU, ReLU6"),
         ("  - [1, InvertedResidualv3, [3, 2.0, 16, 2, 0, 1]]", r"line 6: InvertedResidualv3 SE 2 must be 0 or 1"),
-        ("  - [0, Conv, [16]]", r"line 6: repeat 0 must be an integer >= 1"),
+        ("  - [0, Conv, [16]]", r"line 6: repeat 0 must be an integer in 1\.\.64"),
         ("  - [1, Conv]", r"line 6: \[1, 'Conv'\] is not \[repeat, Module, \[args\]\]"),
+        ("  - [1, Conv, [16]]", r"line 6: Conv takes 2 to 6 argument\(s\) \[out, kernel, stride"),
+        ("  - [1, Conv, [16, 4, 1]]", r"line 6: Conv kernel 4 must be odd for \"same\" padding"),
+        ("  - [1, InvertedResidualv2, [16, .inf, 1]]", r"line 6: InvertedResidualv2 expansion t inf must be"),
+        ("  - [1, [Conv], [16, 3]]", r"line 6: unknown module \['Conv'\]"),
+        ("  - [100, Conv, [16, 3]]", r"line 6: repeat 100 must be an integer in 1\.\.64"),
+        ("  - [1, Conv, [100000, 3]]", r"line 6: Conv out 100000 must be an integer in 1\.\.4096"),
     ],
 )
 def test_a_bad_spec_line_is_named_with_what_is_expected(tmp_path, line, message):
@@ -104,8 +110,17 @@ def test_bad_spec_files_and_keys(tmp_path):
         load_spec(_write(tmp_path, SPEC + "neck: 3\n"))
     with pytest.raises(InputError, match="width_multiple 0 must be a number in"):
         load_spec(_write(tmp_path, SPEC.replace("width_multiple: 1.0", "width_multiple: 0")))
-    with pytest.raises(InputError, match="not YAML"):
-        load_spec(_write(tmp_path, "backbone: [1, [\n"))
+    groups = SPEC.replace("  - [1, Pass, []]", "  - [1, Conv, [24, 3, 1, null, 5]]")
+    with pytest.raises(InputError, match=r"backbone item 3: Conv groups 5 must divide its 24 input and 24 output"):
+        check_input(load_spec(_write(tmp_path, groups)), 32, "net")
+
+
+def test_a_repeated_conv_strides_in_its_last_copy_an_inverted_residual_in_its_first(tmp_path):
+    text = SPEC.replace("  - [1, Conv, [16, 3, 2]]", "  - [2, Conv, [16, 3, 2]]")
+    model = build_model(f"nas:{_write(tmp_path, text)}", 3)
+    convs = [block[0] for block in model.features[0]]
+    assert [c.stride for c in convs] == [(1, 1), (2, 2)]  # the template's rule for Conv and DWConv
+    assert model.features[1][0].block[1][0].stride == (2, 2) and model.features[1][1].block[1][0].stride == (1, 1)
 
 
 def test_more_downsampling_than_the_input_allows_names_the_item(tmp_path):
@@ -113,6 +128,12 @@ def test_more_downsampling_than_the_input_allows_names_the_item(tmp_path):
     check_input(spec, 32, "net")  # 32 -> 16 -> 8 -> 4: fine
     with pytest.raises(InputError, match=r"net, backbone item 5 \(DWConv, stride 2\): the map is already 1x1 at 4 px"):
         check_input(spec, 4, "net")
+    big = load_spec(_write(tmp_path, SPEC.replace("  - [1, Pass, []]", "  - [1, Conv, [16, 7, 1, 0]]")))
+    with pytest.raises(InputError, match=r"net, backbone item 3 \(Conv\): does not run on its 4x4 map at 16 px"):
+        check_input(big, 16, "net")
+    check_input(big, 32, "net")  # 8x8 takes a 7x7 kernel
+    with pytest.raises(InputError, match=r"net\.yaml: line 3: not YAML \(expected the node content"):
+        load_spec(_write(tmp_path, "head: 3\nbackbone: [1, [\n"))
 
 
 def test_a_checkpoint_records_the_spec_and_rebuilds_without_the_file(tmp_path):
@@ -162,3 +183,20 @@ def test_tinycls_macs_counts_a_spec(tmp_path):
     r = CliRunner().invoke(app, ["macs", f"nas:{tmp_path / 'example.yaml'}", "--size", "32", "--classes", "10"])
     assert r.exit_code == 0, r.output
     assert int(r.output.strip().splitlines()[-1]) == count_macs(build_model(f"nas:{EXAMPLE}", 10), 32)[0]
+
+
+def test_a_pretrained_checkpoint_of_another_spec_under_the_same_name_is_refused(tmp_path):
+    from tinycls.run import initialize
+
+    path = _write(tmp_path, SPEC)
+    arch = f"nas:{path}"
+    old = load_spec(path)
+    save_checkpoint(tmp_path / "pre.pt", build_model(arch, 10), checkpoint_meta(arch, list("0123456789"), 32,
+                    arch_kwargs={"spec": old}))  # fmt: skip
+    path.write_text(SPEC.replace("head: 64", "head: 96"))  # edited in place: same name, another network
+    new = load_spec(path)
+    model = build_model(arch, 3)
+    with pytest.raises(InputError, match=r"pretrained nas:.* from another spec, but this model is nas:"):
+        initialize(model, arch, tmp_path / "pre.pt", False, new)
+    report = initialize(build_model(f"nas:{path}", 3, spec=old), arch, tmp_path / "pre.pt", False, old)
+    assert report["init_transferred"] > 0  # the same spec: accepted

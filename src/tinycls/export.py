@@ -1,5 +1,6 @@
 """A model you can ship: the final checkpoint as an ONNX file that carries its own preprocessing
-facts, an INT8 copy by ONNX Runtime's static quantization, and what each costs on a CPU
+facts, an INT8 copy (quantization-aware fine-tuning, tinycls.qat, or ONNX Runtime's static
+quantization), and what each costs on a CPU
 (bytes, batch-1 latency, peak memory), measured with ONNX Runtime.
 
 The ONNX graph takes what the network takes: float (batch, 3, input_size, input_size),

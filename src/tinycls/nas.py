@@ -7,8 +7,8 @@ before global pooling) and the usual bias-free 1x1 conv classifier:
     depth_multiple: 1.0      # repeat r > 1 becomes max(round(r * depth_multiple), 1)
     width_multiple: 1.0      # channels c become c * width_multiple rounded up to a multiple of 8
     backbone:
-      - [1, Conv, [16, 3, 2]]                      # out, kernel, stride[, padding, groups, act]
-      - [1, DWConv, [16, 3, 1]]                    # out, kernel, stride[, padding, act]
+      - [1, Conv, [16, 3, 2]]                      # out, kernel[, stride, padding, groups, act]
+      - [1, DWConv, [16, 3, 1]]                    # out, kernel[, stride, padding, act]
       - [2, InvertedResidualv2, [24, 4, 2]]        # out, expansion t, stride (MobileNetV2)
       - [1, InvertedResidualv3, [5, 3.0, 40, 1, 1, 2]]  # kernel, t, out, SE 0/1, hard-swish 0/1, stride
       - [1, Pass, []]                              # an empty slot
@@ -16,8 +16,11 @@ before global pooling) and the usual bias-free 1x1 conv classifier:
 
 Modules are those of the template (`Conv`: conv, BatchNorm, activation, "same" padding when
 padding is null; `DWConv`: the same with groups = gcd(in, out); MobileNetV2 and MobileNetV3
-inverted residuals). A repeated module strides only in its first copy. The checkpoint records
-the parsed spec itself (arch_kwargs `spec`), so it rebuilds without the file.
+inverted residuals). As in the template, a repeated Conv or DWConv strides in its last copy, an
+inverted residual in its first. The checkpoint records the parsed spec itself (arch_kwargs
+`spec`), so it rebuilds without the file. Sizes are bounded (LIMITS): a spec recorded in a
+checkpoint from elsewhere must not be able to allocate without limit.
+
 """
 
 import math
@@ -32,13 +35,16 @@ from tinycls.errors import InputError
 ACTIVATIONS = {"ReLU": nn.ReLU, "ReLU6": nn.ReLU6, "Hardswish": nn.Hardswish, "SiLU": nn.SiLU, "Identity": nn.Identity}
 # name -> (argument names, how many are required, defaults of the rest)
 MODULES: dict[str, tuple[tuple[str, ...], int, tuple[Any, ...]]] = {
-    "Conv": (("out", "kernel", "stride", "padding", "groups", "act"), 1, (1, 1, None, 1, "ReLU")),
-    "DWConv": (("out", "kernel", "stride", "padding", "act"), 1, (3, 1, None, "ReLU")),
+    "Conv": (("out", "kernel", "stride", "padding", "groups", "act"), 2, (1, None, 1, "ReLU")),
+    "DWConv": (("out", "kernel", "stride", "padding", "act"), 2, (1, None, "ReLU")),
     "InvertedResidualv2": (("out", "t", "stride"), 3, ()),
     "InvertedResidualv3": (("kernel", "t", "out", "SE", "HS", "stride"), 6, ()),
     "Pass": ((), 0, ()),
 }
 KEYS = ("depth_multiple", "width_multiple", "backbone", "head")
+# upper bounds of a spec's numbers (far above any tiny network): channels, kernel, stride, repeat
+LIMITS = {"out": 4096, "groups": 4096, "kernel": 15, "stride": 4, "padding": 7, "repeat": 64, "t": 16.0}
+MAX_ITEMS, MAX_HEAD = 64, 4096
 
 
 def make_divisible(v: float, divisor: int = 8) -> int:
@@ -92,21 +98,21 @@ def parse_spec(spec: Any, source: str, lines: list[int] | None = None) -> dict[s
             raise InputError(f"{source}: {key} {v!r} must be a number in (0, 10].")
         out[key] = float(v)
     head = spec.get("head", 1024)
-    if not _int(head) or head < 1:
-        raise InputError(f"{source}: head {head!r} must be the 1x1 conv's channel count, an integer >= 1.")
+    if not _int(head) or not 1 <= head <= MAX_HEAD:
+        raise InputError(f"{source}: head {head!r} must be the 1x1 conv's channel count, an integer in 1..{MAX_HEAD}.")
     out["head"] = head
     backbone = spec.get("backbone")
-    if not isinstance(backbone, list) or not backbone:
-        raise InputError(f"{source}: backbone must be a non-empty list of [repeat, Module, args].")
+    if not isinstance(backbone, list) or not 1 <= len(backbone) <= MAX_ITEMS:
+        raise InputError(f"{source}: backbone must be a list of 1 to {MAX_ITEMS} [repeat, Module, args].")
     rows = []
     for i, item in enumerate(backbone):
         if not (isinstance(item, list) and len(item) == 3 and isinstance(item[2], list)):
             raise InputError(f"{where(i)}: {item!r} is not [repeat, Module, [args]].")
         repeat, name, args = item
-        if name not in MODULES:
+        if not isinstance(name, str) or name not in MODULES:
             raise InputError(f"{where(i)}: unknown module {name!r}; one of {', '.join(MODULES)}.")
-        if not _int(repeat) or repeat < 1:
-            raise InputError(f"{where(i)}: repeat {repeat!r} must be an integer >= 1.")
+        if not _int(repeat) or not 1 <= repeat <= LIMITS["repeat"]:
+            raise InputError(f"{where(i)}: repeat {repeat!r} must be an integer in 1..{LIMITS['repeat']}.")
         names, required, defaults = MODULES[name]
         if not required <= len(args) <= len(names):
             count = str(required) if required == len(names) else f"{required} to {len(names)}"
@@ -117,23 +123,31 @@ def parse_spec(spec: Any, source: str, lines: list[int] | None = None) -> dict[s
         for arg, v in zip(names, full, strict=True):
             if arg == "act":
                 v = "Identity" if v is None else v
-                if v not in ACTIVATIONS:
+                if not isinstance(v, str) or v not in ACTIVATIONS:
                     raise InputError(f"{where(i)}: {name} act {v!r} is not one of {', '.join(ACTIVATIONS)}.")
                 full[names.index(arg)] = v
             elif arg == "padding":
-                if v is not None and (not _int(v) or v < 0):
-                    raise InputError(f"{where(i)}: {name} padding {v!r} must be null (same) or an integer >= 0.")
+                if v is not None and (not _int(v) or not 0 <= v <= LIMITS["padding"]):
+                    raise InputError(
+                        f"{where(i)}: {name} padding {v!r} must be null (same) or an integer in 0..{LIMITS['padding']}."
+                    )
             elif arg == "t":
-                if not _number(v) or v < 1:
-                    raise InputError(f"{where(i)}: {name} expansion t {v!r} must be a number >= 1.")
+                if not _number(v) or not 1 <= v <= LIMITS["t"]:  # also refuses .inf and .nan
+                    raise InputError(f"{where(i)}: {name} expansion t {v!r} must be a number in 1..{LIMITS['t']:g}.")
                 full[names.index(arg)] = float(v)
             elif arg in ("SE", "HS"):
                 if v not in (0, 1) or isinstance(v, float):
                     raise InputError(f"{where(i)}: {name} {arg} {v!r} must be 0 or 1.")
                 full[names.index(arg)] = int(v)
-            elif not _int(v) or v < 1:
-                raise InputError(f"{where(i)}: {name} {arg} {v!r} must be an integer >= 1 (zero channels, kernel "
-                                 "or stride is not a layer).")  # fmt: skip
+            elif not _int(v) or not 1 <= v <= LIMITS[arg]:
+                raise InputError(f"{where(i)}: {name} {arg} {v!r} must be an integer in 1..{LIMITS[arg]} (zero "
+                                 "channels, kernel or stride is not a layer).")  # fmt: skip
+        a = dict(zip(names, full, strict=True))
+        if "kernel" in a and a["kernel"] % 2 == 0 and a.get("padding") is None:
+            raise InputError(f"{where(i)}: {name} kernel {a['kernel']} must be odd for \"same\" padding (null); "
+                             "give an explicit padding for an even kernel.")  # fmt: skip
+        if name == "InvertedResidualv3" and a["kernel"] % 2 == 0:
+            raise InputError(f"{where(i)}: InvertedResidualv3 kernel {a['kernel']} must be odd (3, 5, 7).")
         rows.append([repeat, name, full])
     out["backbone"] = rows
     return out
@@ -150,7 +164,9 @@ def load_spec(path: str | Path) -> dict[str, Any]:
     try:
         spec = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise InputError(f"nas:{path}: not YAML ({str(e).splitlines()[0]}).") from None
+        mark = getattr(e, "problem_mark", None)
+        line = f"line {mark.line + 1}: " if mark is not None else ""
+        raise InputError(f"nas:{path}: {line}not YAML ({getattr(e, 'problem', None) or e}).") from None
     return parse_spec(spec, f"nas:{path}", _lines(text))
 
 
@@ -199,16 +215,19 @@ class InvertedResidual(nn.Module):
         return x + y if self.residual else y
 
 
-def _layer(name: str, args: list[Any], c_in: int, width: float, first: bool) -> tuple[nn.Module, int]:
-    """One copy of a backbone module on `c_in` channels; its output channels."""
+def _layer(i: int, name: str, args: list[Any], c_in: int, width: float, stride_here: bool) -> tuple[nn.Module, int]:
+    """One copy of backbone item `i` on `c_in` channels (strided when `stride_here`); its output
+    channels."""
     a = dict(zip(MODULES[name][0], args, strict=True))
-    stride = a.get("stride", 1) if first else 1
+    stride = a.get("stride", 1) if stride_here else 1
     if name == "Pass":
         return nn.Identity(), c_in
     out = make_divisible(a["out"] * width)
     if name == "Conv":
-        groups = a["groups"] if c_in % a["groups"] == 0 and out % a["groups"] == 0 else math.gcd(c_in, out)
-        return Conv(c_in, out, a["kernel"], stride, a["padding"], groups, a["act"]), out
+        if c_in % a["groups"] or out % a["groups"]:
+            raise InputError(f"backbone item {i + 1}: Conv groups {a['groups']} must divide its {c_in} input and "
+                             f"{out} output channels.")  # fmt: skip
+        return Conv(c_in, out, a["kernel"], stride, a["padding"], a["groups"], a["act"]), out
     if name == "DWConv":
         return Conv(c_in, out, a["kernel"], stride, a["padding"], math.gcd(c_in, out), a["act"]), out
     if name == "InvertedResidualv2":
@@ -220,15 +239,18 @@ def _layer(name: str, args: list[Any], c_in: int, width: float, first: bool) -> 
 
 def build(spec: dict[str, Any], num_classes: int) -> nn.Module:
     """The network a parsed spec describes, ending in the 1x1 `head` conv (hard-swish), global
-    average pooling and the bias-free 1x1 conv classifier (tinycls.models.ConvHead)."""
+    average pooling and the bias-free 1x1 conv classifier (tinycls.models.ConvHead). A repeated
+    Conv or DWConv strides in its last copy, an inverted residual in its first (the template's
+    rule)."""
     from tinycls.models import ConvHead
 
     layers, c = [], 3
-    for repeat, name, args in spec["backbone"]:
+    for i, (repeat, name, args) in enumerate(spec["backbone"]):
         n = max(round(repeat * spec["depth_multiple"]), 1) if repeat > 1 else repeat
+        strided = n - 1 if name in ("Conv", "DWConv") else 0
         block = []
         for k in range(n):
-            layer, c = _layer(name, args, c, spec["width_multiple"], k == 0)
+            layer, c = _layer(i, name, args, c, spec["width_multiple"], k == strided)
             block.append(layer)
         layers.append(nn.Sequential(*block))
     head = make_divisible(spec["head"] * spec["width_multiple"])
@@ -240,17 +262,32 @@ def build(spec: dict[str, Any], num_classes: int) -> nn.Module:
 
 
 def check_input(spec: dict[str, Any], input_size: int, source: str) -> None:
-    """Refuse a spec that downsamples more than `input_size` allows: a stride on a 1x1 map.
+    """Refuse a spec that does not run at `input_size`: a stride on a map that is already 1x1, a
+    kernel larger than its padded map, channels that do not fit (checked by running each backbone
+    item on a zero image, no gradient).
 
     Raises:
-        InputError: naming the backbone item and the map size it would stride.
+        InputError: naming the backbone item, its module and the map size it gets.
     """
-    side = input_size
-    for i, (_, name, args) in enumerate(spec["backbone"]):
-        stride = dict(zip(MODULES[name][0], args, strict=True)).get("stride", 1)
-        if stride > 1 and side == 1:
-            raise InputError(
-                f"{source}, backbone item {i + 1} ({name}, stride {stride}): the map is already 1x1 at "
-                f"{input_size} px input; remove a stride before it, or use a larger input_size."
-            )
-        side = math.ceil(side / stride)
+    try:
+        features = build(spec, 2).eval().features
+    except InputError as e:
+        raise InputError(f"{source}, {e}") from None
+    x = torch.zeros(1, 3, input_size, input_size)
+    with torch.no_grad():
+        for i, (_, name, args) in enumerate(spec["backbone"]):
+            stride = dict(zip(MODULES[name][0], args, strict=True)).get("stride", 1)
+            side = x.shape[-1]
+            if stride > 1 and side == 1:
+                raise InputError(
+                    f"{source}, backbone item {i + 1} ({name}, stride {stride}): the map is already 1x1 at "
+                    f"{input_size} px input; remove a stride before it, or use a larger input_size."
+                )
+            try:
+                x = features[i](x)
+            except RuntimeError as e:
+                raise InputError(
+                    f"{source}, backbone item {i + 1} ({name}): does not run on its {side}x{side} map at "
+                    f"{input_size} px input ({str(e).splitlines()[0][:160]}); use a smaller kernel or stride, "
+                    "or a larger input_size."
+                ) from None

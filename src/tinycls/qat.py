@@ -66,11 +66,12 @@ def prepare(model: nn.Module, arch: str, example: torch.Tensor) -> nn.Module:
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         from torch.ao.quantization.quantize_fx import prepare_qat_fx
         from torch.fx.experimental.optimization import fuse
+        from torch.fx.proxy import TraceError
 
         try:
             folded = fuse(copy.deepcopy(model).cpu().eval())
             return prepare_qat_fx(folded.train(), _qconfig_mapping(), (example,))
-        except Exception as e:  # torch.fx raises TraceError, TypeError, ... for untraceable Python
+        except (TraceError, TypeError) as e:  # what torch.fx raises on Python it cannot trace; others are bugs
             raise NotTraceable(
                 f"{arch}: quantization-aware training needs a torch.fx-traceable model ({type(e).__name__}: "
                 f"{str(e).splitlines()[0][:200] if str(e) else ''}); `export.int8: ptq` (ONNX Runtime's "
@@ -79,11 +80,12 @@ def prepare(model: nn.Module, arch: str, example: torch.Tensor) -> nn.Module:
 
 
 def _no_dropout(model: nn.Module) -> nn.Module:
-    """Train mode (fake quantization learns) but without dropout: the copy should agree with the
-    FP32 model, not regularize."""
+    """Train mode (fake quantization learns) but without dropout, and with any BatchNorm the
+    folding left (a subclass such as timm's BatchNormAct2d) on its running statistics: the copy
+    should agree with the FP32 model, not regularize or re-estimate."""
     model.train()
     for m in model.modules():
-        if isinstance(m, nn.modules.dropout._DropoutNd):
+        if isinstance(m, (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)):
             m.eval()
     return model
 
@@ -103,7 +105,8 @@ def fine_tune(
     """The INT8 simulation of `model` fine-tuned to predict what `model` predicts on `images`
     (uint8, N x S x S x 3 at the cache side: an array or tinycls Rows); activation ranges are first
     observed on `calibration`, then follow the fine-tuning's activations for its first half and stay
-    fixed after. Returns the simulation (ranges fixed, eval mode), to pass to `to_qdq`."""
+    fixed after; so do the weights' per-channel ranges (the weights keep learning within them).
+    Returns the simulation (ranges fixed, eval mode), to pass to `to_qdq`."""
     from torch.ao.quantization import disable_observer
 
     size, mean, std = int(meta["input_size"]), tuple(meta["mean"]), tuple(meta["std"])

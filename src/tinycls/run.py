@@ -46,7 +46,9 @@ class ModelConfig:
             check_input(load_spec(self.arch.partition(":")[2]), self.input_size, self.arch)
 
 
-def initialize(model: torch.nn.Module, arch: str, init: Path, allow_unmatched: bool) -> dict[str, Any]:
+def initialize(
+    model: torch.nn.Module, arch: str, init: Path, allow_unmatched: bool, spec: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Copy a pretrained checkpoint's matching tensors into `model` (head re-initialized); the
     counts, as metrics.
 
@@ -60,9 +62,11 @@ def initialize(model: torch.nn.Module, arch: str, init: Path, allow_unmatched: b
         raise InputError(
             f"{init}: not a readable checkpoint ({type(e).__name__}: {e}); rerun `dvc repro pretrain`."
         ) from e
-    if ckpt.get("arch") != arch and not allow_unmatched:
+    same_spec = spec is None or (ckpt.get("arch_kwargs") or {}).get("spec") == spec  # a nas: name is a path
+    if (ckpt.get("arch") != arch or not same_spec) and not allow_unmatched:
         raise InputError(
-            f"{init}: pretrained {ckpt.get('arch')}, but this model is {arch}; rerun `dvc repro pretrain` "
+            f"{init}: pretrained {ckpt.get('arch')}{'' if same_spec else ' from another spec'}, but this model is "
+            f"{arch}; rerun `dvc repro pretrain` "
             "(it pretrains student.arch), or set params.yaml [student].allow_unmatched_init: true to copy "
             "whatever fits."
         )
@@ -114,21 +118,22 @@ def train_model(
     """
     seed_everything(cfg.seed)  # before the build: the seed fixes the initial weights too
     out: dict[str, Any] = {}
-    model_given = model
+    model_given, recorded = model, {}
     if model is None and m.pretrained:
         model, report = build_pretrained(m.arch, len(classes), m.weights)
         if report is not None:
             print(f"{stage}: ImageNet weights {report.describe()}")
             out.update({"weights": m.weights, "weights_loaded": report.loaded, "weights_by": report.by})
     elif model is None:
-        model = build_model(m.arch, len(classes))
+        recorded = arch_kwargs(m.arch)  # a nas: spec, read once: built and recorded alike
+        model = build_model(m.arch, len(classes), **recorded)
     if init is not None:
-        out.update(initialize(model, m.arch, init, allow_unmatched_init))
+        out.update(initialize(model, m.arch, init, allow_unmatched_init, recorded.get("spec")))
     # a compressed student's arch_kwargs replace the empty ones in place
     # cache_size: predict square-pads new images to the training images' side, then resizes as here
     extra = {"stage": stage, "cache_size": int(train[0].shape[1]), **(meta_extra or {})}
     if model_given is None:  # a nas: network records its spec, so the checkpoint rebuilds without the file
-        extra["arch_kwargs"] = arch_kwargs(m.arch)
+        extra["arch_kwargs"] = recorded
     meta = checkpoint_meta(m.arch, classes, m.input_size, **extra)
     device = resolve_device(cfg.device)
     distiller = create_distiller(kd, teacher_checkpoints or {}, classes, meta["mean"], meta["std"], device)
