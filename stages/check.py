@@ -14,10 +14,24 @@ import yaml
 
 from stages import assistant, compress, export, prepare, pretrain, pseudo, score, student, teacher
 from stages.params import PARAMS, run, section, source
+from tinycls.config import from_section
 from tinycls.errors import InputError, MissingInput
+from tinycls.tune import NasConfig
 
 CHECKED = Path("artifacts/check/checked.txt")
-SECTIONS = ("prepare", "pretrain", "teacher", "pseudo", "assistant", "student", "kd", "compress", "export", "score")
+SECTIONS = (
+    "prepare",
+    "pretrain",
+    "teacher",
+    "pseudo",
+    "assistant",
+    "student",
+    "kd",
+    "compress",
+    "export",
+    "score",
+    "nas",
+)
 CHECKS = {
     "prepare": prepare.settings,
     "pretrain": pretrain.settings,
@@ -28,6 +42,7 @@ CHECKS = {
     "compress": compress.settings,
     "export": export.settings,
     "score": score.settings,
+    "nas": lambda: from_section(NasConfig, section("nas"), "params.yaml [nas]"),  # `tinycls nas`, no stage
 }
 
 

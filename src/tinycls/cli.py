@@ -198,6 +198,63 @@ def pareto(
 
 
 @app.command()
+def nas(
+    trials: int = typer.Option(None, help="trained trials the study should hold (default params.yaml [nas].trials)"),
+    workers: int = typer.Option(None, help="processes on this machine sharing the study ([nas].workers)"),
+    storage: str = typer.Option(
+        None, help="journal file path, or an RDB URL such as postgresql://user:pw@host/db ([nas].storage)"
+    ),
+    study: str = typer.Option(None, help="study name ([nas].study)"),
+    timeout_min: float = typer.Option(None, "--timeout-min", help="no new trial after this many minutes"),
+    params: Path = typer.Option(Path("params.yaml"), help="file with the [nas] section (defaults when absent)"),
+    cache: Path = typer.Option(Path("artifacts/prepare"), help="the prepare stage's cache (`dvc repro prepare`)"),
+    out: Path = typer.Option(Path("specs/nas.yaml"), "--out", help="where the chosen spec goes"),
+    out_dir: Path = typer.Option(Path("artifacts/nas"), help="journal, trials.csv, pareto.md, the front's specs"),
+    plots: Path = typer.Option(Path("plots"), help="nas_pareto.png and nas_pareto.csv go here"),
+) -> None:
+    """Search networks under a MACs budget with Optuna (the competition template's space):
+    trials over params.yaml [nas].max_macs are pruned before training, the others train briefly
+    on the prepared cache; the study keeps (validation F1, MACs). Prints the Pareto front and
+    writes the best-F1 network of it to --out for `dvc exp run -S student.arch=nas:<out>`.
+    A rerun continues the study; --workers N shares it between N processes."""
+    import dataclasses
+
+    import yaml
+
+    from tinycls.config import from_section
+    from tinycls.tune import NasConfig, search, to_markdown, write_outputs
+
+    section: dict = {}
+    if params.is_file():
+        loaded = yaml.safe_load(params.read_text()) or {}
+        section = loaded.get("nas") or {} if isinstance(loaded, dict) else {}
+    cfg = from_section(NasConfig, section, f"{params} [nas]")
+    given = {"trials": trials, "workers": workers, "storage": storage, "study": study, "timeout_min": timeout_min}
+    try:
+        cfg = dataclasses.replace(cfg, **{k: v for k, v in given.items() if v is not None})
+    except InputError as e:
+        raise typer.BadParameter(str(e)) from None
+    t0 = __import__("time").perf_counter()
+    found_study = search(cfg, cache, out_dir)
+    found, best = write_outputs(found_study, cfg, out_dir, plots, out)
+    minutes = (__import__("time").perf_counter() - t0) / 60
+    states = [t.state.name for t in found_study.get_trials(deepcopy=False)]
+    counts = ", ".join(f"{states.count(s)} {s.lower()}" for s in dict.fromkeys(states))
+    typer.echo(f"\nstudy {cfg.study!r}: {counts or 'no trials'}; this run {minutes:.1f} min")
+    if best is None:
+        raise InputError(
+            f"study {cfg.study!r}: no trained trial yet; raise timeout_min or max_macs (params.yaml [nas])."
+        )
+    typer.echo(to_markdown(found))
+    typer.echo(
+        f"\nchosen: trial {best.number}, val F1 {best.val_f1:.4f}, {best.macs:,} MACs at {best.input_size} px "
+        f"-> {out}\n"
+        f"front: {out_dir / 'pareto.md'}, {out_dir / 'specs'}/, {plots / 'nas_pareto.png'}\n"
+        f"train it: dvc exp run -S student.arch=nas:{out} -S student.input_size={best.input_size}"
+    )
+
+
+@app.command()
 def predict(
     checkpoint: Path = typer.Argument(
         ..., help="a tinycls checkpoint (.pt, e.g. artifacts/student/model.pt) or its export (.onnx, ONNX Runtime)"

@@ -1,0 +1,103 @@
+"""What the architecture search costs and which sampler to use, on the quick start's cache.
+
+`--samplers`: one fresh study per sampler (TPE, NSGA-II, random), each until `--trials` trained
+trials, with a cheaper proxy (`--train-per-class`, `--epochs`), reporting the trained and pruned
+trials, minutes, the best validation F1 and the hypervolume of the (F1, MACs) front (the area
+it dominates between 0 MACs and the budget, F1 from 0, as a share of the budget x 1.0).
+
+`--workers 1,2`: trials per hour with the params.yaml [nas] proxy, each worker count on a fresh
+study for `--minutes` (the ratio shows whether more workers help on this machine's cores).
+
+Run from the repository root after `dvc repro prepare`:
+`python -m benchmarks.nas --samplers tpe,nsga2,random --trials 40` and
+`python -m benchmarks.nas --workers 1,2 --minutes 10`. Writes only under a temporary folder.
+"""
+
+import argparse
+import dataclasses
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from benchmarks.pipeline import machine
+from stages.params import CACHE
+from tinycls.config import from_section
+from tinycls.tune import NasConfig, results, search
+
+
+def hypervolume(found: list, budget: int) -> float:
+    """Share of [0, budget] x [0, 1] that the (MACs, F1) front dominates (higher is better)."""
+    front = [r for r in found if r.pareto]  # sorted by MACs, F1 rising
+    area = 0.0
+    for r, nxt in zip(front, [*front[1:], None], strict=True):
+        area += r.val_f1 * ((nxt.macs if nxt else budget) - r.macs)
+    return area / budget
+
+
+def run(cfg: NasConfig, tmp: Path, name: str) -> dict:
+    cfg = dataclasses.replace(cfg, study=name, storage=str(tmp / f"{name}.log"))
+    t0 = time.perf_counter()
+    study = search(cfg, CACHE, tmp)
+    minutes = (time.perf_counter() - t0) / 60
+    found = results(study)
+    states = [t.state.name for t in study.get_trials(deepcopy=False)]
+    return {
+        "trained": states.count("COMPLETE"),
+        "pruned": states.count("PRUNED"),
+        "failed": states.count("FAIL"),
+        "minutes": minutes,
+        "best_f1": max((r.val_f1 for r in found), default=0.0),
+        "hv": hypervolume(found, cfg.max_macs),
+        "per_hour": states.count("COMPLETE") / minutes * 60,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--samplers", default="", help="comma-separated: tpe,nsga2,random")
+    ap.add_argument("--trials", type=int, default=40)
+    ap.add_argument("--train-per-class", type=int, default=400)
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--workers", default="", help="comma-separated worker counts, e.g. 1,2")
+    ap.add_argument("--minutes", type=float, default=10.0)
+    a = ap.parse_args()
+    base = from_section(NasConfig, yaml.safe_load(Path("params.yaml").read_text())["nas"], "params.yaml [nas]")
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    print(f"machine: {machine()}; commit {rev}; budget {base.max_macs:,} MACs, space {base.space}")
+    with tempfile.TemporaryDirectory() as tmp:
+        if a.samplers:
+            cfg = dataclasses.replace(
+                base, trials=a.trials, train_per_class=a.train_per_class, epochs=a.epochs, timeout_min=600.0, workers=1
+            )
+            rows = [
+                (s, run(dataclasses.replace(cfg, sampler=s), Path(tmp), f"sampler-{s}")) for s in a.samplers.split(",")
+            ]
+            print(f"\nproxy: {a.train_per_class} images per class, {a.epochs} epochs; {a.trials} trained trials each\n")
+            print("| sampler | trained | pruned | minutes | best val F1 | hypervolume |")
+            print("|---|---:|---:|---:|---:|---:|")
+            for s, r in rows:
+                print(
+                    f"| {s} | {r['trained']} | {r['pruned']} | {r['minutes']:.1f} | {r['best_f1']:.4f} "
+                    f"| {r['hv']:.4f} |"
+                )
+        if a.workers:
+            rows = []
+            for n in (int(v) for v in a.workers.split(",")):
+                cfg = dataclasses.replace(base, workers=n, timeout_min=a.minutes, trials=10_000)
+                rows.append((n, run(cfg, Path(tmp), f"workers-{n}")))
+            print(f"\nproxy: {base.train_per_class} images per class, {base.epochs} epochs; {a.minutes:g} min each\n")
+            print("| workers | trained | pruned | failed | minutes | trials per hour | vs 1 worker |")
+            print("|---:|---:|---:|---:|---:|---:|---:|")
+            one = rows[0][1]["per_hour"]
+            for n, r in rows:
+                print(
+                    f"| {n} | {r['trained']} | {r['pruned']} | {r['failed']} | {r['minutes']:.1f} "
+                    f"| {r['per_hour']:.0f} | {r['per_hour'] / one:.2f}x |"
+                )
+
+
+if __name__ == "__main__":
+    main()
