@@ -7,19 +7,26 @@ STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: run test test-fast setup data lock lint bench
+.PHONY: run test test-fast setup postgres data lock lint bench
 
 run: data
 	$(BIN)/dvc repro
 	@echo "metrics/score.json:" && cat metrics/score.json
 
-test: setup
+test: setup postgres
 	$(BIN)/python -m pytest -q
 
-test-fast: setup  # the inner loop: every test but the real `dvc repro` runs (marked slow)
+test-fast: setup postgres  # the inner loop: every test but the real `dvc repro` runs (marked slow)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 setup: $(STAMP)
+
+# The PostgreSQL test (two `tinycls nas` workers on one study) starts a real server from Debian's
+# package: installed when we can (root with apt-get); without it that test fails saying so.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
+		! command -v apt-get >/dev/null || [ "$$(id -u)" != 0 ] || \
+		{ apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; } || true
 
 $(STAMP): requirements.lock pyproject.toml
 	@# Debian splits venv out of python3.11; install it when we can (root with apt-get).

@@ -62,6 +62,7 @@ SPACES: dict[str, dict[str, Any]] = {
         "strides_by": {1: 1, 2: 2, 4: 3},
     },
 }
+MAX_REJECTED = 2000  # sampled networks pruned in a row (over budget, or not running) before giving up
 MAX_STRIDES = 5  # the template's; also no map below 2x2 (tinycls.tune.max_strides)
 
 
@@ -220,17 +221,14 @@ def open_storage(storage: str, default: Path, heartbeat_s: int = 30) -> Any:
         # the open(O_EXCL) lock: works where symlinks do not (some network and Windows folders)
         return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
-    if storage.startswith(("postgresql", "postgres")):
-        engine_kwargs["connect_args"] = {"connect_timeout": 5}
-    elif storage.startswith("mysql"):
+    if storage.startswith(("postgres", "mysql")):  # fail in seconds, not after the OS's TCP timeout
         engine_kwargs["connect_args"] = {"connect_timeout": 5}
     try:
-        return optuna.storages.RDBStorage(
-            storage,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat_s,
-            grace_period=3 * heartbeat_s,
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
+            return optuna.storages.RDBStorage(
+                storage, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s, grace_period=3 * heartbeat_s
+            )
     except Exception as e:  # sqlalchemy's OperationalError, ArgumentError, a missing driver, ...
         first = (str(getattr(e, "orig", None) or e).strip().splitlines() or [type(e).__name__])[0]
         raise InputError(
@@ -428,9 +426,9 @@ def work(cfg: NasConfig, storage: str, default: Path, cache: Path, worker: int, 
             rejected["n"] += 1
         if trained(study) >= cfg.trials:
             study.stop()
-        elif rejected["n"] >= 2000:
+        elif rejected["n"] >= MAX_REJECTED:
             raise InputError(
-                f"2000 sampled networks in a row were over max_macs {cfg.max_macs:,} or did not run at "
+                f"{MAX_REJECTED} sampled networks in a row were over max_macs {cfg.max_macs:,} or did not run at "
                 f"{list(cfg.input_sizes)} px; raise max_macs or lower width_multiples / head_channels "
                 "(params.yaml [nas])."
             )

@@ -1,0 +1,328 @@
+"""tinycls nas (tinycls.tune): the template's space, its stride bookkeeping, the MACs budget, the
+study's storage (journal file, PostgreSQL), workers, and the outputs the pipeline takes."""
+
+import dataclasses
+import glob
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import yaml
+from optuna.trial import FixedTrial, TrialState
+from typer.testing import CliRunner
+
+from tests.conftest import class_arrays
+from tinycls import tune
+from tinycls.cli import app
+from tinycls.errors import InputError
+from tinycls.macs import count_macs
+from tinycls.nas import build, load_spec, parse_spec
+from tinycls.tune import NasConfig
+
+TINY = {  # params.yaml [nas] for 16 px, 3 classes, one quick epoch
+    "trials": 2,
+    "max_macs": 50_000_000,
+    "input_sizes": [16],
+    "head_channels": [64, 128, 64],
+    "train_per_class": 40,
+    "epochs": 1,
+    "batch_size": 32,
+    "startup_trials": 1,
+}
+
+
+def strides(spec: dict) -> list[int]:
+    names = {"Conv": 2, "DWConv": 2, "InvertedResidualv2": 2, "InvertedResidualv3": 5}
+    return [args[names[m]] for _, m, args in spec["backbone"] if m in names]
+
+
+def slot(kind: str, i: int, stride: int, space: str) -> dict:
+    """FixedTrial params of slot m{i}: a `kind` at its least channels, kernel 3, asked for `stride`."""
+    p, ranges = f"m{i}", tune.SPACES[space]
+    base = {p: kind, f"{p}/repeat": 1, f"{p}/stride": stride}
+    if kind in ("Conv", "DWConv"):
+        return {**base, f"{p}/out": ranges["conv_out"][i - 1][0], f"{p}/kernel": 3, f"{p}/act": "ReLU"}
+    c = ranges["ir_out"][i - 1][0]
+    if kind == "InvertedResidualv2":
+        return {**base, f"{p}/v2_c": c, f"{p}/v2_t": 2}
+    if kind == "InvertedResidualv3":
+        return {**base, f"{p}/v3_k": 3, f"{p}/v3_t": 2.0, f"{p}/v3_c": c, f"{p}/v3_se": 0, f"{p}/v3_hs": 1}
+    return {p: "Pass"}
+
+
+def fixed(kinds: list[str], asked: list[int], space: str = "small", size: int = 32) -> FixedTrial:
+    params = {"input_size": size, "head": 64}
+    for i, (k, s) in enumerate(zip(kinds, asked, strict=True), start=1):
+        params.update(slot(k, i, s, space))
+    return FixedTrial(params)
+
+
+def test_template_space_forces_m2_m4_and_m6_the_template_meant_to():
+    cfg = NasConfig(space="template")
+    kinds = ["Conv", "DWConv", "DWConv", "DWConv", "DWConv", "DWConv", "DWConv"]
+    spec, _ = tune.sample(fixed(kinds, [1] * 7, "template"), cfg)
+    # nothing asked to stride: m2 (1 by m2), m4 (2 by m4) and m6 (3 by m6) are made to
+    assert strides(spec) == [1, 2, 1, 2, 1, 2, 1]
+
+
+def test_pass_moves_a_forced_stride_to_the_next_slot():
+    cfg = NasConfig(space="template")
+    kinds = ["Conv", "Pass", "DWConv", "InvertedResidualv3", "Pass", "Pass", "InvertedResidualv2"]
+    spec, _ = tune.sample(fixed(kinds, [1] * 7, "template"), cfg)
+    assert strides(spec) == [1, 2, 2, 2]  # m3 owes m2's stride, m4 its own, m7 m6's
+
+
+def test_small_space_stem_strides_and_at_most_max_strides():
+    cfg = NasConfig(space="small")
+    spec, _ = tune.sample(fixed(["DWConv"] + ["Conv"] * 6, [2] * 7), cfg)
+    assert strides(spec) == [2, 2, 2, 2, 1, 1, 1]  # 32 px: at most 4 (a 2x2 map), then no stride asked
+    assert tune.max_strides(32) == 4 and tune.max_strides(16) == 3 and tune.max_strides(224) == 5
+    spec, _ = tune.sample(fixed(["Conv"] * 7, [1] * 7), cfg)
+    assert strides(spec)[:4] == [2, 2, 1, 2]  # stem, m2, m4 forced
+
+
+@pytest.mark.parametrize("space", ["small", "template"])
+def test_random_samples_are_valid_networks(space):
+    cfg = NasConfig(space=space)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(60):
+        trial = study.ask()
+        raw, size = tune.sample(trial, cfg)
+        spec = parse_spec(raw, "sampled")
+        s = strides(spec)
+        assert s.count(2) <= tune.max_strides(size)
+        if len(s) == 7:  # no Pass: every stride the schedule asks for is made
+            assert s.count(2) >= max(tune.SPACES[space]["strides_by"].values())
+        assert spec["backbone"][0][1] in ("Conv", "DWConv")
+        study.tell(trial, state=TrialState.PRUNED)
+
+
+def test_fit_width_takes_the_widest_that_fits():
+    raw, size = tune.sample(fixed(["Conv"] * 4 + ["Pass"] * 3, [1] * 4 + [1] * 3), NasConfig())
+    wide = tune.fit_width(raw, size, NasConfig(max_macs=10**9), 10, "t")
+    assert wide[0]["width_multiple"] == 1.0
+    half_macs = count_macs(build(parse_spec({**raw, "width_multiple": 0.5}, "t"), 10), size)[0]
+    spec, macs, _ = tune.fit_width(raw, size, NasConfig(max_macs=half_macs), 10, "t")
+    assert spec["width_multiple"] == 0.5 and macs == half_macs < wide[1]
+    spec, macs, _ = tune.fit_width(raw, size, NasConfig(max_macs=1000), 10, "t")
+    assert spec["width_multiple"] == 0.25 and macs > 1000  # none fits: the smallest, for the caller to prune
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(InputError, match="sampler"):
+        NasConfig(sampler="cmaes")
+    with pytest.raises(InputError, match="space"):
+        NasConfig(space="huge")
+    with pytest.raises(InputError, match="head_channels"):
+        NasConfig(head_channels=[64, 32, 8])
+    with pytest.raises(InputError, match="input_sizes"):
+        NasConfig(input_sizes=[4])
+
+
+def make_cache(root: Path, n: int = 240, size: int = 16) -> Path:
+    root.mkdir(parents=True)
+    x, y = class_arrays(n, seed=0, size=size)
+    vx, vy = class_arrays(60, seed=1, size=size)
+    np.save(root / "train_images.npy", x)
+    np.save(root / "train_labels.npy", y)
+    np.save(root / "val_images.npy", vx)
+    np.save(root / "val_labels.npy", vy)
+    np.save(root / "test_images.npy", vx)  # never read: no test labels exist in a cache
+    (root / "classes.json").write_text(json.dumps(["a", "b", "c"]))
+    return root
+
+
+def run_nas(tmp: Path, params: dict, *args: str) -> str:
+    (tmp / "params.yaml").write_text(yaml.safe_dump({"nas": params}))
+    r = CliRunner().invoke(
+        app,
+        [
+            "nas", "--params", str(tmp / "params.yaml"), "--cache", str(tmp / "cache"), "--out",
+            str(tmp / "spec.yaml"), "--out-dir", str(tmp / "nas"), "--plots", str(tmp / "plots"), *args,
+        ],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    return r.output
+
+
+def test_nas_writes_the_front_and_a_spec_the_pipeline_takes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    make_cache(tmp_path / "cache")
+    out = run_nas(tmp_path, TINY)
+    assert "chosen: trial" in out and "dvc exp run -S student.arch=nas:" in out
+    rows = list(__import__("csv").DictReader(open(tmp_path / "nas" / "trials.csv")))
+    assert len(rows) == 2 and all(0 <= float(r["val_f1"]) <= 1 for r in rows)
+    best = max((r for r in rows if r["pareto"] == "True"), key=lambda r: float(r["val_f1"]))
+    spec = load_spec(tmp_path / "spec.yaml")  # the file student.arch: nas:... reads
+    assert count_macs(build(spec, 3), 16)[0] == int(best["macs"])
+    macs = CliRunner().invoke(app, ["macs", f"nas:{tmp_path / 'spec.yaml'}", "--size", "16", "--classes", "3"])
+    assert macs.output.strip().splitlines()[-1] == best["macs"]
+    assert (tmp_path / "plots" / "nas_pareto.png").stat().st_size > 1000
+    assert (tmp_path / "plots" / "nas_pareto.csv").is_file() and (tmp_path / "nas" / "pareto.md").is_file()
+    assert list((tmp_path / "nas" / "specs").glob("trial_*.yaml"))
+    # a rerun continues the study: two trials already, nothing new; --trials 3 adds one
+    run_nas(tmp_path, TINY)
+    assert len(list(open(tmp_path / "nas" / "trials.csv"))) == 3
+    run_nas(tmp_path, TINY, "--trials", "3")
+    assert len(list(open(tmp_path / "nas" / "trials.csv"))) == 4
+
+
+def test_a_study_is_reproducible(tmp_path):
+    make_cache(tmp_path / "cache")
+    cfg = NasConfig(**{**TINY, "trials": 2})
+    a = tune.results(tune.search(dataclasses.replace(cfg, study="a"), tmp_path / "cache", tmp_path / "nas"))
+    b = tune.results(tune.search(dataclasses.replace(cfg, study="b"), tmp_path / "cache", tmp_path / "nas"))
+    assert [(r.spec, r.val_f1, r.macs) for r in a] == [(r.spec, r.val_f1, r.macs) for r in b]
+
+
+def test_a_budget_nothing_fits_is_an_error(tmp_path, monkeypatch):
+    make_cache(tmp_path / "cache")
+    monkeypatch.setattr(tune, "MAX_REJECTED", 5)
+    with pytest.raises(InputError, match="max_macs 100"):
+        tune.search(NasConfig(**{**TINY, "max_macs": 100}), tmp_path / "cache", tmp_path / "nas")
+
+
+def test_missing_cache_says_to_prepare(tmp_path):
+    with pytest.raises(InputError, match="dvc repro prepare"):
+        tune.search(NasConfig(**TINY), tmp_path / "nothing", tmp_path / "nas")
+
+
+def test_a_study_with_other_objectives_is_refused(tmp_path):
+    storage = tune.open_storage(str(tmp_path / "j.log"), tmp_path / "unused")
+    optuna.create_study(storage=storage, study_name="other", direction="minimize")
+    with pytest.raises(InputError, match="'other'.*another search's study"):
+        tune.open_study(NasConfig(study="other"), storage)
+
+
+def test_an_unreachable_storage_fails_fast_without_its_password():
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"postgresql://tinycls:s3cret@127.0.0.1:{port}/study"
+    t0 = time.perf_counter()
+    with pytest.raises(InputError) as e:
+        tune.open_storage(url, Path("unused"))
+    assert time.perf_counter() - t0 < 10
+    assert f"127.0.0.1:{port}" in str(e.value) and "s3cret" not in str(e.value)
+    assert "OperationalError" in str(e.value)  # the server was tried (its driver is installed), and refused
+
+
+def test_a_dead_workers_running_trial_is_marked_failed(tmp_path):
+    study = tune.open_study(NasConfig(), tune.open_storage(str(tmp_path / "j.log"), tmp_path))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead, alive = study.ask(), study.ask()
+    for t, pid in ((dead, gone.pid), (alive, os.getpid())):
+        t.set_user_attr("host", socket.gethostname())
+        t.set_user_attr("pid", pid)
+    assert tune.fail_dead_trials(study) == 1
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[dead.number] == TrialState.FAIL and states[alive.number] == TrialState.RUNNING
+
+
+def test_two_workers_share_a_journal_study(tmp_path):
+    make_cache(tmp_path / "cache")
+    cfg = NasConfig(**{**TINY, "trials": 4, "workers": 2})
+    study = tune.search(cfg, tmp_path / "cache", tmp_path / "nas")
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(done) >= 4  # a worker may finish the trial it started as the other reached 4
+    numbers = [t.number for t in study.get_trials()]
+    assert len(numbers) == len(set(numbers))
+    pids = {t.user_attrs["pid"] for t in done}
+    assert os.getpid() not in pids and 1 <= len(pids) <= 2
+
+
+# --- PostgreSQL: a real server, started here as an unprivileged user --------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def postgres_url():
+    """A PostgreSQL server in a temporary folder on a free port (Debian's `postgresql` package;
+    `make test` installs it as root). It refuses to run as root, so as root it runs as the
+    package's `postgres` user."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or [shutil.which("initdb")]
+    if not found[-1]:
+        pytest.fail("initdb not found: install PostgreSQL (`apt-get install postgresql`; `make test` does as root)")
+    bin_dir = Path(found[-1]).parent
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    root = Path(tempfile.mkdtemp(prefix="tinycls-pg-"))
+    if as_user:
+        shutil.chown(root, "postgres")
+    port = _free_port()
+    data, log = root / "data", root / "log"
+
+    def pg(*cmd: str) -> None:
+        subprocess.run([*as_user, *cmd], check=True, capture_output=True, timeout=60)
+
+    try:
+        pg(str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres")
+        pg(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "start", "-o",
+           f"-p {port} -k {root} -c listen_addresses=127.0.0.1")  # fmt: skip
+        pg(str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "study")
+        yield f"postgresql://postgres:unused@127.0.0.1:{port}/study"
+    finally:
+        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True, timeout=60)  # fmt: skip
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_two_workers_share_a_postgresql_study_and_survive_a_killed_one(tmp_path, postgres_url):
+    make_cache(tmp_path / "cache", n=600)
+    params = {**TINY, "trials": 6, "epochs": 3, "train_per_class": 200, "heartbeat_s": 1, "study": "pg"}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"nas": params}))
+
+    def worker(name: str) -> subprocess.Popen:
+        cmd = [
+            sys.executable, "-m", "tinycls.cli", "nas", "--storage", postgres_url,
+            "--params", str(tmp_path / "params.yaml"), "--cache", str(tmp_path / "cache"),
+            "--out", str(tmp_path / f"{name}.yaml"), "--out-dir", str(tmp_path / name), "--plots", str(tmp_path / name),
+        ]  # fmt: skip
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    a, b = worker("a"), worker("b")
+    storage = tune.open_storage(postgres_url, Path("unused"))
+    deadline, victim = time.time() + 120, None
+    while victim is None and time.time() < deadline:  # kill a while it trains a trial
+        try:
+            study = optuna.load_study(study_name="pg", storage=storage)
+        except KeyError:  # not created yet
+            time.sleep(0.2)
+            continue
+        running = [t for t in study.get_trials(states=(TrialState.RUNNING,)) if t.user_attrs.get("pid") == a.pid]
+        victim = next((t.number for t in running if "macs" in t.user_attrs), None)
+        time.sleep(0.05)
+    assert victim is not None, "worker a never started a trial"
+    a.send_signal(signal.SIGKILL)
+    a.wait()
+    out_b, _ = b.communicate(timeout=300)
+    assert b.returncode == 0, out_b
+    last = worker("c")  # the user's rerun: nothing to add, and the dead worker's trial is settled
+    out_c, _ = last.communicate(timeout=300)
+    assert last.returncode == 0, out_c
+    study = optuna.load_study(study_name="pg", storage=storage)
+    trials = study.get_trials()
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers))
+    assert next(t for t in trials if t.number == victim).state == TrialState.FAIL
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(done) >= 6
+    by_a = sum(t.user_attrs["pid"] == a.pid for t in done)
+    by_b = sum(t.user_attrs["pid"] == b.pid for t in done)
+    assert by_a + by_b == len(done) and by_b >= 1  # every trained trial is one of the two workers'
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
