@@ -8,9 +8,15 @@ it dominates between 0 MACs and the budget, F1 from 0, as a share of the budget 
 `--workers 1,2`: trials per hour with the params.yaml [nas] proxy, each worker count on a fresh
 study for `--minutes` (the ratio shows whether more workers help on this machine's cores).
 
-Run from the repository root after `dvc repro prepare`:
-`python -m benchmarks.nas --samplers tpe,nsga2,random --trials 40` and
-`python -m benchmarks.nas --workers 1,2 --minutes 10`. Writes only under a temporary folder.
+`--pipeline specs/nas.yaml`: the searched network trained by the pipeline (`dvc exp run -S
+student.arch=nas:<spec>`, every other setting as committed) against the committed student
+(ShuffleNetV1 x0.25 on the quick start): test macro F1, MACs, latency and the score, from
+`dvc exp show --json`.
+
+Run from the repository root after `dvc repro`:
+`python -m benchmarks.nas --samplers tpe,nsga2,random --trials 40`,
+`python -m benchmarks.nas --workers 1,2 --minutes 10` (both write only under a temporary folder),
+`python -m benchmarks.nas --pipeline specs/nas.yaml` (adds a DVC experiment named nas-<file stem>).
 """
 
 import argparse
@@ -24,7 +30,9 @@ import yaml
 
 from benchmarks.pipeline import machine
 from stages.params import CACHE
+from tinycls.cli import _dvc
 from tinycls.config import from_section
+from tinycls.pareto import runs
 from tinycls.tune import NasConfig, results, search
 
 
@@ -55,6 +63,27 @@ def run(cfg: NasConfig, tmp: Path, name: str) -> dict:
     }
 
 
+def pipeline(spec: str) -> None:
+    """Train `spec` through every stage as a DVC experiment; its row beside the committed one."""
+    import json
+
+    name = f"nas-{Path(spec).stem}"
+    t0 = time.perf_counter()
+    subprocess.run([_dvc(), "exp", "run", "--temp", "-n", name, "-S", f"student.arch=nas:{spec}"], check=True)
+    minutes = (time.perf_counter() - t0) / 60
+    show = json.loads(
+        subprocess.run([_dvc(), "exp", "show", "--json"], capture_output=True, text=True, check=True).stdout
+    )
+    found = {r.name: r for r in runs(show)}
+    base = next(r for n, r in found.items() if not n.startswith(("nas-", "exp-")) and r.arch != f"nas:{spec}")
+    print(f"\n`dvc exp run -n {name} -S student.arch=nas:{spec}`: {minutes:.1f} min\n")
+    print("| student | MACs | test macro F1 | latency ms | score |")
+    print("|---|---:|---:|---:|---:|")
+    for r in (base, found[name]):
+        ms = f"{r.latency_ms:.3f}" if r.latency_ms is not None else ""
+        print(f"| {r.arch} ({r.name}) | {r.macs:,} | {r.f1:.4f} | {ms} | {r.score:.4f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--samplers", default="", help="comma-separated: tpe,nsga2,random")
@@ -63,10 +92,13 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--workers", default="", help="comma-separated worker counts, e.g. 1,2")
     ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--pipeline", default="", help="a spec file to train through the pipeline, e.g. specs/nas.yaml")
     a = ap.parse_args()
     base = from_section(NasConfig, yaml.safe_load(Path("params.yaml").read_text())["nas"], "params.yaml [nas]")
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(f"machine: {machine()}; commit {rev}; budget {base.max_macs:,} MACs, space {base.space}")
+    if a.pipeline:
+        pipeline(a.pipeline)
     with tempfile.TemporaryDirectory() as tmp:
         if a.samplers:
             cfg = dataclasses.replace(

@@ -390,7 +390,11 @@ def objective(cfg: NasConfig, data: Data, log: Callable[[str], None] = print) ->
         trial.set_user_attr("best_epoch", result.best_epoch)
         del model
         torch.cuda.empty_cache() if torch.cuda.is_available() else None
-        log(f"trial {trial.number}: val F1 {result.best_f1:.4f}, {macs:,} MACs, {size} px, {seconds:.0f} s")
+        done = trained(trial.study) + 1
+        log(
+            f"trial {trial.number} ({done}/{cfg.trials} trained): val F1 {result.best_f1:.4f}, {macs:,} MACs, "
+            f"{size} px, width {spec['width_multiple']:g}, {seconds:.0f} s"
+        )
         return float(result.best_f1), int(macs)
 
     return run
