@@ -18,6 +18,7 @@ Test labels are never read: the proxy trains on train and scores on val.
 
 import math
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -62,6 +63,11 @@ SPACES: dict[str, dict[str, Any]] = {
         "strides_by": {1: 1, 2: 2, 4: 3},
     },
 }
+# what a trial's result depends on: a study refuses to continue with other values
+SETTINGS = (
+    "space", "max_macs", "input_sizes", "width_multiples", "head_channels", "train_per_class", "val_per_class",
+    "epochs", "batch_size", "lr", "weight_decay", "label_smoothing", "hflip", "translate", "seed",
+)  # fmt: skip
 MAX_REJECTED = 2000  # sampled networks pruned in a row (over budget, or not running) before giving up
 MAX_STRIDES = 5  # the template's; also no map below 2x2 (tinycls.tune.max_strides)
 
@@ -137,9 +143,12 @@ def sample(trial: Any, cfg: NasConfig) -> tuple[dict[str, Any], int]:
         if kind == "Pass":
             continue
         repeat = trial.suggest_int(f"{p}/repeat", 1, space["m1_repeat"] if i == 1 else 3)
-        stride = trial.suggest_int(f"{p}/stride", 1, 2) if strides < top else 1
-        if owed > 0 and strides < top:
+        if strides >= top:
+            stride = 1
+        elif owed > 0:  # forced: not a parameter, so the sampler models only what has an effect
             stride = 2
+        else:
+            stride = trial.suggest_int(f"{p}/stride", 1, 2)
         if stride == 2:
             strides, owed = strides + 1, max(owed - 1, 0)
         if kind in ("Conv", "DWConv"):
@@ -237,10 +246,13 @@ def open_storage(storage: str, default: Path, heartbeat_s: int = 30) -> Any:
         ) from None
 
 
-def _sampler(cfg: NasConfig, worker: int) -> Any:
+def _sampler(cfg: NasConfig, worker: int, existing: int = 0) -> Any:
+    """The sampler of worker `worker` joining a study of `existing` trials: seeded from all three,
+    so a rerun continues the sequence instead of repeating the networks it already tried, and a
+    fresh single-worker study is reproducible."""
     import optuna
 
-    seed = cfg.seed + worker
+    seed = cfg.seed + worker + 100_003 * existing
     if cfg.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if cfg.sampler == "nsga2":
@@ -268,6 +280,7 @@ def open_study(cfg: NasConfig, storage: Any, worker: int = 0, where: str = "") -
             sampler=_sampler(cfg, worker),
             load_if_exists=True,
         )
+    study.sampler = _sampler(cfg, worker, len(study.get_trials(deepcopy=False)))
     directions = [d.name.lower() for d in study.directions]
     names = study.user_attrs.get("objectives")
     if directions != list(DIRECTIONS) or (names is not None and list(names) != list(OBJECTIVES)):
@@ -278,6 +291,19 @@ def open_study(cfg: NasConfig, storage: Any, worker: int = 0, where: str = "") -
         )
     if names is None:
         study.set_user_attr("objectives", list(OBJECTIVES))
+    settings = {k: getattr(cfg, k) for k in SETTINGS}
+    recorded = study.user_attrs.get("settings")
+    if recorded is None:
+        study.set_user_attr("settings", settings)
+    elif recorded != settings:
+        changed = ", ".join(
+            f"{k} {recorded.get(k)!r} -> {settings[k]!r}" for k in SETTINGS if recorded.get(k) != settings[k]
+        )
+        raise InputError(
+            f"study {cfg.study!r} in {where or 'the storage'} was searched with other settings ({changed}); its "
+            "trials would not compare with new ones. Give the new search another name (`tinycls nas --study NAME`, "
+            "or params.yaml [nas].study), or put the settings back."
+        )
     return study
 
 
@@ -290,7 +316,7 @@ def fail_dead_trials(study: Any) -> int:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if t.user_attrs.get("host") != host or _alive(int(t.user_attrs.get("pid", -1))):
             continue
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)  # another worker may be first
         print(f"trial {t.number}: its worker (pid {t.user_attrs.get('pid')}) is gone; marked failed")
         n += 1
     return n
@@ -481,7 +507,10 @@ def search(cfg: NasConfig, cache: Path, out_dir: Path, storage: str | None = Non
         finally:
             fail_dead_trials(study)
         if bad := [p.exitcode for p in procs if p.exitcode]:
-            print(f"{len(bad)} worker(s) ended with exit status {bad}; their running trials are marked failed")
+            raise InputError(
+                f"{len(bad)} of {cfg.workers} workers ended with exit status {bad} (their error is printed above); "
+                "a trial a worker was running is marked failed. Rerun to continue the study."
+            )
     return study
 
 
@@ -583,7 +612,8 @@ def write_outputs(
         return found, None
     runs = [Run(f"#{r.number}", "nas", r.input_size, r.macs, r.val_f1, 0.0, "none", pareto=r.pareto) for r in found]
     plot(runs, plots / "nas_pareto.png")
-    (out_dir / "specs").mkdir(exist_ok=True)
+    shutil.rmtree(out_dir / "specs", ignore_errors=True)  # trials that left the front leave with it
+    (out_dir / "specs").mkdir()
     for r in found:
         if r.pareto:
             (out_dir / "specs" / f"trial_{r.number}.yaml").write_text(spec_yaml(r, cfg, cfg.study))
