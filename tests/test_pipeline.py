@@ -56,18 +56,18 @@ def test_every_params_section_parses():
     # "Compression"); fine-tuning stays set for when a user turns a kind on
     assert c.keep_blocks == [] and not c.on and c.epochs >= 1
     from_section(ScoreConfig, PARAMS["score"], "score")
-    assert list(PARAMS) == [
-        "prepare",
-        "pretrain",
-        "teacher",
-        "pseudo",
-        "assistant",
-        "student",
-        "kd",
-        "compress",
-        "export",
-        "score",
-    ]
+    from stages.check import SECTIONS
+
+    assert tuple(PARAMS) == SECTIONS  # every section, in pipeline order, [nas] (tinycls nas) last
+    from tinycls.macs import count_macs
+    from tinycls.models import build_model
+    from tinycls.tune import NasConfig
+
+    nas = from_section(NasConfig, PARAMS["nas"], "nas")
+    student = PARAMS["student"]
+    # the search's budget is the default student's MACs, at its input size
+    assert nas.input_sizes == [student["input_size"]]
+    assert nas.max_macs == count_macs(build_model(student["arch"], 10), student["input_size"])[0]
 
 
 def _imports(path: Path) -> set[str]:
