@@ -199,21 +199,21 @@ def pareto(
 
 @app.command()
 def nas(
-    trials: int = typer.Option(None, help="trained trials the study should hold (default params.yaml [nas].trials)"),
-    workers: int = typer.Option(None, help="processes on this machine sharing the study ([nas].workers)"),
+    trials: int = typer.Option(None, help="trained trials the study should hold (default: params.yaml nas.trials)"),
+    workers: int = typer.Option(None, help="processes on this machine sharing the study (nas.workers)"),
     storage: str = typer.Option(
-        None, help="journal file path, or an RDB URL such as postgresql://user:pw@host/db ([nas].storage)"
+        None, help="journal file path, or an RDB URL such as postgresql://user:pw@host/db (nas.storage)"
     ),
-    study: str = typer.Option(None, help="study name ([nas].study)"),
+    study: str = typer.Option(None, help="study name (nas.study)"),
     timeout_min: float = typer.Option(None, "--timeout-min", help="no new trial after this many minutes"),
-    params: Path = typer.Option(Path("params.yaml"), help="file with the [nas] section (defaults when absent)"),
+    params: Path = typer.Option(Path("params.yaml"), help="file with the nas: section (its defaults when absent)"),
     cache: Path = typer.Option(Path("artifacts/prepare"), help="the prepare stage's cache (`dvc repro prepare`)"),
     out: Path = typer.Option(Path("specs/nas.yaml"), "--out", help="where the chosen spec goes"),
     out_dir: Path = typer.Option(Path("artifacts/nas"), help="journal, trials.csv, pareto.md, the front's specs"),
     plots: Path = typer.Option(Path("plots"), help="nas_pareto.png and nas_pareto.csv go here"),
 ) -> None:
     """Search networks under a MACs budget with Optuna (the competition template's space):
-    trials over params.yaml [nas].max_macs are pruned before training, the others train briefly
+    trials over params.yaml nas.max_macs are pruned before training, the others train briefly
     on the prepared cache; the study keeps (validation F1, MACs). Prints the Pareto front and
     writes the best-F1 network of it to --out for `dvc exp run -S student.arch=nas:<out>`.
     A rerun continues the study; --workers N shares it between N processes."""
