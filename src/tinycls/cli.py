@@ -218,6 +218,7 @@ def nas(
     writes the best-F1 network of it to --out for `dvc exp run -S student.arch=nas:<out>`.
     A rerun continues the study; --workers N shares it between N processes."""
     import dataclasses
+    import time
 
     import yaml
 
@@ -234,10 +235,10 @@ def nas(
         cfg = dataclasses.replace(cfg, **{k: v for k, v in given.items() if v is not None})
     except InputError as e:
         raise typer.BadParameter(str(e)) from None
-    t0 = __import__("time").perf_counter()
+    t0 = time.perf_counter()
     found_study = search(cfg, cache, out_dir)
     found, best = write_outputs(found_study, cfg, out_dir, plots, out)
-    minutes = (__import__("time").perf_counter() - t0) / 60
+    minutes = (time.perf_counter() - t0) / 60
     states = [t.state.name for t in found_study.get_trials(deepcopy=False)]
     counts = ", ".join(f"{states.count(s)} {s.lower()}" for s in dict.fromkeys(states))
     typer.echo(f"\nstudy {cfg.study!r}: {counts or 'no trials'}; this run {minutes:.1f} min")

@@ -24,7 +24,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -341,16 +341,8 @@ class Data:
     val: tuple[np.ndarray, np.ndarray]
 
 
-def load_data(cache: Path, cfg: NasConfig) -> Data:
-    """The proxy's subset of the prepared cache: `train_per_class` seeded images per class of
-    train, and val (capped at `val_per_class` when set). Never the test split.
-
-    Raises:
-        MissingInput: no prepared cache (run `dvc repro prepare`).
-    """
-    import json
-
-    from tinycls.data import cap_per_class
+def check_cache(cache: Path) -> None:
+    """Raises MissingInput when the prepared cache the search trains on is not there."""
     from tinycls.errors import MissingInput
 
     need = [
@@ -360,12 +352,24 @@ def load_data(cache: Path, cfg: NasConfig) -> Data:
         raise MissingInput(
             f"{', '.join(missing)}: not found; run `dvc repro prepare` first (the search trains on its cache)."
         )
-    classes = json.loads((cache / "classes.json").read_text())
-    tx, ty = np.load(cache / "train_images.npy"), np.load(cache / "train_labels.npy")
-    vx, vy = np.load(cache / "val_images.npy"), np.load(cache / "val_labels.npy")
+
+
+def load_data(cache: Path, cfg: NasConfig) -> Data:
+    """The proxy's subset of the prepared cache: `train_per_class` seeded images per class of
+    train, and val (capped at `val_per_class` when set); only those rows are read. Never the
+    test split.
+
+    Raises:
+        MissingInput: no prepared cache (run `dvc repro prepare`).
+    """
+    from tinycls.data import cap_per_class
+    from tinycls.prepare import load_classes, load_split
+
+    check_cache(cache)
+    (tx, ty), (vx, vy) = load_split(cache, "train"), load_split(cache, "val")
     keep = cap_per_class(ty, cfg.train_per_class, cfg.seed)
     vkeep = cap_per_class(vy, cfg.val_per_class, cfg.seed)
-    return Data(list(classes), (tx[keep], ty[keep]), (vx[vkeep], vy[vkeep]))
+    return Data(list(load_classes(cache)), (tx[keep], ty[keep]), (vx[vkeep], vy[vkeep]))
 
 
 def objective(cfg: NasConfig, data: Data, log: Callable[[str], None] = print) -> Callable[[Any], tuple[float, int]]:
@@ -415,7 +419,8 @@ def objective(cfg: NasConfig, data: Data, log: Callable[[str], None] = print) ->
         trial.set_user_attr("seconds", round(seconds, 1))
         trial.set_user_attr("best_epoch", result.best_epoch)
         del model
-        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
         done = trained(trial.study) + 1
         log(
             f"trial {trial.number} ({done}/{cfg.trials} trained): val F1 {result.best_f1:.4f}, {macs:,} MACs, "
@@ -481,7 +486,7 @@ def search(cfg: NasConfig, cache: Path, out_dir: Path, storage: str | None = Non
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = cfg.storage if storage is None else storage
     default = out_dir / "journal.log"
-    load_data(cache, cfg)  # a missing cache fails here, not in every worker
+    check_cache(cache)  # a missing cache fails here, not in every worker
     study = open_study(cfg, open_storage(storage, default, cfg.heartbeat_s), 0, redact(storage) or str(default))
     fail_dead_trials(study)
     cores = os.cpu_count() or 1
@@ -531,25 +536,29 @@ def results(study: Any) -> list[Found]:
     has a higher F1) marked."""
     from optuna.trial import TrialState
 
-    rows = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        rows.append(
-            Found(
-                t.number,
-                float(t.values[0]),
-                int(t.values[1]),
-                int(t.user_attrs.get("params", 0)),
-                int(t.params.get("input_size", 0)),
-                float(t.user_attrs.get("seconds", 0.0)),
-                t.user_attrs.get("spec", {}),
-            )
+    from tinycls.pareto import mark_front
+
+    rows = {
+        t.number: Found(
+            t.number,
+            float(t.values[0]),
+            int(t.values[1]),
+            int(t.user_attrs.get("params", 0)),
+            int(t.params.get("input_size", 0)),
+            float(t.user_attrs.get("seconds", 0.0)),
+            t.user_attrs.get("spec", {}),
         )
-    rows.sort(key=lambda r: (r.macs, -r.val_f1, r.number))
-    out, best = [], -1.0
-    for r in rows:
-        out.append(Found(**{**r.__dict__, "pareto": r.val_f1 > best}))
-        best = max(best, r.val_f1)
-    return out
+        for t in sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)
+    }
+    front = mark_front(as_runs(rows.values()))  # sorted by MACs, then F1 (highest first)
+    return [replace(rows[int(r.name[1:])], pareto=r.pareto) for r in front]
+
+
+def as_runs(found: Any) -> list:
+    """Trials as tinycls.pareto runs (named #number), for its front and plot."""
+    from tinycls.pareto import Run
+
+    return [Run(f"#{r.number}", "nas", r.input_size, r.macs, r.val_f1, 0.0, "none", pareto=r.pareto) for r in found]
 
 
 def chosen(found: list[Found]) -> Found:
@@ -576,10 +585,11 @@ def spec_yaml(r: Found, cfg: NasConfig, study: str) -> str:
     return head + text
 
 
-def to_markdown(found: list[Found], only_front: bool = True) -> str:
+def to_markdown(found: list[Found]) -> str:
+    """The Pareto front's trials as a Markdown table."""
     lines = ["| trial | val F1 | MACs | params | px | s | modules | front |", "|---:|---:|---:|---:|---:|---:|---|---|"]
     for r in found:
-        if only_front and not r.pareto:
+        if not r.pareto:
             continue
         mods = " ".join(f"{n}x{m.replace('InvertedResidual', 'IR')}" for n, m, _ in r.spec.get("backbone", []))
         lines.append(
@@ -596,7 +606,7 @@ def write_outputs(
     plot (pareto.png) and its CSV (for `dvc plots`) in `plots`, the chosen spec at `spec_out`."""
     import csv
 
-    from tinycls.pareto import Run, plot
+    from tinycls.pareto import plot
 
     found = results(study)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -610,8 +620,7 @@ def write_outputs(
     (out_dir / "pareto.md").write_text(to_markdown(found) + "\n")
     if not found:
         return found, None
-    runs = [Run(f"#{r.number}", "nas", r.input_size, r.macs, r.val_f1, 0.0, "none", pareto=r.pareto) for r in found]
-    plot(runs, plots / "nas_pareto.png")
+    plot(as_runs(found), plots / "nas_pareto.png")
     shutil.rmtree(out_dir / "specs", ignore_errors=True)  # trials that left the front leave with it
     (out_dir / "specs").mkdir()
     for r in found:
