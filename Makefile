@@ -11,7 +11,7 @@ export DVC_NO_ANALYTICS := 1
 
 run: data
 	$(BIN)/dvc repro
-	@echo "metrics/score.json:" && cat metrics/score.json
+	@echo "metrics/headline.json (all of the score: metrics/score.json):" && cat metrics/headline.json
 
 test: setup postgres
 	$(BIN)/python -m pytest -q

@@ -1,5 +1,6 @@
 """Shared by the benchmarks that run DVC experiments: shell calls, the clean-workspace guard,
-unique names, and reading named experiments back from `dvc exp show`."""
+unique names, and reading named experiments back from `dvc exp show` (with every stage's metrics
+file from the experiment's commit)."""
 
 import json
 import subprocess
@@ -60,6 +61,13 @@ def named(names: set[str] | None, rev: str = "HEAD") -> list[tuple[str, dict[str
             if (exp.get("executor") or {}).get("state", "success") != "success":
                 continue
             if run.get("name") and (names is None or run["name"] in names) and (run.get("data") or {}).get("metrics"):
-                metrics = {f: m["data"] for f, m in run["data"]["metrics"].items()}
+                metrics = {f: m["data"] for f, m in run["data"]["metrics"].items()} | detail(run["rev"])
                 found.append((run["name"], metrics, run["data"]["params"]["params.yaml"]["data"]))
     return found
+
+
+def detail(rev: str) -> dict[str, Any]:
+    """Every metrics/*.json of commit `rev` (an experiment's commit holds them: they are git-tracked
+    outputs), by path: DVC shows metrics/headline.json alone, the stages' detail files are here."""
+    files = sh("git", "ls-tree", "--name-only", rev, "metrics/").split()
+    return {f: json.loads(sh("git", "show", f"{rev}:{f}")) for f in files if f.endswith(".json")}

@@ -5,6 +5,7 @@ student's kd.teachers lists it, so the chain or the ensemble is chosen by params
 import shutil
 from pathlib import Path
 
+from stages.curves import no_curves
 from stages.params import ASSISTANT, CACHE, PSEUDO, TEACHER, TEACHER_OUTPUTS, run, section, source, value, write_json
 from stages.training import live_log, resumable, split_section
 from tinycls.config import from_section
@@ -36,7 +37,7 @@ def main() -> None:
     if not isinstance(wanted, list) or "assistant" not in wanted:
         status = {"trained": False, "why": "params.yaml [kd].teachers does not list it"}
         write_json(ASSISTANT / "status.json", status)
-        write_json(LIVE / "metrics.json", status)  # a declared output: git keeps no empty folder
+        no_curves(LIVE, status)
         write_json(METRICS, {"trained": False})
         print("assistant: not trained (kd.teachers does not list it)")
         return

@@ -7,6 +7,7 @@ import dataclasses
 import shutil
 from pathlib import Path
 
+from stages.curves import no_curves
 from stages.params import CACHE, COMPRESS, PSEUDO, STUDENT, TEACHER, TEACHER_OUTPUTS, run, section, source, write_json
 from stages.training import live_log, resumable, split_section
 from tinycls.checkpoint import load_checkpoint, save_checkpoint
@@ -46,7 +47,7 @@ def main() -> None:
         COMPRESS.mkdir(parents=True)
         shutil.copyfile(STUDENT, out)
         status = {"compressed": False, "why": "params.yaml [compress] turns every kind off", "macs": macs}
-        write_json(LIVE / "metrics.json", status)  # a declared output: git keeps no empty folder
+        no_curves(LIVE, status)
         write_json(METRICS, {**status, "params": n_params})
         print(f"compress: off, the student passes through ({macs:,} MACs)")
         return
@@ -57,7 +58,7 @@ def main() -> None:
     extra = {**c.metrics, "selection": selection, "fine_tune_epochs": p.epochs}
     if p.epochs == 0:
         save_checkpoint(out, c.model, {**meta, **c.meta_extra, "stage": "compress"})
-        write_json(LIVE / "metrics.json", {"fine_tuned": False})
+        no_curves(LIVE, {"fine_tuned": False})
         write_json(METRICS, {**extra, "val_f1": extra["f1_compressed"]})
         return
     with resumable("compress") as resume, live_log(LIVE) as log:

@@ -4,6 +4,7 @@ order, or scikit-learn's digits (offline), for the student stage to start from."
 import shutil
 from pathlib import Path
 
+from stages.curves import no_curves
 from stages.params import PRETRAIN, run, section, source, value, write_json
 from stages.training import live_log, resumable
 from tinycls.config import from_section
@@ -44,8 +45,8 @@ def main() -> None:
             init = checkpoint
     if init is not None:
         init.rename(PRETRAIN / "model.pt")
-    else:  # source none: the declared curves folder still gets a file (git keeps no empty folder)
-        write_json(LIVE / "metrics.json", {"source": p.source, "trained": False})
+    else:  # source none: header-only curves, so the declared folder loads
+        no_curves(LIVE, {"source": p.source, "trained": False})
     for stale in PRETRAIN.glob("*.pt"):
         if stale.name != "model.pt":
             stale.unlink()

@@ -1,9 +1,10 @@
 """Stage `score`: macro F1, MACs, params and the competition score of the final model (the
 compress stage's output: the compressed student, or the student when compression is off), a
-confusion matrix for `dvc plots`, and a submission CSV. When the final model is compressed, the
-student before compression is scored beside it (`student_*`). The export stage's ONNX files are
-scored too (FP32 and INT8 F1 through ONNX Runtime), with their size and latency beside MACs.
-The only reader of the test labels."""
+confusion matrix for `dvc plots`, and a submission CSV. metrics/headline.json holds the numbers
+that decide (the only file DVC shows as metrics); metrics/score.json holds all of them. When the
+final model is compressed, the student before compression is scored beside it (`student_*`).
+The export stage's ONNX files are scored too (FP32 and INT8 F1 through ONNX Runtime), with their
+size and latency beside MACs. The only reader of the test labels."""
 
 import json
 from pathlib import Path
@@ -24,9 +25,10 @@ from stages.params import (
     write_json,
 )
 from tinycls.config import from_section
-from tinycls.evaluate import ScoreConfig, score_final, score_onnx
+from tinycls.evaluate import ScoreConfig, headline, score_final, score_onnx
 
 METRICS = Path("metrics/score.json")
+HEADLINE = Path("metrics/headline.json")
 CONFUSION = Path("plots/score/confusion.csv")
 SUBMISSION = Path("artifacts/score/submission.csv")
 
@@ -43,6 +45,7 @@ def main() -> None:
     exported = json.loads(EXPORT_METRICS.read_text())
     s.metrics |= score_onnx(EXPORT / "model.onnx", EXPORT / "model.int8.onnx", exported, CACHE, HELD_OUT, max_drop)
     write_json(METRICS, s.metrics)
+    write_json(HEADLINE, headline(s.metrics))
     write_csv(CONFUSION, ["actual", "predicted"], s.confusion)
     write_csv(SUBMISSION, ["file", "prediction"], s.submission)
     m = s.metrics

@@ -10,9 +10,14 @@ from tinycls.cli import app
 from tinycls.pareto import mark_front, queue_commands, runs
 
 
-def _rev(name, macs=None, f1=None):
-    metrics = {} if macs is None else {"metrics/score.json": {"data": {"macs": macs, "f1": f1, "score": 0.1}}}
-    return {"rev": "abc1234def", "name": name, "data": {"metrics": metrics, "params": {}}}
+def _rev(name, macs=None, f1=None, file="metrics/headline.json"):
+    metrics = {} if macs is None else {file: {"data": {"macs": macs, "f1": f1, "score": 0.1}}}
+    student = {"arch": f"timm:{name}", "input_size": 32}
+    return {
+        "rev": "abc1234def",
+        "name": name,
+        "data": {"metrics": metrics, "params": {"params.yaml": {"data": {"student": student}}}},
+    }
 
 
 SHOW = [
@@ -25,6 +30,7 @@ SHOW = [
             {"revs": [_rev("tie", 100, 0.60)]},  # same MACs as `small`, less F1
             {"revs": [_rev("queued")]},  # no metrics yet
             {"revs": [_rev("big", 900, 0.85)]},
+            {"revs": [_rev("older", 950, 0.84, file="metrics/score.json")]},  # before metrics/headline.json
         ],
     },
 ]
@@ -38,7 +44,10 @@ def test_front_keeps_the_runs_no_other_beats():
         ("worse", False),
         ("abc1234", True),  # the commit, by its short hash
         ("big", True),
+        ("older", False),
     ]
+    # arch and input size from the run's params (the headline has numbers only)
+    assert {(r.name, r.arch, r.input_size) for r in found} >= {("small", "timm:small", 32), ("big", "timm:big", 32)}
 
 
 def test_cli_writes_png_csv_and_table(tmp_path):
@@ -49,17 +58,17 @@ def test_cli_writes_png_csv_and_table(tmp_path):
     assert r.exit_code == 0, r.output
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     lines = csv_out.read_text().splitlines()
-    assert lines[0] == "name,arch,input_size,macs,f1,score,compression,latency_ms,onnx_bytes,pareto" and len(lines) == 6
-    assert "3 of 5 runs on the front" in r.output
+    assert lines[0] == "name,arch,input_size,macs,f1,score,compression,latency_ms,onnx_bytes,pareto" and len(lines) == 7
+    assert "3 of 6 runs on the front" in r.output
     show.write_text(json.dumps([{"rev": "x", "data": {"metrics": {}}}]))
     r = CliRunner().invoke(app, ["pareto", "--from", str(show), "--out", str(out), "--csv", str(csv_out)])
-    assert r.exit_code == 2 and "no experiment has metrics/score.json yet" in r.output
+    assert r.exit_code == 2 and "no experiment has metrics/headline.json yet" in r.output
 
 
 def test_front_by_measured_latency_or_size(tmp_path):
     def timed(name, macs, f1, ms, size):
         rev = _rev(name, macs, f1)
-        rev["data"]["metrics"]["metrics/score.json"]["data"] |= {"latency_ms": ms, "onnx_bytes": size}
+        rev["data"]["metrics"]["metrics/headline.json"]["data"] |= {"latency_ms": ms, "onnx_bytes": size}
         return {"revs": [rev]}
 
     show = [
@@ -84,7 +93,8 @@ def test_front_by_measured_latency_or_size(tmp_path):
     args = ["pareto", "--from", str(path), "--x", "latency", "--out", str(out), "--csv", str(csv_out)]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
-    assert "| more-macs-fast |  | 0 | 200 | 0.300 | 300 |" in r.output and "2 of 3 runs on the front" in r.output
+    assert "| more-macs-fast | timm:more-macs-fast | 32 | 200 | 0.300 | 300 |" in r.output
+    assert "2 of 3 runs on the front" in r.output
     r = CliRunner().invoke(app, ["pareto", "--from", str(path), "--x", "ms", "--out", str(out)])
     assert r.exit_code == 2 and "expected one of macs, latency, size" in r.output
 

@@ -18,7 +18,7 @@ from tests.conftest import CLASSES, make_imagefolder
 from tinycls.compress_student import CompressConfig
 from tinycls.config import from_section
 from tinycls.distill import TEACHER_ROLES, KDConfig
-from tinycls.evaluate import ScoreConfig
+from tinycls.evaluate import HEADLINE, ScoreConfig
 from tinycls.prepare import PrepareConfig
 from tinycls.pretrain import DATA_KEYS, PretrainConfig
 from tinycls.pseudo import TRAIN_ON, DataConfig, PseudoConfig
@@ -129,12 +129,18 @@ def test_compression_code_reruns_only_compress_and_what_reads_its_model():
 
 def test_outputs_are_outside_data_and_metrics_uncached():
     for stage in DVC["stages"].values():
-        for out in stage["outs"]:
-            path = out if isinstance(out, str) else next(iter(out))
+        for out, path in zip(stage["outs"], outs(stage), strict=True):
             assert not path.startswith("data/")
             if path.startswith(("metrics/", "plots/", "live/")):
                 assert out[path]["cache"] is False
-    assert set(DVC["metrics"]) == {f"metrics/{s}.json" for s in DVC["stages"] if s != "check"}
+    # DVC shows the headline alone as metrics; every stage still writes its detail file
+    assert DVC["metrics"] == ["metrics/headline.json"] and "metrics/headline.json" in outs(DVC["stages"]["score"])
+    for name, stage in DVC["stages"].items():
+        assert name == "check" or f"metrics/{name}.json" in outs(stage), name
+
+
+def outs(stage: dict) -> list[str]:
+    return [out if isinstance(out, str) else next(iter(out)) for out in stage["outs"]]
 
 
 def test_every_stage_declares_what_it_reads_beyond_code():
@@ -177,7 +183,7 @@ def _tiny_repo(tmp_path: Path, train_on: str = "train_val", threshold: float = 0
     for name in ("src", "stages"):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     shutil.copytree(ROOT / "weights", repo / "weights")
-    for name in ("dvc.yaml", "requirements.lock"):
+    for name in ("dvc.yaml", "requirements.lock", ".gitignore"):
         shutil.copy(ROOT / name, repo)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["prepare"].update(dataset="tiny", image_size=16, max_per_class=0, workers=1)
@@ -209,6 +215,7 @@ def test_dvc_repro_unlabelled_test_with_val_folder(tmp_path):
     repo = _tiny_repo(tmp_path, val=True, labelled_test=False)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["pretrain"]["source"] = "none"  # the stage still leaves every declared output
+    params["compress"]["keep_blocks"] = []  # compression off, as in the quick start
     # Every param is checked before any stage works: the check stage stops dvc repro, naming
     # each problem, with no traceback, and nothing else runs.
     bad = {**params, "student": {**params["student"], "batch_size": 0}, "studnet": {"epochs": 3}}
@@ -225,6 +232,13 @@ def test_dvc_repro_unlabelled_test_with_val_folder(tmp_path):
     assert json.loads((repo / "metrics" / "prepare.json").read_text())["val_source"] == "val/"
     rows = (repo / "artifacts" / "score" / "submission.csv").read_text().splitlines()
     assert sorted(r.split(",")[0] for r in rows[1:]) == sorted(f"test/{c}{i}.png" for c in CLASSES for i in range(3))
+    # no pretraining, no assistant, no compression: their curves folders still load, empty
+    assert "teacher_f1" not in json.loads((repo / "metrics" / "headline.json").read_text())  # no test labels
+    assert json.loads((repo / "metrics" / "compress.json").read_text())["compressed"] is False
+    for stage in ("pretrain", "assistant", "compress"):
+        assert (repo / "live" / stage / "plots" / "metrics" / "val" / "f1.tsv").read_text() == "step\tf1\n"
+    out = _sh(repo, "dvc", "plots", "show")
+    assert "failed to load" not in out and "WARNING" not in out, out
 
 
 @pytest.mark.slow
@@ -234,6 +248,7 @@ def test_dvc_repro_end_to_end(tmp_path):
     _sh(repo, "dvc", "repro")
     score = json.loads((repo / "metrics" / "score.json").read_text())
     assert {"macs", "params", "f1", "score"} <= set(score) and score["f1_split"] == "test"
+    assert "failed to load" not in _sh(repo, "dvc", "plots", "show")  # the assistant is not trained
     assert (repo / "live" / "student" / "plots" / "metrics" / "val" / "f1.tsv").exists()
     rows = (repo / "artifacts" / "score" / "submission.csv").read_text().splitlines()
     assert rows[0] == "file,prediction" and len(rows) == 1 + 9
@@ -244,10 +259,28 @@ def test_dvc_repro_end_to_end(tmp_path):
     _sh(repo, "git", "commit", "-qm", "baseline")
 
     # Done-when of the kd issue: switching the distillation reruns only what follows the teacher.
-    out = _sh(repo, "dvc", "exp", "run", "-S", "kd.mode=true_label")
+    out = _sh(repo, "dvc", "exp", "run", "-n", "true-label", "-S", "kd.mode=true_label")
     assert re.findall(r"Running stage '(\w+)'", out) == ["check", "student", "compress", "export", "score"]
     diff = json.loads(_sh(repo, "dvc", "metrics", "diff", "--json"))
+    assert set(diff) == {"metrics/headline.json"}  # the headline alone; the detail files on request:
+    diff = json.loads(_sh(repo, "dvc", "metrics", "diff", "--json", "--targets", "metrics/student.json"))
     assert diff["metrics/student.json"]["kd_alpha"] == {"old": None, "new": 0.3}  # numbers only in the diff
+    # Done-when of the review issue: that experiment against the commit, as Markdown with images
+    out = _sh(repo, "tinycls", "report", "true-label")
+    folder = repo / "reports" / "true-label"
+    md = (folder / "report.md").read_text()
+    assert md in out and md.startswith("## tinycls: `true-label` against `HEAD`")
+    old = json.loads(_sh(repo, "git", "show", "HEAD:metrics/headline.json"))
+    new = json.loads((repo / "metrics" / "headline.json").read_text())
+    row = f"| macro F1 (final model) | {old['f1']:.4f} | {new['f1']:.4f} | {new['f1'] - old['f1']:+.4f}"
+    assert row in md, md
+    assert f"| MACs | {old['macs']:,} | {new['macs']:,} | 0 |" in md
+    assert "| `kd.mode` | none | true_label |" in md
+    per_class = json.loads((repo / "metrics" / "score.json").read_text())["per_class_f1"]
+    assert "**Per-class F1**, the 3 largest changes of 3" in md and all(f"| {c} |" in md for c in per_class)
+    for image in ("confusion.png", "pareto.png"):
+        assert f"]({image})" in md and (folder / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "](curves/index.html)" in md and (folder / "curves" / "index.html").is_file()
     student = json.loads((repo / "metrics" / "student.json").read_text())
     assert student["kd_mode"] == "true_label" and student["kd_teachers"] == "teacher"
     assert student["init_transferred"] > 0 and student["teacher_outputs"] == "cached_unaugmented"
@@ -298,10 +331,10 @@ def test_dvc_repro_end_to_end(tmp_path):
     exps = [e for row in shown for x in (row.get("experiments") or []) for e in x["revs"]]
     params = [e["data"]["params"]["params.yaml"]["data"] for e in exps]
     assert len(exps) == 6 and {p["kd"]["mode"] for p in params} == {"true_label", "vanilla"}
-    scores = [e["data"]["metrics"]["metrics/score.json"]["data"] for e in exps]
-    assert all(
-        {"macs", "f1", "onnx_f1", "int8_f1", "latency_ms", "int8_latency_ms", "onnx_bytes"} <= set(s) for s in scores
-    )
+    # DVC shows the headline alone, every key of it
+    assert all(set(e["data"]["metrics"]) == {"metrics/headline.json"} for e in exps)
+    scores = [e["data"]["metrics"]["metrics/headline.json"]["data"] for e in exps]
+    assert all(list(s) == list(HEADLINE) for s in scores)
     # the F1-against-MACs plot over those experiments (and the committed baseline)
     out = _sh(repo, "tinycls", "pareto")
     rows = (repo / "plots" / "pareto.csv").read_text().splitlines()
@@ -309,3 +342,13 @@ def test_dvc_repro_end_to_end(tmp_path):
     assert "blocks [1, 3, 1]" in out and "runs on the front" in out
     out = _sh(repo, "tinycls", "pareto", "--x", "latency", "--out", "plots/pareto_latency.png")
     assert "of 7 runs on the front" in out
+
+
+@pytest.mark.parametrize("stage", ["check", "score"])
+def test_a_stage_outside_the_environment_says_to_activate_it(stage):
+    # `python -S` has no site-packages: what DVC's plain `python` is when .venv is not active
+    r = subprocess.run([sys.executable, "-S", "-m", f"stages.{stage}"], cwd=ROOT, capture_output=True, text=True)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1, r.stderr
+    assert lines[0].startswith(f"Error: {sys.executable} has no tinycls, torch")
+    assert "`. .venv/bin/activate`" in lines[0] and "`make run`" in lines[0]

@@ -350,7 +350,12 @@ def test_compress_layer_pruning_and_group_split_fine_tune_and_rebuild(workdir):
     model, meta = load_checkpoint(Path("artifacts/compress/model.pt"))
     assert meta["stage"] == "compress" and meta["compression"].startswith("blocks [2, 5, 2], ")
     assert count_macs(model, 16)[0] == m["macs"]
-    assert (Path("live/compress/plots/metrics/val/f1.tsv")).exists()
+    # a training run's curves: the files (and headers) an untrained run writes empty (stages.curves)
+    from stages.curves import CURVES
+
+    tsv = {str(f.relative_to("live/compress/plots/metrics")): f for f in Path("live/compress").rglob("*.tsv")}
+    assert sorted(tsv) == sorted(CURVES)
+    assert all(tsv[name].read_text().splitlines()[0] == f"step\t{column}" for name, column in CURVES.items())
 
 
 def test_the_uncompressed_student_teaches_its_compressed_copy(workdir):
@@ -387,7 +392,13 @@ def test_compress_off_passes_the_student_through(workdir):
     compress.main()
     assert Path("artifacts/compress/model.pt").read_bytes() == Path("artifacts/student/model.pt").read_bytes()
     assert json.loads(Path("metrics/compress.json").read_text())["compressed"] is False
-    assert Path("live/compress/metrics.json").exists()
+    assert json.loads(Path("live/compress/metrics.json").read_text())["compressed"] is False
+    assert sorted(str(f.relative_to("live/compress/plots/metrics")) for f in Path("live/compress").rglob("*.tsv")) == [
+        "lr.tsv",
+        "train/loss.tsv",
+        "val/f1.tsv",
+        "val/loss.tsv",
+    ]  # the files a training run writes, each with its header alone
 
 
 def test_compress_channel_pruning_to_a_macs_target(workdir):
@@ -398,7 +409,10 @@ def test_compress_channel_pruning_to_a_macs_target(workdir):
     compress.main()
     m = json.loads(Path("metrics/compress.json").read_text())
     assert m["macs"] <= 40_000 < m["macs_before"] and 0 < m["channel_ratio"] < 0.9
-    assert m["val_f1"] == m["f1_compressed"] and not Path("live/compress/plots").exists()  # no fine-tuning
+    assert m["val_f1"] == m["f1_compressed"]
+    # no fine-tuning: curves with a header and no rows, so that `dvc plots` loads them
+    assert Path("live/compress/plots/metrics/val/f1.tsv").read_text() == "step\tf1\n"
+    assert json.loads(Path("live/compress/metrics.json").read_text()) == {"fine_tuned": False}
 
 
 @pytest.mark.parametrize(

@@ -190,11 +190,35 @@ def pareto(
         raise typer.BadParameter(f"not `dvc exp show --json` output ({type(e).__name__}: {e})") from None
     if not found:
         why = "" if x == "macs" else f" with {x} (runs before the export stage have none)"
-        raise typer.BadParameter(f"no experiment has metrics/score.json{why} yet; `dvc repro` or `dvc queue start`.")
+        raise typer.BadParameter(f"no experiment has metrics/headline.json{why} yet; `dvc repro` or `dvc queue start`.")
     write_csv(found, csv_out)
     plot(found, out, x)
     typer.echo(to_markdown(found))
     typer.echo(f"\n{sum(r.pareto for r in found)} of {len(found)} runs on the front; {out}, {csv_out}")
+
+
+@app.command()
+def report(
+    target: str = typer.Argument("workspace", help="experiment name or commit (default: the workspace)"),
+    baseline: str = typer.Option("HEAD", help="what it is compared with: a commit, branch or experiment"),
+    out: Path = typer.Option(None, "--out", help="folder for report.md and its images (default: reports/TARGET)"),
+) -> None:
+    """An experiment against a baseline as Markdown (printed, and written with its images): the
+    headline with deltas, the params that changed, per-class F1 deltas, the confusion matrix and F1
+    against MACs as PNG, the curves as HTML. Post it on a pull request with CML:
+    `cml comment create reports/TARGET/report.md`."""
+    import json
+    import re
+
+    from tinycls.report import collect, dvc_runner, write
+
+    dvc = dvc_runner(_dvc())
+    r = collect(dvc, baseline, target)
+    folder = out or Path("reports") / re.sub(r"[^A-Za-z0-9_.-]+", "-", target)
+    show = json.loads(dvc(["exp", "show", "--json", "--rev", baseline]) or "[]")
+    path = write(r, dvc, folder, show)
+    typer.echo(path.read_text())
+    typer.echo(f"written: {path} (images beside it)", err=True)
 
 
 @app.command()

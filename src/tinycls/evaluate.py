@@ -32,6 +32,30 @@ class ScoreConfig:
         one_of("device", self.device, DEVICES)
 
 
+# metrics/headline.json, the one file DVC shows as metrics (`dvc exp show`, `dvc metrics diff`):
+# the numbers that decide between runs, in this order. The rest of the score (per-class F1, the
+# score's parts, the INT8 file's F1 and bytes, the pseudo labels' accuracy) is metrics/score.json,
+# a detail file. Few enough that `dvc exp show --only-changed` fits 120 columns.
+HEADLINE = (
+    "f1",  # macro F1 of the final model (PyTorch) on test
+    "score",  # the competition's score: lower is better
+    "macs",
+    "params",
+    "latency_ms",  # ONNX Runtime FP32, batch 1, one thread, p50
+    "onnx_bytes",
+    "student_f1",  # the student before compression (= f1 when compression is off)
+    "teacher_f1",  # the teacher's pseudo labels scored on test (labelled test sets only)
+    "compression",  # what compress did: none, or its kinds
+)
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The HEADLINE keys of the score stage's metrics, in HEADLINE's order (teacher_f1 is the
+    pseudo labels' F1; absent when test is unlabelled)."""
+    named = metrics | ({"teacher_f1": metrics["pseudo_label_f1"]} if "pseudo_label_f1" in metrics else {})
+    return {k: named[k] for k in HEADLINE if k in named}
+
+
 @dataclass
 class Scored:
     metrics: dict[str, Any]

@@ -11,7 +11,8 @@ from typing import Any
 
 from tinycls.errors import InputError
 
-SCORE_FILE = "metrics/score.json"
+# the headline DVC shows as metrics; commits before it existed declared the whole score file
+SCORE_FILES = ("metrics/headline.json", "metrics/score.json")
 
 
 @dataclass(frozen=True)
@@ -43,14 +44,16 @@ def runs(show: list[dict[str, Any]]) -> list[Run]:
 
     def add(rev: dict[str, Any], name: str) -> None:
         data = rev.get("data") or {}
-        score = ((data.get("metrics") or {}).get(SCORE_FILE) or {}).get("data") or {}
+        metrics = data.get("metrics") or {}
+        score = next(((metrics.get(f) or {}).get("data") or {} for f in SCORE_FILES if f in metrics), {})
         if not {"macs", "f1", "score"} <= set(score):
             return
+        student = (((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}).get("student") or {}
         found.append(
             Run(
                 name=name,
-                arch=str(score.get("arch", "")),
-                input_size=int(score.get("input_size", 0)),
+                arch=str(score.get("arch", student.get("arch", ""))),
+                input_size=int(score.get("input_size", student.get("input_size", 0))),
                 macs=int(score["macs"]),
                 f1=float(score["f1"]),
                 score=float(score["score"]),
@@ -97,8 +100,9 @@ def write_csv(found: Sequence[Run], path: Path) -> None:
         w.writerows(asdict(r) for r in found)
 
 
-def plot(found: Sequence[Run], path: Path, x: str = "macs") -> None:
-    """A scatter of every run against cost `x` (AXES), the Pareto front as a step line, each point named."""
+def plot(found: Sequence[Run], path: Path, x: str = "macs", highlight: Sequence[str] = ()) -> None:
+    """A scatter of every run against cost `x` (AXES), the Pareto front as a step line, each point
+    named; the runs named in `highlight` ringed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -111,6 +115,10 @@ def plot(found: Sequence[Run], path: Path, x: str = "macs") -> None:
     xs = [getattr(r, field) for r in front]
     ax.step(xs, [r.f1 for r in front], where="post", color="tab:red", label="Pareto front")
     ax.scatter(xs, [r.f1 for r in front], color="tab:red", zorder=3)
+    ringed = [r for r in found if r.name in highlight]
+    if ringed:
+        xs, ys = [getattr(r, field) for r in ringed], [r.f1 for r in ringed]
+        ax.scatter(xs, ys, s=160, facecolors="none", edgecolors="tab:blue", linewidths=1.5, label=", ".join(highlight))
     for r in found:
         ax.annotate(r.name, (getattr(r, field), r.f1), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel(label)
