@@ -29,6 +29,7 @@ SHOW = [
             {"revs": [_rev("worse", 200, 0.65)]},  # more MACs, less F1 than `small`
             {"revs": [_rev("tie", 100, 0.60)]},  # same MACs as `small`, less F1
             {"revs": [_rev("queued")]},  # no metrics yet
+            {"revs": [_rev("running", 300, 0.80)], "executor": {"state": "running"}},  # the baseline's metrics
             {"revs": [_rev("big", 900, 0.85)]},
             {"revs": [_rev("older", 950, 0.84, file="metrics/score.json")]},  # before metrics/headline.json
         ],

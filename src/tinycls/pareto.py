@@ -67,6 +67,9 @@ def runs(show: list[dict[str, Any]]) -> list[Run]:
         if row.get("rev") != "workspace":
             add(row, row.get("name") or str(row.get("rev", ""))[:7])
         for exp in row.get("experiments") or []:
+            # a queued or running experiment is listed with its baseline's metrics: not a run yet
+            if (exp.get("executor") or {}).get("state", "success") != "success":
+                continue
             rev = exp["revs"][0]
             add(rev, rev.get("name") or str(rev.get("rev", ""))[:7])
     return found
