@@ -57,6 +57,7 @@ def test_collect_reads_dvc_json_and_the_markdown_shows_deltas():
     assert "| macro F1 (final model) | 0.8421 | 0.8405 | -0.0016 (worse) |" in lines
     assert "| score (lower is better) | 0.0152 | 0.0171 | +0.0019 (worse) |" in lines
     assert "| MACs | 256,392 | 256,392 | 0 |" in lines
+    assert "| compression | none | none |  |" in lines  # a string: no delta
     assert "| latency ms (ONNX FP32, 1 thread, p50) | 0.159 | 0.149 | -0.010 (better) |" in lines
     assert "| `kd.mode` | true_label | none |" in lines
     # the three largest per-class moves, largest first (ties by name), not the other four
