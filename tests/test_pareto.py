@@ -124,3 +124,8 @@ def test_queue_commands_from_search_csv(tmp_path):
 def test_bad_candidates(rows, epochs, message):
     with pytest.raises(ValueError, match=message):
         queue_commands(rows, epochs)
+
+
+def test_the_workspace_row_on_request():
+    assert "workspace" not in {r.name for r in runs(SHOW)}
+    assert [r for r in runs(SHOW, workspace=True) if r.name == "workspace"][0].macs == 300

@@ -37,9 +37,17 @@ AXES = {
 }
 
 
-def runs(show: list[dict[str, Any]]) -> list[Run]:
+def run_name(rev: dict[str, Any]) -> str:
+    """How a row of `dvc exp show --json` is named here: its experiment or branch name, else
+    the commit's short hash; the workspace row is "workspace"."""
+    rev_id = str(rev.get("rev", ""))
+    return rev.get("name") or (rev_id if rev_id == "workspace" else rev_id[:7])
+
+
+def runs(show: list[dict[str, Any]], workspace: bool = False) -> list[Run]:
     """Every commit and experiment of `dvc exp show --json` output that has a score (queued,
-    running and failed ones have none); the workspace row is skipped (it repeats a commit)."""
+    running and failed ones have none); the workspace row only when `workspace` (it usually
+    repeats a commit)."""
     found = []
 
     def add(rev: dict[str, Any], name: str) -> None:
@@ -64,14 +72,13 @@ def runs(show: list[dict[str, Any]]) -> list[Run]:
         )
 
     for row in show:
-        if row.get("rev") != "workspace":
-            add(row, row.get("name") or str(row.get("rev", ""))[:7])
+        if workspace or row.get("rev") != "workspace":
+            add(row, run_name(row))
         for exp in row.get("experiments") or []:
             # a queued or running experiment is listed with its baseline's metrics: not a run yet
             if (exp.get("executor") or {}).get("state", "success") != "success":
                 continue
-            rev = exp["revs"][0]
-            add(rev, rev.get("name") or str(rev.get("rev", ""))[:7])
+            add(exp["revs"][0], run_name(exp["revs"][0]))
     return found
 
 

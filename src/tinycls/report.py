@@ -105,25 +105,26 @@ def collect(dvc: Runner, baseline: str = "HEAD", target: str = WORKSPACE) -> Rep
     return Report(baseline, target, headline, params, per_class, confusion)
 
 
+COUNTS = ("macs", "params", "onnx_bytes")  # whole numbers, shown with thousands separators
+
+
 def _num(key: str, v: Any) -> str:
     if v is None:
         return "-"
     if isinstance(v, bool) or not isinstance(v, int | float):
         return str(v)
-    if key in ("macs", "params", "onnx_bytes") or isinstance(v, int):
+    if key in COUNTS or isinstance(v, int):
         return f"{int(v):,}"
     return f"{v:.3f}" if key == "latency_ms" else f"{v:.4f}"
 
 
 def _delta(key: str, d: dict[str, Any]) -> str:
-    diff = d.get("diff")
-    if diff is None and isinstance(d.get("old"), int | float) and isinstance(d.get("new"), int | float):
-        diff = d["new"] - d["old"]
+    diff = d.get("diff")  # DVC gives it whenever both sides are numbers
     if not isinstance(diff, int | float) or diff == 0:
         return "0" if diff == 0 else ""
     sign = LABELS.get(key, ("", 0))[1]
     mark = " (better)" if diff * sign > 0 else " (worse)" if sign else ""
-    if key in ("macs", "params", "onnx_bytes"):
+    if key in COUNTS:
         return f"{int(diff):+,}{mark}"
     return (f"{diff:+.3f}" if key == "latency_ms" else f"{diff:+.4f}") + mark
 
@@ -199,35 +200,18 @@ def plot_confusion(counts: Counter, title: str, path: Path) -> None:
 
 def write(r: Report, dvc: Runner, out: Path, show: list[dict[str, Any]]) -> Path:
     """Write `out`/report.md with confusion.png, pareto.png and the curves (`out`/curves/index.html)."""
-    from tinycls.pareto import Run, mark_front, plot, runs
+    from tinycls.pareto import mark_front, plot, run_name, runs
 
     out.mkdir(parents=True, exist_ok=True)
-    rev = WORKSPACE if r.target == WORKSPACE else r.target
-    counts = r.confusion.get(rev)
+    counts = r.confusion.get(r.target)
     if counts:
         r.images[f"confusion matrix of {r.target}"] = out / "confusion.png"
         plot_confusion(counts, f"{r.target}: actual (rows) against predicted", out / "confusion.png")
-    found = runs(show)
-    if r.target == WORKSPACE:  # runs() skips the workspace row: add it from the diff
-        h = {k: d.get("new") for k, d in r.headline.items()}
-        found.append(
-            Run(
-                WORKSPACE,
-                "",
-                0,
-                int(h["macs"]),
-                float(h["f1"]),
-                float(h["score"]),
-                "",
-                h.get("latency_ms"),
-                h.get("onnx_bytes"),
-            )
-        )
+    found = runs(show, workspace=r.target == WORKSPACE)
     if found:
         r.images["F1 against MACs, every run of the baseline"] = out / "pareto.png"
         base = next((row for row in show if row.get("rev") != WORKSPACE), {})
-        base_name = base.get("name") or str(base.get("rev", ""))[:7]  # as pareto.runs names it
-        plot(mark_front(found), out / "pareto.png", highlight=[n for n in (base_name, r.target) if n])
+        plot(mark_front(found), out / "pareto.png", highlight=[n for n in (run_name(base), r.target) if n])
     dvc(["plots", "diff", *_revs(r.baseline, r.target), "--out", str(out / "curves")])
     r.curves = out / "curves" / "index.html"
     path = out / "report.md"
