@@ -126,11 +126,14 @@ def test_cached_teacher_outputs_serve_every_augmented_view(tmp_path, monkeypatch
     calls = []
     forward = Teachers.forward
     monkeypatch.setattr(Teachers, "forward", lambda self, x: calls.append(len(x)) or forward(self, x))
-    result = _fit(tmp_path, teachers, KDConfig("true_label", 4.0, 0.3), "cached", hflip=True, translate=0.1)
+    with pytest.warns(UserWarning, match="'cached': every augmented view is taught .* 'views' is consistent"):
+        result = _fit(tmp_path, teachers, KDConfig("true_label", 4.0, 0.3), "cached", hflip=True, translate=0.1)
     assert result.teacher_outputs == "cached_unaugmented" and calls == [48]  # one pass, not one per step
     with pytest.raises(ValueError, match="teacher_outputs 'cached' with cutmix_prob > 0.*set cutmix_prob: 0.0"):
         _fit(tmp_path, teachers, KDConfig("true_label", 4.0, 0.3), "cached", cutmix_prob=0.5)
-    with pytest.raises(ValueError, match="teacher_outputs: 'always' is not one of per_batch, cached"):
+    with pytest.raises(ValueError, match="teacher_outputs 'views' with cutmix_prob > 0.*teacher_outputs: per_batch"):
+        _fit(tmp_path, teachers, KDConfig("true_label", 4.0, 0.3), "views", cutmix_prob=0.5)
+    with pytest.raises(ValueError, match="teacher_outputs: 'always' is not one of views, per_batch, cached"):
         _fit(tmp_path, teachers, KDConfig("true_label", 4.0, 0.3), "always")
 
 
@@ -164,7 +167,9 @@ def test_kd_config_is_validated_once_with_every_key(tmp_path):
         ({"teachers": ["teacher", "teacher"]}, "lists a teacher twice"),
         ({"weights": [1.0, 2.0]}, "must be empty (equal) or give one weight per teacher"),
         ({"weights": [0.0]}, "must all be numbers > 0"),
-        ({"teacher_outputs": "always"}, "teacher_outputs: 'always' is not one of per_batch, cached"),
+        ({"teacher_outputs": "always"}, "teacher_outputs: 'always' is not one of views, per_batch, cached"),
+        ({"views": 0}, "views: 0 must be a whole number in [1, 256]"),
+        ({"views": 2.5}, "views: 2.5 must be a whole number in [1, 256]"),
     ]:
         with pytest.raises(ValueError) as e:
             KDConfig("vanilla", **kwargs)
@@ -187,7 +192,13 @@ class ChannelMean(torch.nn.Module):
 
 @pytest.mark.parametrize(
     ("augment", "outputs", "expected"),  # exact cache, the teacher on every batch, cache with augmentation
-    [(False, "per_batch", "cached"), (True, "per_batch", "per_batch"), (True, "cached", "cached_unaugmented")],
+    [
+        (False, "per_batch", "cached"),
+        (False, "views", "cached"),
+        (True, "per_batch", "per_batch"),
+        (True, "views", "views"),
+        (True, "cached", "cached_unaugmented"),
+    ],
 )
 def test_teacher_outputs_line_up_with_their_images(tmp_path, monkeypatch, augment, outputs, expected):
     from tinycls.distill import DistillationLoss
@@ -233,3 +244,62 @@ def test_cached_outputs_leave_the_students_batch_at_its_own_size(tmp_path, monke
     result = _fit(tmp_path, teachers, KDConfig("vanilla", 4.0, 0.3), "cached")
     # the teacher ran once at its 32 px; the student's 3 batches were made at its 16 px directly
     assert result.teacher_outputs == "cached_unaugmented" and set(spy.sizes) == {32} and made == [16, 16, 16]
+
+
+class Pixels(torch.nn.Module):
+    """A teacher that sees every pixel where it is: a fixed linear map of the flattened image, so
+    a flipped or shifted image gets other logits."""
+
+    def __init__(self, size: int = 16) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * size * size, 3))
+        torch.nn.init.normal_(self.net[1].weight, std=1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _consistency(tmp_path, monkeypatch, outputs: str) -> tuple[list[float], str, list[int]]:
+    """The largest |teacher(what the student saw) - the teacher output it was taught| per step."""
+    from tinycls.distill import DistillationLoss
+
+    torch.manual_seed(1)
+    teachers = Teachers([Pixels()], [_meta()], [1.0], 4.0, S_MEAN, S_STD)
+    seen, gaps, calls = [], [], []
+    forward, loss = Teachers.forward, DistillationLoss.forward
+    monkeypatch.setattr(Teachers, "forward", lambda self, x: calls.append(len(x)) or forward(self, x))
+    monkeypatch.setattr(
+        DistillationLoss,
+        "forward",
+        lambda self, s, t, y: gaps.append((forward(teachers, seen[-1]) - t).abs().max().item()) or loss(self, s, t, y),
+    )
+    torch.manual_seed(0)
+    model = build_model(ARCH, 3)
+    model.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].detach()))
+    cfg = TrainConfig(epochs=2, batch_size=16, device="cpu", hflip=True, translate=0.2)
+    kd = KDConfig("vanilla", 4.0, 0.3, teacher_outputs=outputs, views=4)
+    train, val = class_arrays(48, 0), class_arrays(24, 1)
+    result = fit(model, train, val, cfg, tmp_path / "s.pt", _meta(), Distiller(kd, teachers), progress=False)
+    return gaps, result.teacher_outputs, calls
+
+
+def test_fixed_views_teach_each_image_the_answer_for_its_own_pixels(tmp_path, monkeypatch):
+    gaps, outputs, calls = _consistency(tmp_path, monkeypatch, "views")
+    # one teacher pass per view before training, none during it; every step taught its exact pixels
+    assert outputs == "views" and calls == [48] * 4 and len(gaps) == 6 and max(gaps) < 1e-4
+    monkeypatch.undo()
+    with pytest.warns(UserWarning):
+        gaps, outputs, calls = _consistency(tmp_path, monkeypatch, "cached")
+    assert outputs == "cached_unaugmented" and calls[0] == 48 and min(gaps) > 0.1  # the unaugmented image's answer
+
+
+def test_fixed_views_are_seeded_and_used_in_turn(tmp_path):
+    from tinycls.distill import fixed_views
+
+    flips, shifts = fixed_views(100, 8, True, 0.1, seed=0)
+    assert flips.shape == (100, 8) and shifts.shape == (100, 8, 2)
+    assert 0.3 < flips.float().mean() < 0.7 and shifts.abs().max() <= 0.2  # 0.1 of the side = 0.2 grid units
+    again, _ = fixed_views(100, 8, True, 0.1, seed=0)
+    other, _ = fixed_views(100, 8, True, 0.1, seed=1)
+    assert torch.equal(flips, again) and not torch.equal(flips, other)
+    assert not fixed_views(100, 8, False, 0.1, seed=0)[0].any()  # no flip asked, none drawn

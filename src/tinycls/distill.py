@@ -6,6 +6,7 @@ each teacher's input size. `create_distiller` decides, in one place, whether a f
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,15 +21,20 @@ from tinycls.checkpoint import load_checkpoint
 from tinycls.config import one_of
 from tinycls.errors import InputError
 from tinycls.predict import predict_logits
+from tinycls.transforms import draw_views
 
 KD_MODES = ("none", "vanilla", "true_label")
 # The checkpoints a teachers list may name: the pipeline's teacher, its assistant (the middle of
 # a chain), and the uncompressed student (which teaches only its own compressed copy).
 TEACHER_ROLES = ("teacher", "assistant", "student")
-# per_batch: the teachers see every augmented batch (exact; a teacher forward per step).
+# views: K augmented views per training image, fixed by the seed; the teachers answer each once
+# (K teacher passes per fit) and the student trains on exactly those views, each taught by the
+# answer for its own pixels (consistent, "function matching": Beyer et al., CVPR 2022).
+# per_batch: the teachers see every augmented batch (exact, any augmentation; a teacher forward per step).
 # cached: their logits on each unaugmented training image, computed once and reused for every
-# augmented view of it (one teacher pass per fit; the approximation offline KD makes).
-OUTPUT_MODES = ("per_batch", "cached")
+# augmented view of it (one teacher pass per fit; inconsistent: a view is taught the answer for
+# another picture, so it is opt-in and warns).
+OUTPUT_MODES = ("views", "per_batch", "cached")
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,7 @@ class KDConfig:
     teachers: list[str] = field(default_factory=lambda: ["teacher"])
     weights: list[float] = field(default_factory=list)
     teacher_outputs: str = "per_batch"
+    views: int = 8
 
     def __post_init__(self) -> None:
         one_of("mode", self.mode, KD_MODES)
@@ -54,6 +61,8 @@ class KDConfig:
         if not 0.0 <= self.alpha <= 1.0:
             raise InputError(f"alpha: {self.alpha} must be in [0, 1].")
         one_of("teacher_outputs", self.teacher_outputs, OUTPUT_MODES)
+        if isinstance(self.views, bool) or not isinstance(self.views, int) or not 1 <= self.views <= 256:
+            raise InputError(f"views: {self.views!r} must be a whole number in [1, 256] (augmented views per image).")
         if not isinstance(self.teachers, list) or not self.teachers:
             raise InputError(f"teachers: {self.teachers!r} must be a non-empty list, e.g. [teacher].")
         for name in self.teachers:
@@ -177,12 +186,21 @@ class Teachers(nn.Module):
         return max(int(m["input_size"]) for m in self.metas)
 
     def logits_for(
-        self, images: np.ndarray, size: int, device: torch.device, batch_size: int = 512, amp: bool = True
+        self,
+        images: np.ndarray,
+        size: int,
+        device: torch.device,
+        batch_size: int = 512,
+        amp: bool = True,
+        views: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Ensemble logits (N, K) on CPU for uint8 images (N, S, S, 3) prepared as the training
-        batch is without augmentation (at `size`, the student's normalization): the cache used
-        when no augmentation is random. `amp`: mixed precision on CUDA."""
-        return predict_logits(self, images, size, self.student_mean, self.student_std, device, batch_size, amp)
+        batch is (at `size`, the student's normalization), each in its view when `views` gives
+        one (flips (N,), shifts (N, 2): tinycls.transforms.apply_views). `amp`: mixed precision
+        on CUDA."""
+        return predict_logits(
+            self, images, size, self.student_mean, self.student_std, device, batch_size, amp, views=views
+        )
 
 
 def load_teachers(
@@ -250,13 +268,27 @@ def create_distiller(
 
 @dataclass
 class Teaching:
-    """How the teachers take part in one fit: the loss, the size batches are prepared at, and
-    their outputs when computed once up front (`cache`, row i for training image i)."""
+    """How the teachers take part in one fit: the loss, the size batches are prepared at, their
+    outputs when computed once up front (`cache`: (N, K) logits per training image, or (N, V, K)
+    with V fixed views), and the views themselves (`flips` (N, V) bool, `shifts` (N, V, 2) grid
+    units: tinycls.transforms.draw_views)."""
 
     loss: DistillationLoss | None
     view: int
     cache: torch.Tensor | None
-    outputs: str  # none | per_batch | cached (exact: no random augmentation) | cached_unaugmented
+    outputs: str  # none | per_batch | views | cached (exact: no random augmentation) | cached_unaugmented
+    flips: torch.Tensor | None = None
+    shifts: torch.Tensor | None = None
+
+
+def fixed_views(n: int, k: int, hflip: bool, translate: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """K augmented views of each of n images, fixed by `seed`: (flips (n, k), shifts (n, k, 2)).
+
+    The generator is the fit's seed mixed with k, so a fit's shuffling stream is not reused.
+    """
+    gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, k]).generate_state(1)[0]))
+    flips, shifts = zip(*(draw_views(n, hflip, translate, gen) for _ in range(k)), strict=True)
+    return torch.stack(flips, 1), torch.stack(shifts, 1)
 
 
 def teaching(
@@ -270,10 +302,10 @@ def teaching(
     loop: Any,
 ) -> Teaching:
     """Plan a fit's distillation: `base` is the student's own loss, `images` the training set,
-    `size` the student's input, `loop` its TrainConfig (eval_batch_size, amp).
+    `size` the student's input, `loop` its TrainConfig (hflip, translate, seed, eval_batch_size, amp).
 
     Raises:
-        ValueError: cached teacher outputs asked for with CutMix.
+        InputError: cached or view outputs asked for with CutMix.
     """
     if distiller is None:
         return Teaching(None, size, None, "none")
@@ -281,13 +313,29 @@ def teaching(
     # takes, then resized down for the student: a teacher trained at 224 px sees the same crop
     # at 224 px, not the student's 80 px upsampled.
     view = max(size, distiller.teachers.input_size)
-    if distiller.kd.teacher_outputs == "cached" and cutmix:
+    mode = distiller.kd.teacher_outputs
+    if mode in ("cached", "views") and cutmix:
         raise InputError(
-            "teacher_outputs 'cached' with cutmix_prob > 0: a CutMix batch mixes two images, which "
-            "no cached output describes; set cutmix_prob: 0.0 or teacher_outputs: per_batch."
+            f"teacher_outputs {mode!r} with cutmix_prob > 0: a CutMix batch mixes two images, which "
+            "no precomputed output describes; set cutmix_prob: 0.0 or teacher_outputs: per_batch."
         )
-    if random_aug and distiller.kd.teacher_outputs == "per_batch":
+    if random_aug and mode == "per_batch":
         return Teaching(distiller.loss(base), view, None, "per_batch")
-    cache = distiller.teachers.logits_for(images, view, device, loop.eval_batch_size, loop.amp)
+    teachers, batch, amp = distiller.teachers, loop.eval_batch_size, loop.amp
+    if random_aug and mode == "views":
+        k = distiller.kd.views
+        flips, shifts = fixed_views(len(images), k, loop.hflip, loop.translate, loop.seed)
+        cache = torch.stack(
+            [teachers.logits_for(images, view, device, batch, amp, (flips[:, i], shifts[:, i])) for i in range(k)], 1
+        )  # (N, V, K)
+        return Teaching(distiller.loss(base), size, cache, "views", flips, shifts)
+    if random_aug:
+        warnings.warn(
+            "kd.teacher_outputs 'cached': every augmented view is taught the teacher's answer for the "
+            "unaugmented image, another picture than the student sees; 'views' is consistent at about "
+            "the same cost.",
+            stacklevel=2,
+        )
+    cache = teachers.logits_for(images, view, device, batch, amp)
     # the teachers saw each image at their size once; the student's batch is its own
     return Teaching(distiller.loss(base), size, cache, "cached_unaugmented" if random_aug else "cached")

@@ -8,7 +8,7 @@ from torch import nn
 
 from tinycls.data import check_files, list_files
 from tinycls.errors import InputError, MissingInput
-from tinycls.transforms import to_input
+from tinycls.transforms import apply_views, to_input
 
 
 @torch.inference_mode()
@@ -22,17 +22,22 @@ def predict_logits(
     batch_size: int = 512,
     amp: bool = True,
     hflip: bool = False,
+    views: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Logits (N, K) on CPU for uint8 images (N, S, S, 3), an array or tinycls.rows.Rows read a
     batch at a time; puts the model in eval mode. `amp`: mixed precision on CUDA. `hflip`: of
-    the mirrored images."""
+    the mirrored images. `views`: (flips (N,), shifts (N, 2)), each image's augmented view
+    (tinycls.transforms.apply_views), applied at `input_size`."""
     model.eval()
     out = []
     for i in range(0, len(images), batch_size):
         x = torch.from_numpy(images[i : i + batch_size]).to(device)
         x = x.flip(2) if hflip else x  # (N, S, S, 3): the width axis
         with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
-            out.append(model(to_input(x, input_size, mean, std)).float().cpu())
+            x = to_input(x, input_size, mean, std)
+            if views is not None:
+                x = apply_views(x, views[0][i : i + batch_size], views[1][i : i + batch_size])
+            out.append(model(x).float().cpu())
     return torch.cat(out) if out else torch.empty(0, 0)
 
 

@@ -30,7 +30,7 @@ from tinycls.losses import LOSSES, student_loss
 from tinycls.predict import predict_checkpoint
 from tinycls.rows import Rows
 from tinycls.score import macro_f1
-from tinycls.transforms import augment, to_input
+from tinycls.transforms import apply_views, augment, to_input
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "onecycle")
@@ -123,7 +123,7 @@ class FitResult:
     best_epoch: int
     epochs_run: int
     device: str
-    teacher_outputs: str  # none | per_batch | cached (exact: no random augmentation) | cached_unaugmented
+    teacher_outputs: str  # none | per_batch | views | cached (exact: no random augmentation) | cached_unaugmented
 
 
 def _mixer(cfg: TrainConfig, num_classes: int) -> Mixup | None:
@@ -176,7 +176,8 @@ def fit(
         distiller: the teachers and kd settings (tinycls.distill.create_distiller); None trains
             on cfg.loss alone. The teachers see each training batch exactly as the student does;
             their outputs are computed once and reused every epoch when no augmentation is
-            random or kd.teacher_outputs is cached. Label smoothing applies to cfg.loss `ce`,
+            random, for each of kd.views fixed views (teacher_outputs views: the student trains
+            on those views), or for the unaugmented image (cached). Label smoothing applies to cfg.loss `ce`,
             and to every loss through the CutMix targets.
         criterion: overrides the loss: criterion(logits, targets, inputs); targets are class
             probabilities (B, K) when CutMix or soft labels are on.
@@ -291,15 +292,21 @@ class _Loop:
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             xb = torch.from_numpy(self.x_all[idx.numpy()])
             xv = to_input(xb.to(self.device, non_blocking=True), view, mean, std)
-            xv = augment(xv, cfg.hflip, cfg.translate, self.gen)
+            rows: Any = idx  # where this batch's teacher outputs sit in a precomputed cache
+            if self.teach.flips is not None:  # each image in one of its fixed views, the one its teacher answered
+                pick = torch.randint(self.teach.flips.shape[1], (len(idx),), generator=self.gen)
+                xv = apply_views(xv, self.teach.flips[idx, pick], self.teach.shifts[idx, pick])
+                rows = (idx, pick)
+            else:
+                xv = augment(xv, cfg.hflip, cfg.translate, self.gen)
             y = self.y_all[idx].to(self.device, non_blocking=True)
-            if self.mixer:
+            if self.mixer:  # never with a precomputed cache (tinycls.distill.teaching refuses it)
                 if len(xv) % 2:  # timm mixes a batch with its reverse: drop the odd one out
-                    xv, y, idx = xv[:-1], y[:-1], idx[:-1]
+                    xv, y = xv[:-1], y[:-1]
                 xv, y = self.mixer(xv, y)  # y: (B, K) mixed, smoothed class probabilities
             x = xv if view == size else F.interpolate(xv, (size, size), mode="bilinear", antialias=True)
             with torch.autocast(self.device.type, enabled=self.amp):
-                loss = self._loss(self.model(x), x, xv, y, idx)
+                loss = self._loss(self.model(x), x, xv, y, rows)
             self.opt.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.opt)
@@ -363,15 +370,21 @@ class _Loop:
         return FitResult(**state["best"]), state["best_state"], state["rows"]
 
     def _loss(
-        self, logits: torch.Tensor, x: torch.Tensor, xv: torch.Tensor, y: torch.Tensor, idx: torch.Tensor
+        self,
+        logits: torch.Tensor,
+        x: torch.Tensor,
+        xv: torch.Tensor,
+        y: torch.Tensor,
+        rows: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
     ) -> torch.Tensor:
         """The criterion override, the distillation loss (teachers on the prepared batch `xv`, or
-        their cached outputs for images `idx`), or the student's own loss."""
+        their precomputed outputs at `rows`: images, or (images, views) with fixed views), or
+        the student's own loss."""
         if self.criterion:
             return self.criterion(logits, y, x)
         if self.teach.loss:
             cache = self.teach.cache
-            t = cache[idx].to(self.device) if cache is not None else self.distiller.teachers(xv)
+            t = cache[rows].to(self.device) if cache is not None else self.distiller.teachers(xv)
             return self.teach.loss(logits, t, y)
         return self.base(logits, y)
 
