@@ -13,9 +13,12 @@ from pathlib import Path
 import yaml
 
 from stages import assistant, compress, export, prepare, pretrain, pseudo, score, student, teacher
-from stages.params import PARAMS, run, section, source
+from stages.params import DATA, PARAMS, run, section, source
 from tinycls.config import from_section
+from tinycls.data import class_folders
 from tinycls.errors import InputError, MissingInput
+from tinycls.macs import check_budget
+from tinycls.models import arch_kwargs, build_model
 from tinycls.tune import NasConfig
 
 CHECKED = Path("artifacts/check/checked.txt")
@@ -67,7 +70,7 @@ def problems() -> list[str]:
             check()
         except InputError as e:
             found.append(str(e))
-    found += _across(params)
+    found += _across(params) + _budget()
     return list(dict.fromkeys(found))  # compress and student both read [kd]: report a problem once
 
 
@@ -81,6 +84,25 @@ def _across(params: dict) -> list[str]:
                 "checkpoint whose weights would overwrite the ImageNet ones. Set student.pretrained: false, "
                 "or pretrain.source: none."
             ]
+    return []
+
+
+def _budget() -> list[str]:
+    """student.max_macs against the student built for the classes in data/ (the stage checks again
+    on the prepared classes): an over-budget network stops here, not after the teacher."""
+    try:
+        m, dataset = student.settings()[0], prepare.settings().dataset
+    except InputError:  # reported by CHECKS
+        return []
+    train_dir = DATA / dataset / "train"
+    if not m.max_macs or not train_dir.is_dir() or not (classes := class_folders(train_dir)):
+        return []
+    try:
+        check_budget(
+            build_model(m.arch, len(classes), **arch_kwargs(m.arch)), m.input_size, m.max_macs, source("student")
+        )
+    except InputError as e:
+        return [str(e)]
     return []
 
 

@@ -14,6 +14,7 @@ import yaml
 from tinycls.errors import InputError, MissingInput
 
 PARAMS = Path("params.yaml")
+DATA = Path("data")  # data/<dataset>/: the user's images, never written
 # The files stages hand to each other (the edges of dvc.yaml); each stage keeps its own
 # metrics, plots and live/ paths.
 CACHE = Path("artifacts/prepare")  # decoded train/val/test images, labels of train/val only

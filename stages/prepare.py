@@ -3,7 +3,7 @@
 from dataclasses import asdict
 from pathlib import Path
 
-from stages.params import CACHE, HELD_OUT, run, section, source, write_csv, write_json
+from stages.params import CACHE, DATA, HELD_OUT, run, section, source, write_csv, write_json
 from tinycls.config import from_section
 from tinycls.prepare import PrepareConfig, prepare_dataset
 
@@ -19,7 +19,7 @@ def settings() -> PrepareConfig:
 def main() -> None:
     p = settings()
     kwargs = {k: v for k, v in asdict(p).items() if k != "dataset"}
-    metrics = prepare_dataset(Path("data") / p.dataset, CACHE, HELD_OUT, **kwargs)
+    metrics = prepare_dataset(DATA / p.dataset, CACHE, HELD_OUT, **kwargs)
     counts = metrics.pop("class_counts")
     write_json(METRICS, metrics)
     write_csv(CLASS_COUNTS, ["class", "train", "val"], [(c, n["train"], n["val"]) for c, n in counts.items()])

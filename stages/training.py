@@ -16,7 +16,7 @@ from tinycls.run import ModelConfig
 from tinycls.train import TrainConfig
 from tinycls.weights import PACKAGE_PREFIX
 
-MODEL_KEYS = ("arch", "pretrained", "weights", "input_size")
+MODEL_KEYS = ("arch", "pretrained", "weights", "input_size", "max_macs")
 RESUME = Path("resume")  # <stage>/<checkpoint name>: training states an interrupted stage resumes from
 WEIGHTS = Path("weights")  # local ImageNet weights files: a dvc.yaml dependency of teacher, assistant, student
 

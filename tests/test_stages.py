@@ -641,3 +641,25 @@ def test_a_bad_spec_stops_the_check_stage_with_its_line(workdir):
     Path("net.yaml").write_text("backbone:\n" + "  - [1, Conv, [16, 3, 2]]\n" * 5)
     with pytest.raises(ValueError, match=r"backbone item 5 \(Conv, stride 2\): the map is already 1x1 at 16 px"):
         check.main()
+
+
+def test_a_student_over_its_macs_budget_stops_check_and_the_student_stage(workdir):
+    from stages import check, student
+    from tinycls.macs import count_macs
+
+    macs = count_macs(build_model("pytorchcv:shufflenet_g3_wd4", 3), 16)[0]
+    _set(Path("params.yaml"), "student", max_macs=macs)
+    check.main()  # exactly on the budget: fits
+    _set(Path("params.yaml"), "student", max_macs=macs - 1)
+    budget = rf"counts {macs:,} MACs at 16 px, over the budget max_macs {macs - 1:,}\. Pick a smaller one"
+    with pytest.raises(ValueError, match=r"params.yaml \[student\]: the network " + budget):
+        check.main()
+    _teacher(["ant", "bee", "cat"])
+    _set(Path("params.yaml"), "student", train_on="train")
+    _set(Path("params.yaml"), "kd", mode="none")
+    with pytest.raises(ValueError, match="student pytorchcv:shufflenet_g3_wd4: the network " + budget):
+        student.main()  # before any epoch
+    assert not Path("artifacts/student/model.pt").exists()
+    _set(Path("params.yaml"), "student", max_macs=-1)
+    with pytest.raises(ValueError, match=r"max_macs: -1 must be a whole number >= 0 \(0 = no budget\)"):
+        check.main()

@@ -101,6 +101,11 @@ def list_files(folder: Path) -> list[Path]:
     )
 
 
+def class_folders(split_dir: Path) -> list[str]:
+    """The class names of a `<split>/<class>/<image>` folder: its visible subfolders, sorted."""
+    return sorted(p.name for p in split_dir.iterdir() if p.is_dir() and _visible(p))
+
+
 def scan_labelled(split_dir: Path) -> dict[str, list[Path]]:
     """Map class name -> sorted files of a `<split>/<class>/<image>` folder.
 
@@ -116,7 +121,7 @@ def scan_labelled(split_dir: Path) -> dict[str, list[Path]]:
             f"{loose[0]}: images must sit in a class folder, "
             f"{split_dir}/<class>/<image>. Move it into its class folder."
         )
-    classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and _visible(p))
+    classes = class_folders(split_dir)
     if not classes:
         raise DataError(f"{split_dir}: no class folders; expected {split_dir}/<class>/<image>.")
     keys = [same_name(c) for c in classes]

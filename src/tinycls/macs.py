@@ -12,6 +12,8 @@ from ptflops import get_model_complexity_info
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from tinycls.errors import InputError
+
 IGNORED = [nn.ReLU, nn.PReLU, nn.ELU, nn.LeakyReLU, nn.ReLU6]
 
 
@@ -32,6 +34,21 @@ def count_macs(model: nn.Module, input_size: int) -> tuple[int, int]:
         backend_specific_config={"count_functional": False},
     )
     return int(macs), int(params)
+
+
+def check_budget(model: nn.Module, input_size: int, max_macs: int, where: str) -> int:
+    """The model's MACs at `input_size`; `max_macs` > 0 is a budget it must fit.
+
+    Raises:
+        InputError: over the budget (the message names both numbers and the ways out).
+    """
+    macs, _ = count_macs(model, input_size)
+    if 0 < max_macs < macs:
+        raise InputError(
+            f"{where}: the network counts {macs:,} MACs at {input_size} px, over the budget max_macs {max_macs:,}. "
+            "Pick a smaller one (`tinycls search`, `tinycls nas`), a smaller input_size, or raise max_macs."
+        )
+    return macs
 
 
 def flop_counter_macs(model: nn.Module, input_size: int) -> int:

@@ -15,6 +15,7 @@ from tinycls.checkpoint import checkpoint_meta
 from tinycls.device import resolve_device
 from tinycls.distill import KDConfig, create_distiller
 from tinycls.errors import InputError
+from tinycls.macs import check_budget
 from tinycls.models import arch_kwargs, build_model
 from tinycls.pretrain import transfer_pretrained
 from tinycls.train import TrainConfig, fit, seed_everything
@@ -29,10 +30,13 @@ class ModelConfig:
     pretrained: bool  # ImageNet weights: from `weights` when set, else the source's hub
     input_size: int  # px
     weights: str = ""  # local ImageNet weights file or package:NAME, for machines without network
+    max_macs: int = 0  # > 0: a budget; a network over it is an error before training
 
     def __post_init__(self) -> None:
         if self.input_size < 8:
             raise InputError(f"input_size: {self.input_size} must be >= 8.")
+        if isinstance(self.max_macs, bool) or not isinstance(self.max_macs, int) or self.max_macs < 0:
+            raise InputError(f"max_macs: {self.max_macs!r} must be a whole number >= 0 (0 = no budget).")
         if self.weights and not self.pretrained:
             raise InputError(
                 f"weights: {self.weights!r} is set but pretrained is false, so it would be ignored; "
@@ -127,6 +131,8 @@ def train_model(
     elif model is None:
         recorded = arch_kwargs(m.arch)  # a nas: spec, read once: built and recorded alike
         model = build_model(m.arch, len(classes), **recorded)
+    if m.max_macs:
+        check_budget(model, m.input_size, m.max_macs, f"{stage} {m.arch}")
     if init is not None:
         out.update(initialize(model, m.arch, init, allow_unmatched_init, recorded.get("spec")))
     # a compressed student's arch_kwargs replace the empty ones in place
