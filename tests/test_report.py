@@ -13,6 +13,8 @@ HEADLINE = {
     "score": {"old": 0.0152, "new": 0.0171, "diff": 0.0019},
     "macs": {"old": 256392, "new": 256392, "diff": 0},
     "latency_ms": {"old": 0.159, "new": 0.149, "diff": -0.010},
+    "student_f1": {"old": 0.8421, "new": 0.8405, "diff": -0.0016},
+    "teacher_f1": {"old": 0.8928, "new": 0.8928, "diff": 0},
     "compression": {"old": "none", "new": "none"},  # strings have no diff
 }
 PER_CLASS = {
@@ -58,6 +60,11 @@ def test_collect_reads_dvc_json_and_the_markdown_shows_deltas():
     assert "| score (lower is better) | 0.0152 | 0.0171 | +0.0019 (worse) |" in lines
     assert "| MACs | 256,392 | 256,392 | 0 |" in lines
     assert "| compression | none | none |  |" in lines  # a string: no delta
+    # kd.mode alone changed, to none: HEAD's student keeps (0.8421 - 0.8405) / (0.8928 - 0.8405) of the lead
+    assert (
+        "**Distillation**: `HEAD` keeps 3% of the teacher's lead over the same student without KD (`kd-none`): "
+        "(0.8421 - 0.8405) / (0.8928 - 0.8405)." in lines
+    )
     assert "| latency ms (ONNX FP32, 1 thread, p50) | 0.159 | 0.149 | -0.010 (better) |" in lines
     assert "| `kd.mode` | true_label | none |" in lines
     # the three largest per-class moves, largest first (ties by name), not the other four
@@ -87,3 +94,18 @@ def test_confusion_png(tmp_path):
     path = tmp_path / "c.png"
     plot_confusion(Counter({("A", "A"): 5, ("A", "B"): 1, ("B", "B"): 4}), "t", path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_teachers_lead_kept_needs_a_run_without_kd_that_differs_in_kd_alone():
+    from tinycls.report import Report, teacher_lead_kept
+
+    head = {k: HEADLINE[k] for k in ("student_f1", "teacher_f1")}
+    r = Report("HEAD", "kd-views", head, {"kd.mode": {"old": "none", "new": "true_label"}}, {})
+    # kd on the new side (here behind the run without it: a negative share)
+    assert teacher_lead_kept(r).startswith("**Distillation**: `kd-views` keeps -3% of the teacher's lead")
+    r.params["student.epochs"] = {"old": 16, "new": 40}  # another student: no pairing
+    assert teacher_lead_kept(r) is None
+    r = Report("HEAD", "x", head, {"kd.alpha": {"old": 0.3, "new": 0.5}}, {})  # both distil
+    assert teacher_lead_kept(r) is None
+    other = {**head, "teacher_f1": {"old": 0.89, "new": 0.90, "diff": 0.01}}  # another teacher
+    assert teacher_lead_kept(Report("HEAD", "x", other, {"kd.mode": {"old": "none", "new": "vanilla"}}, {})) is None

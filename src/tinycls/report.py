@@ -129,6 +129,28 @@ def _delta(key: str, d: dict[str, Any]) -> str:
     return (f"{diff:+.3f}" if key == "latency_ms" else f"{diff:+.4f}") + mark
 
 
+def teacher_lead_kept(r: Report) -> str | None:
+    """A line on distillation when the two runs differ in [kd] alone, one of them without KD, and
+    share a teacher: the share of that teacher's lead over the student without KD which the
+    student with KD keeps, (student - no KD) / (teacher - no KD); None otherwise."""
+    mode = r.params.get("kd.mode") or {}
+    if "none" not in (mode.get("old"), mode.get("new")) or any(not k.startswith("kd.") for k in r.params):
+        return None
+    s, t = r.headline.get("student_f1") or {}, r.headline.get("teacher_f1") or {}
+    teacher = t.get("old")
+    if teacher is None or t.get("new") != teacher or None in (s.get("old"), s.get("new")):
+        return None
+    kd, none = ("new", "old") if mode["old"] == "none" else ("old", "new")
+    if teacher <= s[none]:
+        return None  # no lead to keep
+    name = {"old": r.baseline, "new": r.target}
+    share = (s[kd] - s[none]) / (teacher - s[none])
+    return (
+        f"**Distillation**: `{name[kd]}` keeps {share:.0%} of the teacher's lead over the same student without KD "
+        f"(`{name[none]}`): ({s[kd]:.4f} - {s[none]:.4f}) / ({teacher:.4f} - {s[none]:.4f})."
+    )
+
+
 def to_markdown(r: Report, top_classes: int = 5) -> str:
     """The report as GitHub-flavoured Markdown; images and curves linked relative to the report's folder."""
     new = r.target
@@ -141,6 +163,8 @@ def to_markdown(r: Report, top_classes: int = 5) -> str:
                 f"| {LABELS[key][0]} | {_num(key, d.get('old'))} | {_num(key, d.get('new'))} | {_delta(key, d)} |"
             )
     lines.append("")
+    if kept := teacher_lead_kept(r):
+        lines += [kept, ""]
     if r.params:
         lines += ["**Params changed**", "", f"| param | `{r.baseline}` | `{new}` |", "|---|---|---|"]
         for key, d in sorted(r.params.items()):
