@@ -22,7 +22,10 @@ from scipy.stats import kendalltau, spearmanr
 from benchmarks.experiments import head, named, require_clean, run_queued, sh
 
 VARIANTS = {
+    "default": [],  # params.yaml as committed
     "none": ["kd.mode=none"],
+    "cached": ["kd.teacher_outputs=cached"],  # the teacher's answer for the unaugmented image
+    "per-batch": ["kd.teacher_outputs=per_batch"],
     "vanilla": ["kd.mode=vanilla"],
     "true_label": ["kd.mode=true_label"],
     "two-teachers": ["kd.mode=true_label", "kd.teachers=[teacher,assistant]"],
@@ -46,23 +49,42 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} +- {statistics.stdev(values):.4f}"
 
 
-def paired_table(by_seed: dict[str, dict[int, float]], variants: list[str], seeds: list[int]) -> None:
-    """Each variant's student test F1 minus true_label's at the same seed (same data order and
+def paired_table(by_seed: dict[str, dict[int, float]], variants: list[str], seeds: list[int], reference: str) -> None:
+    """Each variant's student test F1 minus the reference's at the same seed (same data order and
     initial weights): the seed-to-seed spread cancels, which a mean +- std does not show."""
-    ref = by_seed.get("true_label", {})
+    ref = by_seed.get(reference, {})
     common = [s for s in seeds if s in ref]
-    others = [v for v in variants if v != "true_label"]
+    others = [v for v in variants if v != reference]
     if not common or not others:
         return
     refs = ", ".join(f"{ref[s]:.4f}" for s in common)
-    print(f"\nStudent test F1 paired by seed against true_label ({refs} at seeds {', '.join(map(str, common))}):\n")
-    print(f"| variant | {' | '.join(f'seed {s}' for s in common)} | mean |")
+    print(f"\nStudent test F1 paired by seed against {reference} ({refs} at seeds {', '.join(map(str, common))}):\n")
+    print(f"| variant | {' | '.join(f'seed {s}' for s in common)} | mean +- std |")
     print("|---|" + "---|" * (len(common) + 1))
     for v in others:
         diffs = [by_seed[v][s] - ref[s] if s in by_seed[v] else None for s in common]
         cells = [f"{d:+.4f}" if d is not None else "" for d in diffs]
         done = [d for d in diffs if d is not None]
-        print(f"| {v} | {' | '.join(cells)} | {statistics.mean(done):+.4f} |")
+        spread = f" +- {statistics.stdev(done):.4f}" if len(done) > 1 else ""
+        print(f"| {v} | {' | '.join(cells)} | {statistics.mean(done):+.4f}{spread} |")
+
+
+def gap_closed(by_seed: dict[str, dict[int, float]], teacher: dict[int, float], variants: list[str]) -> None:
+    """How much of the teacher's lead over the student trained without KD each variant keeps:
+    (student - student without KD) / (teacher - student without KD), per seed."""
+    none = by_seed.get("none", {})
+    seeds = sorted(s for s in none if s in teacher and teacher[s] > none[s])
+    if not seeds:
+        return
+    print("\nShare of the teacher's lead kept, (student - no KD) / (teacher - no KD), paired by seed:\n")
+    print(f"| variant | {' | '.join(f'seed {s}' for s in seeds)} | mean |\n|---|" + "---|" * (len(seeds) + 1))
+    for v in variants:
+        if v == "none":
+            continue
+        share = [(by_seed[v][s] - none[s]) / (teacher[s] - none[s]) if s in by_seed[v] else None for s in seeds]
+        done = [x for x in share if x is not None]
+        cells = [f"{x:.0%}" if x is not None else "" for x in share]
+        print(f"| {v} | {' | '.join(cells)} | {statistics.mean(done):.0%} |")
 
 
 def main() -> None:
@@ -71,25 +93,31 @@ def main() -> None:
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"some of {', '.join(VARIANTS)}")
     ap.add_argument("--collect", help="commits whose sweep experiments to tabulate; queues nothing")
     ap.add_argument("--pool", action="store_true", help="with --collect: one row per variant over all the commits")
+    ap.add_argument("--set", default="", help="-S settings for every run, comma-separated (e.g. student.epochs=40)")
+    ap.add_argument("--tag", default="", help="a name part for the runs of one --set (e.g. e40)")
+    ap.add_argument("--reference", default="default", help="the variant the others are paired against")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     variants = args.variants.split(",")
     if unknown := [v for v in variants if v not in VARIANTS]:
         raise SystemExit(f"--variants: unknown {unknown}; valid: {', '.join(VARIANTS)}")
-    key_of = {f"kd-{v.replace('_', '-')}-s{s}": (v, s) for s in seeds for v in variants}  # seed-major
+    tag = f"{args.tag}-" if args.tag else ""
+    key_of = {f"kd-{v.replace('_', '-')}-{tag}s{s}": (v, s) for s in seeds for v in variants}  # seed-major
+    common = [x for x in args.set.split(",") if x]
     if args.collect:
         revs = [sh("git", "rev-parse", r).strip() for r in args.collect.split(",")]
         found = [(rev[:7], *exp) for rev in revs for exp in named(None, rev)]
     else:
         require_clean("kd_sweep", "queued experiments start from HEAD")
         rev = head()
-        runs = {key: [*VARIANTS[v], f"student.seed={s}"] for key, (v, s) in key_of.items()}
+        runs = {key: [*common, *VARIANTS[v], f"student.seed={s}"] for key, (v, s) in key_of.items()}
         names = run_queued(runs, "kd_sweep")
         found = [(rev[:7], *exp) for exp in named(set(names), rev)]
     rows: dict[tuple[str, str], dict[str, list[float]]] = {}
     revs_of: dict[tuple[str, str], set[str]] = {}
     by_selection: dict[str, list[tuple[float, float]]] = {}
     by_seed: dict[str, dict[int, float]] = {}  # variant -> seed -> student test F1 (the first run found)
+    teacher: dict[int, float] = {}  # seed -> the teacher's test F1 (its pseudo labels)
     for rev, name, m, _ in found:
         match = re.fullmatch(r"(kd-.+-s\d+)-\d{8}-\d{6}", name)
         if not match or match[1] not in key_of:
@@ -99,6 +127,8 @@ def main() -> None:
         revs_of.setdefault(key, set()).add(rev)
         columns = rows.setdefault(key, {c: [] for c in COLUMNS})
         by_seed.setdefault(variant, {}).setdefault(seed, m["metrics/score.json"]["student_f1"])
+        if "pseudo_label_f1" in m["metrics/score.json"]:
+            teacher.setdefault(seed, m["metrics/score.json"]["pseudo_label_f1"])
         for column, (file, key) in COLUMNS.items():
             columns[column].append(m[file][key])
         selection = m["metrics/student.json"]["selection"].split(":")[0].split(" (")[0]
@@ -110,8 +140,11 @@ def main() -> None:
     for (v, rev), columns in sorted(rows.items(), key=lambda r: (variants.index(r[0][0]), r[0][1])):
         cells = [mean_std(columns[c]) for c in COLUMNS]
         revs = ", ".join(sorted(revs_of[(v, rev)]))
-        print(f"| {v} (`{' '.join(VARIANTS[v])}`) | {revs} | {len(columns['final score'])} | {' | '.join(cells)} |")
-    paired_table(by_seed, [v for v in variants if v in by_seed], seeds)
+        flags = " ".join([*common, *VARIANTS[v]]) or "params.yaml"
+        print(f"| {v} (`{flags}`) | {revs} | {len(columns['final score'])} | {' | '.join(cells)} |")
+    found_variants = [v for v in variants if v in by_seed]
+    paired_table(by_seed, found_variants, seeds, args.reference)
+    gap_closed(by_seed, teacher, found_variants)
     print("\nHow the selection F1 ranks the runs against their test F1 (the student's, before compression):\n")
     print("| selection | runs | Spearman rho | Kendall tau |\n|---|---|---|---|")
     for selection, pairs in sorted(by_selection.items()):
