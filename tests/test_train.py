@@ -50,6 +50,16 @@ def test_same_seed_same_result(tmp_path, opt_sched):
     assert rows_c != rows_a
 
 
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_the_weights_layout_is_a_setting_and_checkpoints_load_either_way(tmp_path, channels_last):
+    model, result, _ = _fit(tmp_path, channels_last=channels_last)
+    convs = [p for p in model.parameters() if p.ndim == 4 and p.shape[-1] > 1]
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    assert convs and all(p.is_contiguous(memory_format=fmt) for p in convs)
+    loaded, meta = load_checkpoint(tmp_path / "best.pt")  # a plain NCHW model, whatever the training layout
+    assert all(p.is_contiguous() for p in loaded.parameters()) and meta["val_f1"] == result.best_f1
+
+
 def test_ctrl_c_leaves_a_usable_checkpoint(tmp_path):
     calls = {"n": 0}
 
