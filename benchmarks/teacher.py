@@ -65,6 +65,23 @@ CANDIDATES: dict[str, dict] = {
         "lr": 2.0e-3,
         "max_per_class": 1000,
     },
+    # patience and data for a teacher worth distilling from (issue 26): twice the epochs, or every image
+    "tf-lite0-48-8ep": {
+        "arch": "timm:tf_efficientnet_lite0",
+        **IMAGENET,
+        "input_size": 48,
+        "epochs": 8,
+        "lr": 2.0e-3,
+        "max_per_class": 1000,
+    },
+    "tf-lite0-48-all-4ep": {
+        "arch": "timm:tf_efficientnet_lite0",
+        **IMAGENET,
+        "input_size": 48,
+        "epochs": 4,
+        "lr": 2.0e-3,
+        "max_per_class": 0,
+    },
     "tf-lite0-48-4ep-scratch": {
         "arch": "timm:tf_efficientnet_lite0",
         **SCRATCH,
