@@ -48,7 +48,7 @@ def test_every_params_section_parses():
     from_section(PseudoConfig, PARAMS["pseudo"], "pseudo")
     kd = from_section(KDConfig, PARAMS["kd"], "kd")
     assert kd.mode == "true_label" and kd.teachers == ["teacher"] and kd.temperature == 20.0 and kd.alpha == 0.3
-    assert kd.teacher_outputs == "cached"
+    assert kd.teacher_outputs == "views" and kd.views >= 1  # consistent teaching (issue 26)
     assert from_section(KDConfig, PARAMS["assistant"]["kd"], "assistant.kd").teachers == ["teacher"]
     assert tuple(TEACHER_OUTPUTS) == TEACHER_ROLES  # every name a kd.teachers list may hold has a checkpoint
     c = from_section(CompressConfig, PARAMS["compress"], "compress")
@@ -60,14 +60,15 @@ def test_every_params_section_parses():
 
     assert tuple(PARAMS) == SECTIONS  # every section, in pipeline order, [nas] (tinycls nas) last
     from tinycls.macs import count_macs
-    from tinycls.models import build_model
+    from tinycls.models import arch_kwargs, build_model
     from tinycls.tune import NasConfig
 
     nas = from_section(NasConfig, PARAMS["nas"], "nas")
     student = PARAMS["student"]
-    # the search's budget is the default student's MACs, at its input size
-    assert nas.input_sizes == [student["input_size"]]
-    assert nas.max_macs == count_macs(build_model(student["arch"], 10), student["input_size"])[0]
+    # the search's budget is the student's, at its input size, and the default student fits it
+    assert nas.input_sizes == [student["input_size"]] and nas.max_macs == student["max_macs"]
+    macs = count_macs(build_model(student["arch"], 10, **arch_kwargs(student["arch"])), student["input_size"])[0]
+    assert macs <= student["max_macs"]
 
 
 def _imports(path: Path) -> set[str]:
@@ -146,13 +147,16 @@ def outs(stage: dict) -> list[str]:
 def test_every_stage_declares_what_it_reads_beyond_code():
     """The params check runs first (every stage depends on its output); stages that decode, train
     or score depend on the pinned library versions, and those that load ImageNet weights on
-    weights/ (a local weights file must sit there)."""
+    weights/ (a local weights file must sit there); those that build a network from a spec name
+    (nas:specs/...) on specs/, so that an edited spec reruns them."""
     for name, spec in DVC["stages"].items():
         if name == "check":
             assert not any(d.startswith("artifacts/") for d in spec["deps"])  # nothing runs before it
             continue
         assert "artifacts/check/checked.txt" in spec["deps"] and "requirements.lock" in spec["deps"], name
         assert ("weights" in spec["deps"]) == (name in ("teacher", "assistant", "student")), name
+        assert ("specs" in spec["deps"]) == (name in ("pretrain", "assistant", "student")), name
+    assert "specs" in DVC["stages"]["check"]["deps"]
     assert (ROOT / "weights" / "README.md").is_file()
 
 
@@ -182,12 +186,16 @@ def _tiny_repo(tmp_path: Path, train_on: str = "train_val", threshold: float = 0
     repo = tmp_path / "repo"
     for name in ("src", "stages"):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    shutil.copytree(ROOT / "weights", repo / "weights")
+    for name in ("weights", "specs"):  # dvc.yaml deps
+        shutil.copytree(ROOT / name, repo / name)
     for name in ("dvc.yaml", "requirements.lock", ".gitignore"):
         shutil.copy(ROOT / name, repo)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["prepare"].update(dataset="tiny", image_size=16, max_per_class=0, workers=1)
-    params["student"].update(epochs=1, batch_size=8, input_size=16, train_on=train_on)
+    # the ShuffleNet: compress prunes its blocks below (a spec network has no block stages)
+    params["student"].update(
+        arch="pytorchcv:shufflenet_g3_wd4", epochs=1, batch_size=8, input_size=16, train_on=train_on
+    )
     # a 1-epoch teacher on 24 images is weak: trust it anyway, so that pseudo labels are used
     params["pseudo"].update(threshold=threshold, min_teacher_f1=0.0)
     params["teacher"].update(
@@ -283,7 +291,7 @@ def test_dvc_repro_end_to_end(tmp_path):
     assert "](curves/index.html)" in md and (folder / "curves" / "index.html").is_file()
     student = json.loads((repo / "metrics" / "student.json").read_text())
     assert student["kd_mode"] == "true_label" and student["kd_teachers"] == "teacher"
-    assert student["init_transferred"] > 0 and student["teacher_outputs"] == "cached_unaugmented"
+    assert student["init_transferred"] > 0 and student["teacher_outputs"] == "views"
     # an ensemble of teacher and assistant from params alone: the assistant is trained for it
     out = _sh(repo, "dvc", "exp", "run", "-S", "kd.mode=vanilla", "-S", "kd.teachers=[teacher,assistant]")
     assert re.findall(r"Running stage '(\w+)'", out) == ["check", "assistant", "student", "compress", "export", "score"]
