@@ -16,7 +16,18 @@ def test_help_explains_each_command():
     listed = {
         line.strip("│ ").split()[0] for line in panel.splitlines()[1:] if line.startswith("│ ") and line[2] != " "
     }
-    assert listed == {"macs", "search", "queue", "pareto", "report", "nas", "predict", "score", "preset", "fetch-fashion-mnist"}
+    assert listed == {
+        "macs",
+        "search",
+        "queue",
+        "pareto",
+        "report",
+        "nas",
+        "predict",
+        "score",
+        "preset",
+        "fetch-fashion-mnist",
+    }
 
 
 def test_score_command_prints_the_worked_example():

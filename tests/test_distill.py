@@ -259,7 +259,7 @@ class Pixels(torch.nn.Module):
         return self.net(x)
 
 
-def _consistency(tmp_path, monkeypatch, outputs: str) -> tuple[list[float], str, list[int]]:
+def _consistency(tmp_path, monkeypatch, outputs: str, **aug) -> tuple[list[float], str, list[int]]:
     """The largest |teacher(what the student saw) - the teacher output it was taught| per step."""
     from tinycls.distill import DistillationLoss
 
@@ -276,7 +276,7 @@ def _consistency(tmp_path, monkeypatch, outputs: str) -> tuple[list[float], str,
     torch.manual_seed(0)
     model = build_model(ARCH, 3)
     model.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].detach()))
-    cfg = TrainConfig(epochs=2, batch_size=16, device="cpu", hflip=True, translate=0.2)
+    cfg = TrainConfig(epochs=2, batch_size=16, device="cpu", hflip=True, translate=0.2, **aug)
     kd = KDConfig("vanilla", 4.0, 0.3, teacher_outputs=outputs, views=4)
     train, val = class_arrays(48, 0), class_arrays(24, 1)
     result = fit(model, train, val, cfg, tmp_path / "s.pt", _meta(), Distiller(kd, teachers), progress=False)
@@ -293,13 +293,26 @@ def test_fixed_views_teach_each_image_the_answer_for_its_own_pixels(tmp_path, mo
     assert outputs == "cached_unaugmented" and calls[0] == 48 and min(gaps) > 0.1  # the unaugmented image's answer
 
 
+def test_zoomed_blended_views_teach_the_answer_for_the_blend(tmp_path, monkeypatch):
+    # function matching: a view blends two images and zooms in; the teachers answered exactly that
+    gaps, outputs, calls = _consistency(tmp_path, monkeypatch, "views", zoom=0.5, mix=1.0)
+    assert outputs == "views" and calls == [48] * 4 and len(gaps) == 6 and max(gaps) < 1e-4
+
+
 def test_fixed_views_are_seeded_and_used_in_turn(tmp_path):
     from tinycls.distill import fixed_views
 
-    flips, shifts = fixed_views(100, 8, True, 0.1, seed=0)
-    assert flips.shape == (100, 8) and shifts.shape == (100, 8, 2)
-    assert 0.3 < flips.float().mean() < 0.7 and shifts.abs().max() <= 0.2  # 0.1 of the side = 0.2 grid units
-    again, _ = fixed_views(100, 8, True, 0.1, seed=0)
-    other, _ = fixed_views(100, 8, True, 0.1, seed=1)
-    assert torch.equal(flips, again) and not torch.equal(flips, other)
-    assert not fixed_views(100, 8, False, 0.1, seed=0)[0].any()  # no flip asked, none drawn
+    v = fixed_views(100, 8, True, 0.1, seed=0)
+    assert v.flip.shape == (100, 8) and v.shift.shape == (100, 8, 2) and v.partner is None and v.own is None
+    assert 0.3 < v.flip.float().mean() < 0.7 and v.shift.abs().max() <= 0.2  # 0.1 of the side = 0.2 grid units
+    assert torch.equal(v.scale, torch.ones(100, 8))  # zoom 1: no crop
+    assert torch.equal(v.flip, fixed_views(100, 8, True, 0.1, seed=0).flip)
+    assert not torch.equal(v.flip, fixed_views(100, 8, True, 0.1, seed=1).flip)
+    assert not fixed_views(100, 8, False, 0.1, seed=0).flip.any()  # no flip asked, none drawn
+    z = fixed_views(100, 8, True, 0.1, seed=0, zoom=0.5, mix=0.5)
+    assert torch.equal(z.flip[:, 0], v.flip[:, 0])  # the first view's flips: zoom and mix draw after them
+    assert 0.5 <= z.scale.min() and z.scale.max() <= 1.0 and z.scale.std() > 0.1
+    assert (z.shift.abs() <= 0.2 + (1 - z.scale).unsqueeze(-1) + 1e-6).all()  # the crop stays inside, then the shift
+    assert z.partner.shape == (100, 8) and 0 <= z.partner.min() and z.partner.max() < 100
+    blended = z.own < 1
+    assert 0.35 < blended.float().mean() < 0.65 and (z.own[blended] >= 0).all()

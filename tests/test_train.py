@@ -153,6 +153,9 @@ def test_a_resume_state_of_another_fit_is_ignored(tmp_path, capsys):
         ({"epochs": 1, "batch_size": 8, "lrate": 0.1}, "[student]: unknown key(s) ['lrate']"),
         ({"batch_size": 8}, "[student]: missing key(s) ['epochs']"),
         ({"epochs": 1, "batch_size": 8, "schedule": "step"}, "schedule: 'step' is not one of cosine, onecycle."),
+        ({"epochs": 1, "batch_size": 8, "zoom": 0.0}, "zoom: 0.0 must be in (0, 1] (1 = no zoom)."),
+        ({"epochs": 1, "batch_size": 8, "mix": 1.5}, "mix: 1.5 must be in [0, 1] (0 = no mixup)."),
+        ({"epochs": 1, "batch_size": 8, "mix": 0.5, "cutmix_prob": 0.5}, "pick one way of mixing"),
     ],
 )
 def test_config_errors_name_the_value_and_the_choices(section, message):
@@ -202,6 +205,28 @@ def test_cutmix_is_applied_through_timm(tmp_path):
         assert torch.allclose(t.sum(1), torch.ones(len(t)))
     mixed = sum(int(((t > 0) & (t < 1)).any(1).sum()) for t, _ in seen)
     assert mixed > 0  # some images carry two labels: a box was pasted
+
+
+def test_mix_blends_images_and_labels_through_timm(tmp_path):
+    seen = _recording_fit(tmp_path, mix=1.0, label_smoothing=0.0)
+    assert all(t.ndim == 2 and t.shape[1] == 3 and n % 2 == 0 for t, n in seen)  # soft targets, even batches
+    assert all(torch.allclose(t.sum(1), torch.ones(len(t))) for t, _ in seen)
+    two = sum(int(((t > 0) & (t < 1)).sum(1).eq(2).sum()) for t, _ in seen)
+    assert two > 30  # nearly every image carries two labels, each its own weight (timm's per-image mode)
+    with pytest.raises(ValueError, match="mix > 0 needs class-index labels"):
+        _recording_fit(tmp_path, labels=np.full((47, 3), 1 / 3, dtype=np.float32), mix=0.5)
+
+
+def test_zoom_crops_in_and_keeps_the_stream_without_it():
+    from tinycls.transforms import augment
+
+    x = torch.arange(2 * 3 * 16 * 16, dtype=torch.float32).view(2, 3, 16, 16)
+    plain = augment(x, True, 0.1, torch.Generator().manual_seed(0))
+    assert torch.equal(plain, augment(x, True, 0.1, torch.Generator().manual_seed(0), zoom=1.0))
+    ones = torch.ones(1, 3, 16, 16)
+    zoomed = augment(ones, False, 0.0, torch.Generator().manual_seed(0), zoom=0.5)
+    assert zoomed.min() > 0.99  # a crop inside the image: no zero fill, unlike a shift out of it
+    assert not torch.equal(augment(x, False, 0.0, torch.Generator().manual_seed(0), zoom=0.5), x)
 
 
 def test_no_cutmix_keeps_class_indices(tmp_path):

@@ -21,7 +21,7 @@ from tinycls.checkpoint import load_checkpoint
 from tinycls.config import one_of
 from tinycls.errors import InputError
 from tinycls.predict import predict_logits
-from tinycls.transforms import draw_views
+from tinycls.transforms import Views, draw_views
 
 KD_MODES = ("none", "vanilla", "true_label")
 # The checkpoints a teachers list may name: the pipeline's teacher, its assistant (the middle of
@@ -192,12 +192,12 @@ class Teachers(nn.Module):
         device: torch.device,
         batch_size: int = 512,
         amp: bool = True,
-        views: tuple[torch.Tensor, torch.Tensor] | None = None,
+        views: Views | None = None,
     ) -> torch.Tensor:
         """Ensemble logits (N, K) on CPU for uint8 images (N, S, S, 3) prepared as the training
         batch is (at `size`, the student's normalization), each in its view when `views` gives
-        one (flips (N,), shifts (N, 2): tinycls.transforms.apply_views). `amp`: mixed precision
-        on CUDA."""
+        one per image (tinycls.transforms.apply_views; partners are indices into `images`).
+        `amp`: mixed precision on CUDA."""
         return predict_logits(
             self, images, size, self.student_mean, self.student_std, device, batch_size, amp, views=views
         )
@@ -270,25 +270,25 @@ def create_distiller(
 class Teaching:
     """How the teachers take part in one fit: the loss, the size batches are prepared at, their
     outputs when computed once up front (`cache`: (N, K) logits per training image, or (N, V, K)
-    with V fixed views), and the views themselves (`flips` (N, V) bool, `shifts` (N, V, 2) grid
-    units: tinycls.transforms.draw_views)."""
+    with V fixed views), and the views themselves (tinycls.transforms.Views of shape (N, V))."""
 
     loss: DistillationLoss | None
     view: int
     cache: torch.Tensor | None
     outputs: str  # none | per_batch | views | cached (exact: no random augmentation) | cached_unaugmented
-    flips: torch.Tensor | None = None
-    shifts: torch.Tensor | None = None
+    views: Views | None = None
 
 
-def fixed_views(n: int, k: int, hflip: bool, translate: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """K augmented views of each of n images, fixed by `seed`: (flips (n, k), shifts (n, k, 2)).
+def fixed_views(n: int, k: int, hflip: bool, translate: float, seed: int, zoom: float = 1.0, mix: float = 0.0) -> Views:
+    """K augmented views of each of n images, fixed by `seed`: Views of shape (n, k), drawn as
+    tinycls.transforms.draw_views (zoom, and mix partners among the n images).
 
     The generator is the fit's seed mixed with k, so a fit's shuffling stream is not reused.
     """
     gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, k]).generate_state(1)[0]))
-    flips, shifts = zip(*(draw_views(n, hflip, translate, gen) for _ in range(k)), strict=True)
-    return torch.stack(flips, 1), torch.stack(shifts, 1)
+    draws = [draw_views(n, hflip, translate, gen, zoom, mix, n) for _ in range(k)]
+    stack = lambda name: None if getattr(draws[0], name) is None else torch.stack([getattr(d, name) for d in draws], 1)  # noqa: E731
+    return Views(stack("flip"), stack("shift"), stack("scale"), stack("partner"), stack("own"))
 
 
 def teaching(
@@ -319,16 +319,19 @@ def teaching(
             f"teacher_outputs {mode!r} with cutmix_prob > 0: a CutMix batch mixes two images, which "
             "no precomputed output describes; set cutmix_prob: 0.0 or teacher_outputs: per_batch."
         )
+    if mode == "cached" and loop.mix > 0:
+        raise InputError(
+            f"teacher_outputs 'cached' with mix {loop.mix}: a blended image has no precomputed output; "
+            "set teacher_outputs: views (its views blend, and the teachers answer the blend) or mix: 0.0."
+        )
     if random_aug and mode == "per_batch":
         return Teaching(distiller.loss(base), view, None, "per_batch")
     teachers, batch, amp = distiller.teachers, loop.eval_batch_size, loop.amp
     if random_aug and mode == "views":
         k = distiller.kd.views
-        flips, shifts = fixed_views(len(images), k, loop.hflip, loop.translate, loop.seed)
-        cache = torch.stack(
-            [teachers.logits_for(images, view, device, batch, amp, (flips[:, i], shifts[:, i])) for i in range(k)], 1
-        )  # (N, V, K)
-        return Teaching(distiller.loss(base), size, cache, "views", flips, shifts)
+        views = fixed_views(len(images), k, loop.hflip, loop.translate, loop.seed, loop.zoom, loop.mix)
+        cache = torch.stack([teachers.logits_for(images, view, device, batch, amp, views[:, i]) for i in range(k)], 1)
+        return Teaching(distiller.loss(base), size, cache, "views", views)  # cache (N, V, K)
     if random_aug:
         warnings.warn(
             "kd.teacher_outputs 'cached': every augmented view is taught the teacher's answer for the "

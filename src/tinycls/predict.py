@@ -8,7 +8,7 @@ from torch import nn
 
 from tinycls.data import check_files, list_files
 from tinycls.errors import InputError, MissingInput
-from tinycls.transforms import apply_views, to_input
+from tinycls.transforms import Views, apply_views, to_input
 
 
 @torch.inference_mode()
@@ -22,12 +22,12 @@ def predict_logits(
     batch_size: int = 512,
     amp: bool = True,
     hflip: bool = False,
-    views: tuple[torch.Tensor, torch.Tensor] | None = None,
+    views: Views | None = None,
 ) -> torch.Tensor:
     """Logits (N, K) on CPU for uint8 images (N, S, S, 3), an array or tinycls.rows.Rows read a
     batch at a time; puts the model in eval mode. `amp`: mixed precision on CUDA. `hflip`: of
-    the mirrored images. `views`: (flips (N,), shifts (N, 2)), each image's augmented view
-    (tinycls.transforms.apply_views), applied at `input_size`."""
+    the mirrored images. `views`: each image's augmented view (tinycls.transforms.Views of shape
+    (N,), partners indexing `images`), applied at `input_size`."""
     model.eval()
     out = []
     for i in range(0, len(images), batch_size):
@@ -36,7 +36,11 @@ def predict_logits(
         with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
             x = to_input(x, input_size, mean, std)
             if views is not None:
-                x = apply_views(x, views[0][i : i + batch_size], views[1][i : i + batch_size])
+                v = views[i : i + batch_size]
+                partner = None
+                if v.partner is not None:
+                    partner = to_input(torch.from_numpy(images[v.partner.numpy()]).to(device), input_size, mean, std)
+                x = apply_views(x, v, partner)
             out.append(model(x).float().cpu())
     return torch.cat(out) if out else torch.empty(0, 0)
 

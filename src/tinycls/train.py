@@ -30,7 +30,7 @@ from tinycls.losses import LOSSES, student_loss
 from tinycls.predict import predict_checkpoint
 from tinycls.rows import Rows
 from tinycls.score import macro_f1
-from tinycls.transforms import apply_views, augment, to_input
+from tinycls.transforms import apply_views, augment, mix_targets, to_input
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "onecycle")
@@ -54,6 +54,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     hflip: bool = True
     translate: float = 0.1  # max random shift, fraction of the side
+    zoom: float = 1.0  # < 1: each view a crop of a share of the side drawn from [zoom, 1]; 1 = off
+    mix: float = 0.0  # share of images blended with another (mixup, Beta(1, 1)), labels alike; 0 = off
     seed: int = 0
     device: str = "auto"
     amp: bool = True  # mixed precision, CUDA only
@@ -86,6 +88,14 @@ class TrainConfig:
             raise InputError(f"label_smoothing: {self.label_smoothing} must be in [0, 1).")
         if not 0.0 <= self.translate < 0.5:
             raise InputError(f"translate: {self.translate} must be in [0, 0.5).")
+        if not 0.0 < self.zoom <= 1.0:
+            raise InputError(f"zoom: {self.zoom} must be in (0, 1] (1 = no zoom).")
+        if not 0.0 <= self.mix <= 1.0:
+            raise InputError(f"mix: {self.mix} must be in [0, 1] (0 = no mixup).")
+        if self.mix > 0 and self.cutmix_prob > 0:
+            raise InputError(
+                f"mix {self.mix} and cutmix_prob {self.cutmix_prob}: pick one way of mixing, set the other to 0."
+            )
         if not 0.0 <= self.cutmix_prob <= 1.0:
             raise InputError(f"cutmix_prob: {self.cutmix_prob} must be in [0, 1].")
         if self.cutmix_alpha <= 0:
@@ -130,17 +140,27 @@ class FitResult:
 
 
 def _mixer(cfg: TrainConfig, num_classes: int) -> Mixup | None:
-    """Random-box CutMix: timm's Mixup with mixup off; it also applies the label smoothing."""
-    if cfg.cutmix_prob == 0:
-        return None
-    return Mixup(
-        mixup_alpha=0.0,
-        cutmix_alpha=cfg.cutmix_alpha,
-        prob=cfg.cutmix_prob,
-        switch_prob=0.0,
-        label_smoothing=cfg.label_smoothing,
-        num_classes=num_classes,
-    )
+    """timm's Mixup for batches drawn at random: random-box CutMix (cutmix_prob, per batch), or
+    mixup of a share `mix` of the images (per image, Beta(1, 1)); it also applies the label smoothing."""
+    if cfg.cutmix_prob > 0:
+        return Mixup(
+            mixup_alpha=0.0,
+            cutmix_alpha=cfg.cutmix_alpha,
+            prob=cfg.cutmix_prob,
+            switch_prob=0.0,
+            label_smoothing=cfg.label_smoothing,
+            num_classes=num_classes,
+        )
+    if cfg.mix > 0:
+        return Mixup(
+            mixup_alpha=1.0,
+            cutmix_alpha=0.0,
+            prob=cfg.mix,
+            mode="elem",
+            label_smoothing=cfg.label_smoothing,
+            num_classes=num_classes,
+        )
+    return None
 
 
 def validate(model: nn.Module, val: tuple[np.ndarray, np.ndarray], meta: dict[str, Any], cfg: TrainConfig) -> dict:
@@ -202,13 +222,16 @@ def fit(
     model.to(device, memory_format=layout)
     if distiller is not None:
         distiller.teachers.to(memory_format=layout)
-    if cfg.cutmix_prob > 0 and train[1].ndim != 1:
-        raise InputError("cutmix_prob > 0 needs class-index labels, not soft labels; set it to 0.0.")
-    mixer = _mixer(cfg, len(meta["classes"]))
-    # CutMix targets already carry the label smoothing (timm's Mixup applies it).
+    random_aug = cfg.hflip or cfg.translate > 0 or cfg.zoom < 1 or cfg.mix > 0 or cfg.cutmix_prob > 0
+    # fixed views carry their own mixing (the teachers answered the blended pixels): no mixer then
+    fixed = distiller is not None and distiller.kd.teacher_outputs == "views" and random_aug
+    mixer = None if fixed and cfg.cutmix_prob == 0 else _mixer(cfg, len(meta["classes"]))
+    if mixer is not None and train[1].ndim != 1:
+        what = "cutmix_prob" if cfg.cutmix_prob > 0 else "mix"
+        raise InputError(f"{what} > 0 needs class-index labels, not soft labels; set it to 0.0.")
+    # mixed targets already carry the label smoothing (timm's Mixup applies it).
     base = student_loss(cfg.loss, 0.0 if mixer else cfg.label_smoothing, cfg.focal_gamma, cfg.f1_weight)
-    random_aug = cfg.hflip or cfg.translate > 0 or mixer is not None
-    teach = teaching(distiller, base, train[0], meta["input_size"], random_aug, mixer is not None, device, cfg)
+    teach = teaching(distiller, base, train[0], meta["input_size"], random_aug, cfg.cutmix_prob > 0, device, cfg)
     ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
     evaluated = ema.module if ema else model  # what is validated and saved
     amp = cfg.amp and device.type == "cuda"
@@ -299,13 +322,17 @@ class _Loop:
             xb = torch.from_numpy(self.x_all[idx.numpy()])
             xv = to_input(xb.to(self.device, non_blocking=True), view, mean, std)
             rows: Any = idx  # where this batch's teacher outputs sit in a precomputed cache
-            if self.teach.flips is not None:  # each image in one of its fixed views, the one its teacher answered
-                pick = torch.randint(self.teach.flips.shape[1], (len(idx),), generator=self.gen)
-                xv = apply_views(xv, self.teach.flips[idx, pick], self.teach.shifts[idx, pick])
-                rows = (idx, pick)
-            else:
-                xv = augment(xv, cfg.hflip, cfg.translate, self.gen)
             y = self.y_all[idx].to(self.device, non_blocking=True)
+            if self.teach.views is not None:  # each image in one of its fixed views, the one its teacher answered
+                pick = torch.randint(self.teach.views.flip.shape[1], (len(idx),), generator=self.gen)
+                v, rows = self.teach.views[idx, pick], (idx, pick)
+                partner = None
+                if v.partner is not None:
+                    partner = to_input(torch.from_numpy(self.x_all[v.partner.numpy()]).to(self.device), view, mean, std)
+                    y = mix_targets(y, self.y_all[v.partner].to(self.device), v.own, len(self.meta["classes"]))
+                xv = apply_views(xv, v, partner)
+            else:
+                xv = augment(xv, cfg.hflip, cfg.translate, self.gen, cfg.zoom)
             if self.mixer:  # never with a precomputed cache (tinycls.distill.teaching refuses it)
                 if len(xv) % 2:  # timm mixes a batch with its reverse: drop the odd one out
                     xv, y = xv[:-1], y[:-1]

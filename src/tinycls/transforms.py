@@ -4,6 +4,9 @@ Working on whole uint8 batches (on the training device) instead of per-image PIL
 what keeps the loop near the speed of a bare PyTorch loop.
 """
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -21,40 +24,92 @@ def to_input(x: torch.Tensor, size: int, mean: tuple[float, ...], std: tuple[flo
     return (x - m) / s
 
 
-def draw_views(n: int, hflip: bool, translate: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random augmentation parameters for n images: (flip (n,) bool, shift (n, 2) in grid units).
+@dataclass(frozen=True)
+class Views:
+    """Augmentation parameters, one row per image (any leading shape): `flip` bool, `shift` (.., 2)
+    and `scale` in grid units (the side spans [-1, 1], so one draw describes the same view at any
+    resolution; scale s < 1 shows a crop of s of the side, zoomed in), and, when mixing,
+    `partner`, the index of the training image blended in, and `own`, the weight of the image's own
+    pixels (1 - own goes to the partner; labels are blended alike)."""
 
-    Grid units are resolution-free (the side spans [-1, 1]), so one draw describes the same view
-    at the student's and at the teacher's input size. Drawn from a CPU generator: the same seed
-    gives the same views on any device.
+    flip: torch.Tensor
+    shift: torch.Tensor
+    scale: torch.Tensor
+    partner: torch.Tensor | None = None
+    own: torch.Tensor | None = None
+
+    def __getitem__(self, key: Any) -> "Views":
+        """The views at `key` (an index, slice or tuple of index tensors into the leading dims)."""
+        part = lambda t: None if t is None else t[key]  # noqa: E731
+        return Views(self.flip[key], self.shift[key], self.scale[key], part(self.partner), part(self.own))
+
+
+def draw_views(
+    n: int,
+    hflip: bool,
+    translate: float,
+    generator: torch.Generator,
+    zoom: float = 1.0,
+    mix: float = 0.0,
+    pool: int = 0,
+) -> Views:
+    """Random augmentation parameters for n images (Views).
+
+    hflip: mirror half of them; translate: shift by up to that fraction of the side; zoom < 1:
+    crop a share of the side drawn from [zoom, 1], anywhere in the image; mix > 0: blend that share
+    of them with an image drawn from `pool` training images, own weight drawn from [0, 1] (mixup
+    with Beta(1, 1)). Drawn from a CPU generator: the same seed gives the same views on any
+    device; with zoom 1 and mix 0 nothing more is drawn than flips and shifts.
     """
     flip = torch.rand(n, generator=generator) < 0.5 if hflip else torch.zeros(n, dtype=torch.bool)
-    if translate > 0:
-        shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * (2 * translate)
-    else:
-        shift = torch.zeros(n, 2)
-    return flip, shift
+    u = torch.rand(n, 2, generator=generator) * 2 - 1 if translate > 0 or zoom < 1 else torch.zeros(n, 2)
+    scale = zoom + (1 - zoom) * torch.rand(n, generator=generator) if zoom < 1 else torch.ones(n)
+    shift = u * (2 * translate + (1 - scale)).unsqueeze(1)  # the crop anywhere inside, then the shift
+    if mix <= 0:
+        return Views(flip, shift, scale)
+    if pool < 1:
+        raise ValueError(f"mix {mix} needs the number of training images to draw partners from (pool {pool}).")
+    mixed = torch.rand(n, generator=generator) < mix
+    partner = torch.randint(pool, (n,), generator=generator)
+    own = torch.where(mixed, torch.rand(n, generator=generator), torch.ones(n))
+    return Views(flip, shift, scale, partner, own)
 
 
-def apply_views(x: torch.Tensor, flip: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """Mirror the images where `flip` (B,) and shift them by `shift` (B, 2) grid units, with zero
-    fill. x: (B, 3, H, W) float."""
+def apply_views(x: torch.Tensor, views: Views, partner: torch.Tensor | None = None) -> torch.Tensor:
+    """Each image of x (B, 3, H, W) float in its view: blended with `partner` (B, 3, H, W), the
+    partner images prepared alike, when the views mix; then mirrored, zoomed and shifted (the
+    same geometry for both), with zero fill."""
+    if views.own is not None:
+        if partner is None:
+            raise ValueError("these views blend in partner images: pass them.")
+        w = views.own.to(x.device, x.dtype).view(-1, 1, 1, 1)
+        x = w * x + (1 - w) * partner
     b = x.shape[0]
-    if flip.any():
-        x = torch.where(flip.to(x.device).view(b, 1, 1, 1), x.flip(-1), x)
-    if shift.any():
+    if views.flip.any():
+        x = torch.where(views.flip.to(x.device).view(b, 1, 1, 1), x.flip(-1), x)
+    if views.shift.any() or (views.scale != 1).any():
         theta = torch.zeros(b, 2, 3)
-        theta[:, 0, 0] = theta[:, 1, 1] = 1.0
-        theta[:, :, 2] = shift
+        theta[:, 0, 0] = theta[:, 1, 1] = views.scale
+        theta[:, :, 2] = views.shift
         grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return x
 
 
-def augment(x: torch.Tensor, hflip: bool, translate: float, generator: torch.Generator) -> torch.Tensor:
-    """Random horizontal flip and translation (fraction of the side), per image.
+def mix_targets(y: torch.Tensor, partner_y: torch.Tensor, own: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Class probabilities (B, C) blended as the pixels are: own * y + (1 - own) * partner_y;
+    y and partner_y are class indices (B,) or probabilities (B, C)."""
+    probs = lambda t: F.one_hot(t, num_classes).float() if t.ndim == 1 else t.float()  # noqa: E731
+    w = own.to(y.device).view(-1, 1)
+    return w * probs(y) + (1 - w) * probs(partner_y)
+
+
+def augment(
+    x: torch.Tensor, hflip: bool, translate: float, generator: torch.Generator, zoom: float = 1.0
+) -> torch.Tensor:
+    """Random horizontal flip, translation (fraction of the side) and zoom (draw_views), per image.
 
     Random numbers come from a CPU generator, so the same seed gives the same batches on any
     device. x: (B, 3, H, W) float.
     """
-    return apply_views(x, *draw_views(x.shape[0], hflip, translate, generator))
+    return apply_views(x, draw_views(x.shape[0], hflip, translate, generator, zoom))
