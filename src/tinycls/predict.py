@@ -8,7 +8,7 @@ from torch import nn
 
 from tinycls.data import check_files, list_files
 from tinycls.errors import InputError, MissingInput
-from tinycls.transforms import Views, apply_views, to_input
+from tinycls.transforms import Views, apply_views, partner_pixels, to_input
 
 
 @torch.inference_mode()
@@ -37,10 +37,7 @@ def predict_logits(
             x = to_input(x, input_size, mean, std)
             if views is not None:
                 v = views[i : i + batch_size]
-                partner = None
-                if v.partner is not None:
-                    partner = to_input(torch.from_numpy(images[v.partner.numpy()]).to(device), input_size, mean, std)
-                x = apply_views(x, v, partner)
+                x = apply_views(x, v, partner_pixels(images, v, device, input_size, mean, std))
             out.append(model(x).float().cpu())
     return torch.cat(out) if out else torch.empty(0, 0)
 

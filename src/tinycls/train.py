@@ -30,7 +30,7 @@ from tinycls.losses import LOSSES, student_loss
 from tinycls.predict import predict_checkpoint
 from tinycls.rows import Rows
 from tinycls.score import macro_f1
-from tinycls.transforms import apply_views, augment, mix_targets, to_input
+from tinycls.transforms import apply_views, augment, mix_targets, partner_pixels, to_input
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "onecycle")
@@ -326,11 +326,9 @@ class _Loop:
             if self.teach.views is not None:  # each image in one of its fixed views, the one its teacher answered
                 pick = torch.randint(self.teach.views.flip.shape[1], (len(idx),), generator=self.gen)
                 v, rows = self.teach.views[idx, pick], (idx, pick)
-                partner = None
                 if v.partner is not None:
-                    partner = to_input(torch.from_numpy(self.x_all[v.partner.numpy()]).to(self.device), view, mean, std)
                     y = mix_targets(y, self.y_all[v.partner].to(self.device), v.own, len(self.meta["classes"]))
-                xv = apply_views(xv, v, partner)
+                xv = apply_views(xv, v, partner_pixels(self.x_all, v, self.device, view, mean, std))
             else:
                 xv = augment(xv, cfg.hflip, cfg.translate, self.gen, cfg.zoom)
             if self.mixer:  # never with a precomputed cache (tinycls.distill.teaching refuses it)

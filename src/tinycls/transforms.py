@@ -96,6 +96,16 @@ def apply_views(x: torch.Tensor, views: Views, partner: torch.Tensor | None = No
     return x
 
 
+def partner_pixels(
+    images: Any, views: Views, device: torch.device, size: int, mean: tuple[float, ...], std: tuple[float, ...]
+) -> torch.Tensor | None:
+    """The partner images that `views` blend in, read from `images` (an array or tinycls.rows.Rows)
+    and prepared as to_input does; None when the views do not mix."""
+    if views.partner is None:
+        return None
+    return to_input(torch.from_numpy(images[views.partner.numpy()]).to(device), size, mean, std)
+
+
 def mix_targets(y: torch.Tensor, partner_y: torch.Tensor, own: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Class probabilities (B, C) blended as the pixels are: own * y + (1 - own) * partner_y;
     y and partner_y are class indices (B,) or probabilities (B, C)."""
