@@ -1,1 +1,1 @@
-"""Benchmarks: `python -m benchmarks.<name>`; their numbers go in the README."""
+"""Benchmarks: `python -m benchmarks.<name>`; their numbers go on docs/results/<name>.md."""

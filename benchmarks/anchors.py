@@ -21,8 +21,8 @@ from sklearn.metrics import accuracy_score, f1_score
 from torch import nn
 
 from stages.params import CACHE, HELD_OUT
+from tinycls.cache import load_classes, load_held_out, load_split
 from tinycls.macs import count_macs
-from tinycls.prepare import load_classes, load_held_out, load_split
 from tinycls.train import seed_everything
 
 SIZE = 28  # Fashion-MNIST's own side

@@ -2,7 +2,7 @@
 uncompressed, each kind of compression right after compressing (fine-tuning off, BatchNorm
 statistics re-estimated) and after fine-tuning, fine-tuning taught by the uncompressed student,
 and channel pruning on an FD-MobileNet student (ShuffleNet's channel shuffle defeats
-Torch-Pruning). Prints a Markdown table for the README, mean +- std where a row ran on more
+Torch-Pruning). Prints a Markdown table for docs/results/compression.md, mean +- std where a row ran on more
 than one student seed.
 
 Run from the repository root with the venv on PATH, on a clean workspace after `dvc repro`:

@@ -15,11 +15,11 @@ from pathlib import Path
 import torch
 
 from stages.params import CACHE, TEACHER
+from tinycls.cache import load_classes, load_split
 from tinycls.checkpoint import checkpoint_meta
 from tinycls.device import resolve_device
 from tinycls.distill import KDConfig, create_distiller
 from tinycls.models import build_model
-from tinycls.prepare import load_classes, load_split
 from tinycls.train import TrainConfig, fit, seed_everything
 
 

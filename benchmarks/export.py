@@ -22,26 +22,19 @@ import torch
 from benchmarks.pipeline import machine
 from stages import compress as compress_stage
 from stages.params import CACHE, HELD_OUT, PSEUDO, STUDENT, TEACHER, TEACHER_OUTPUTS
+from tinycls.cache import load_classes, load_held_out, load_split
 from tinycls.checkpoint import load_checkpoint
 from tinycls.compress_student import compress_student
-from tinycls.export import (
-    ExportConfig,
-    calibration_sample,
-    export_onnx,
-    measure,
-    onnx_logits,
-    qat_int8,
-    quantize_int8,
-    read_metadata,
-    session,
-)
+from tinycls.export import ExportConfig, export_onnx
+from tinycls.families import CANDIDATES, search, to_markdown
+from tinycls.int8 import qat_int8, quantize_int8
+from tinycls.latency import measure
 from tinycls.macs import count_macs
-from tinycls.prepare import load_classes, load_held_out, load_split
+from tinycls.onnx_runtime import calibration_sample, onnx_logits, read_metadata, session
 from tinycls.pseudo import training_data
 from tinycls.qat import NotTraceable
 from tinycls.run import train_model
 from tinycls.score import macro_f1
-from tinycls.search import CANDIDATES, search, to_markdown
 
 
 def compressed_student(out: Path) -> Path:

@@ -1,5 +1,5 @@
 """Fresh-clone `make run`, side by side: each commit cloned into its own folder, its venv built by
-`make setup` (not timed: the README gives set-up separately), then `make run` timed (writing the
+`make setup` (not timed: docs/benchmarks.md gives set-up separately), then `make run` timed (writing the
 70,000 PNG files, filling the DVC cache for data/, and every stage of `dvc repro`), then checked:
 `git status` and `dvc status` clean means the run reproduced the commit's dvc.lock and metrics
 exactly, latency and peak memory aside: they are measured (the export stage's), differ a little

@@ -30,9 +30,9 @@ import yaml
 
 from stages.params import CACHE
 from stages.training import split_section
+from tinycls.cache import load_classes, load_split
 from tinycls.checkpoint import checkpoint_meta
 from tinycls.models import build_model
-from tinycls.prepare import load_classes, load_split
 from tinycls.train import _fingerprint, fit, seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -41,7 +41,7 @@ import yaml
 from stages.training import split_section
 from tinycls.checkpoint import checkpoint_meta
 from tinycls.models import build_model
-from tinycls.prepare import load_classes, load_split
+from tinycls.cache import load_classes, load_split
 from tinycls.train import fit, seed_everything
 cache = Path("artifacts/prepare")
 student = yaml.safe_load(Path("params.yaml").read_text())["student"]

@@ -32,8 +32,10 @@ from benchmarks.pipeline import machine
 from stages.params import CACHE
 from tinycls.cli import _dvc
 from tinycls.config import from_section
+from tinycls.nas.config import NasConfig
+from tinycls.nas.front import results
+from tinycls.nas.search import search
 from tinycls.pareto import runs
-from tinycls.tune import NasConfig, results, search
 
 
 def hypervolume(found: list, budget: int) -> float:

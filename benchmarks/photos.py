@@ -9,7 +9,7 @@ step for photos), the setting's own changes, `dvc repro`, with the time of every
 
 Settings: `photos` (the preset as it is), `photos-no-kd` (the same student without
 distillation: the reference for the share of the teacher's lead the student keeps), and any
-`--set key=value,...` run tagged `--tag`. Prints a Markdown table for the README ("Your own data").
+`--set key=value,...` run tagged `--tag`. Prints a Markdown table for docs/results/photos.md.
 
 Run from the repository root with the venv on PATH:
 `python -m benchmarks.photos [--root DIR] [--workdir DIR] [--settings photos,photos-no-kd]`.

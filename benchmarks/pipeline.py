@@ -1,7 +1,7 @@
 """The quick-start pipeline's current results and wall time: a forced `dvc repro` of each stage
 of dvc.yaml in order (not of data.dvc, which a forced repro would re-hash and re-commit: 70,000
 files), then a `dvc repro` with nothing changed, and whether the forced rerun reproduced the
-recorded metrics. Prints the README's "Current results" table: per stage, its time and what it
+recorded metrics. Prints docs/results/pipeline.md's table: per stage, its time and what it
 produced, with the commit and the machine.
 
 Run from the repository root with the venv on PATH (`make bench` does), on a clean workspace

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from stages.params import CACHE, HELD_OUT, section
 from stages.teacher import train_teacher
+from tinycls.cache import load_classes, load_held_out, load_split
 from tinycls.checkpoint import load_checkpoint
 from tinycls.device import resolve_device
-from tinycls.prepare import load_classes, load_held_out, load_split
 from tinycls.pseudo import teacher_probs
 from tinycls.score import macro_f1
 

@@ -15,11 +15,11 @@ import yaml
 from stages import assistant, compress, export, prepare, pretrain, pseudo, score, student, teacher
 from stages.params import DATA, PARAMS, run, section, source
 from tinycls.config import from_section
-from tinycls.data import class_folders
 from tinycls.errors import InputError, MissingInput
+from tinycls.folders import class_folders
 from tinycls.macs import check_budget
 from tinycls.models import arch_kwargs, build_model
-from tinycls.tune import NasConfig
+from tinycls.nas.config import NasConfig
 
 CHECKED = Path("artifacts/check/checked.txt")
 SECTIONS = (
@@ -56,9 +56,9 @@ def problems() -> list[str]:
     try:
         params = yaml.safe_load(PARAMS.read_text())
     except yaml.YAMLError as e:
-        return [f"params.yaml: not valid YAML ({e}); fix the syntax (README, 'Parameters')."]
+        return [f"params.yaml: not valid YAML ({e}); fix the syntax (docs/parameters.md)."]
     if not isinstance(params, dict):
-        return ["params.yaml: must be a mapping of sections (prepare:, teacher:, ...); see README, 'Parameters'."]
+        return ["params.yaml: must be a mapping of sections (prepare:, teacher:, ...); see docs/parameters.md."]
     found = [
         f"params.yaml: unknown section [{name}]; the sections are {', '.join(SECTIONS)} "
         "(a typo, or `dvc exp run -S +section.key=value`, adds one)."

@@ -63,7 +63,7 @@ def section(name: str) -> dict[str, Any]:
         raise MissingInput(f"{PARAMS.resolve()}: not found; run stages from the repository root.")
     params = yaml.safe_load(PARAMS.read_text()) or {}
     if name not in params:
-        raise InputError(f"params.yaml: no [{name}] section; see README, 'Parameters'.")
+        raise InputError(f"params.yaml: no [{name}] section; see docs/parameters.md.")
     if not isinstance(params[name], dict):
         raise InputError(
             f"params.yaml [{name}]: {params[name]!r} is not a section of `key: value` lines; see params.yaml in "
@@ -80,7 +80,7 @@ def value(name: str, key: str) -> object:
     """
     sec = section(name)
     if not isinstance(sec, dict) or key not in sec:
-        raise InputError(f"params.yaml: no [{name}].{key}; see README, 'Parameters'.")
+        raise InputError(f"params.yaml: no [{name}].{key}; see docs/parameters.md.")
     return sec[key]
 
 

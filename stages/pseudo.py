@@ -4,11 +4,11 @@ class, confidence and probabilities. No test label is read here."""
 from pathlib import Path
 
 from stages.params import CACHE, PSEUDO, TEACHER, run, section, source, write_json
+from tinycls.cache import load_classes, load_split
 from tinycls.checkpoint import load_checkpoint
 from tinycls.config import from_section
 from tinycls.device import resolve_device
 from tinycls.errors import InputError
-from tinycls.prepare import load_classes, load_split
 from tinycls.pseudo import PseudoConfig, pseudo_table, summarize, teacher_probs
 
 METRICS = Path("metrics/pseudo.json")

@@ -6,9 +6,8 @@ from typing import Any
 
 from stages.params import CACHE, TEACHER, run, section, source, write_json
 from stages.training import live_log, resumable, split_section
-from tinycls.data import cap_per_class
+from tinycls.cache import cap_per_class, load_classes, load_split
 from tinycls.errors import InputError
-from tinycls.prepare import load_classes, load_split
 from tinycls.run import ModelConfig, train_model
 from tinycls.train import TrainConfig
 

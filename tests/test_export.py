@@ -9,21 +9,11 @@ import torch
 from torch import nn
 
 from tinycls.errors import InputError
-from tinycls.export import (
-    METADATA_KEY,
-    ExportConfig,
-    export_onnx,
-    int8_model,
-    latency_ms,
-    measure,
-    onnx_logits,
-    parity,
-    qat_int8,
-    quantize_int8,
-    read_metadata,
-    session,
-)
+from tinycls.export import ExportConfig, export_onnx
+from tinycls.int8 import int8_model, qat_int8, quantize_int8
+from tinycls.latency import latency_ms, measure
 from tinycls.models import build_model
+from tinycls.onnx_runtime import METADATA_KEY, onnx_logits, parity, read_metadata, session
 from tinycls.predict import predict_checkpoint
 
 ARCH = "pytorchcv:shufflenet_g3_wd4"
@@ -181,7 +171,7 @@ def test_bad_export_settings(values, message):
 
 
 def test_search_ranks_measured_latency_beside_macs():
-    from tinycls.search import search, to_markdown
+    from tinycls.families import search, to_markdown
 
     rows = search([ARCH, "pytorchcv:shufflenetv2_wd2"], [16], 3, latency=True)
     assert all(r.latency_ms > 0 for r in rows) and sorted(r.latency_rank for r in rows) == [1, 2]

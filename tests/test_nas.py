@@ -1,4 +1,4 @@
-"""Networks from a spec (tinycls.nas, the `nas:` model source): building, the template's
+"""Networks from a spec (tinycls.specnet, the `nas:` model source): building, the template's
 multiples, errors that name the spec's line, and checkpoints that rebuild without the file."""
 
 import shutil
@@ -12,7 +12,7 @@ from tinycls.checkpoint import checkpoint_meta, load_checkpoint, save_checkpoint
 from tinycls.errors import InputError
 from tinycls.macs import count_macs
 from tinycls.models import arch_kwargs, build_model
-from tinycls.nas import InvertedResidual, check_input, load_spec, make_divisible
+from tinycls.specnet import InvertedResidual, check_input, load_spec, make_divisible
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "specs" / "example.yaml"

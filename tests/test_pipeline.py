@@ -52,8 +52,8 @@ def test_every_params_section_parses():
     assert from_section(KDConfig, PARAMS["assistant"]["kd"], "assistant.kd").teachers == ["teacher"]
     assert tuple(TEACHER_OUTPUTS) == TEACHER_ROLES  # every name a kd.teachers list may hold has a checkpoint
     c = from_section(CompressConfig, PARAMS["compress"], "compress")
-    # off by default: on the quick start layer pruning costs more F1 than it saves MACs (README,
-    # "Compression"); fine-tuning stays set for when a user turns a kind on
+    # off by default: on the quick start layer pruning costs more F1 than it saves MACs (docs/compression.md);
+    # fine-tuning stays set for when a user turns a kind on
     assert c.keep_blocks == [] and not c.on and c.epochs >= 1
     from_section(ScoreConfig, PARAMS["score"], "score")
     from stages.check import SECTIONS
@@ -61,7 +61,7 @@ def test_every_params_section_parses():
     assert tuple(PARAMS) == SECTIONS  # every section, in pipeline order, [nas] (tinycls nas) last
     from tinycls.macs import count_macs
     from tinycls.models import arch_kwargs, build_model
-    from tinycls.tune import NasConfig
+    from tinycls.nas.config import NasConfig
 
     nas = from_section(NasConfig, PARAMS["nas"], "nas")
     student = PARAMS["student"]
@@ -117,6 +117,43 @@ def test_stage_script_exists_and_declares_its_imports_and_params(stage):
     read = set(re.findall(r'section\("(\w+)"\)', text))
     read |= {".".join(k) for k in re.findall(r'value\("(\w+)", "(\w+)"\)', text)}
     assert read == set(spec["params"])
+
+
+def test_no_stage_after_prepare_depends_on_the_image_decoders():
+    # the cache's readers live in tinycls.cache: a decoder change reruns prepare (and check, whose
+    # output never changes), not the teacher or the student on a byte-identical cache
+    decoders = {"src/tinycls/data.py", "src/tinycls/images.py", "src/tinycls/prepare.py"}
+    for name, spec in DVC["stages"].items():
+        if name not in ("check", "prepare"):
+            assert not decoders & set(spec["deps"]), f"{name} depends on {sorted(decoders & set(spec['deps']))}"
+
+
+def test_no_import_cycle_in_the_library():
+    # every `from tinycls... import` counts, those inside functions too
+    src = ROOT / "src"
+    modules = {".".join(p.relative_to(src).with_suffix("").parts).removesuffix(".__init__") for p in src.rglob("*.py")}
+    graph = {}
+    for path in src.rglob("*.py"):
+        name = ".".join(path.relative_to(src).with_suffix("").parts).removesuffix(".__init__")
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "tinycls":
+                for a in node.names:  # `from tinycls.x import y`: module tinycls.x.y if there is one, else tinycls.x
+                    deps.add(f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module)
+        graph[name] = deps - {name, "tinycls"}
+    state = {}
+
+    def visit(m, trail):
+        state[m] = "open"
+        for d in sorted(graph.get(m, ())):
+            assert state.get(d) != "open", "import cycle: " + " -> ".join([*trail, m, d])
+            if d not in state:
+                visit(d, [*trail, m])
+        state[m] = "done"
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [])
 
 
 def test_compression_code_reruns_only_compress_and_what_reads_its_model():

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import CLASSES, make_imagefolder, tree_digest, write_image
+from tinycls.cache import load_classes, load_held_out, load_split
 from tinycls.data import DataError
-from tinycls.prepare import load_classes, load_held_out, load_split, prepare_dataset
+from tinycls.prepare import prepare_dataset
 
 
 def run(root: Path, tmp_path: Path, **kw):

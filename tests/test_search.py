@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tinycls.cli import app
-from tinycls.search import search
+from tinycls.families import search
 
 ARCH = "pytorchcv:shufflenet_g3_wd4"
 

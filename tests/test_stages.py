@@ -14,8 +14,8 @@ import yaml
 
 from tests.conftest import make_cifar, make_imagefolder
 from tinycls.checkpoint import save_checkpoint
-from tinycls.export import read_metadata
 from tinycls.models import build_model
+from tinycls.onnx_runtime import read_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -458,10 +458,10 @@ def test_predict_preprocesses_exactly_as_the_pipeline(workdir):
     from typer.testing import CliRunner
 
     from stages import teacher
+    from tinycls.cache import load_held_out, load_split
     from tinycls.checkpoint import load_checkpoint
     from tinycls.cli import app
     from tinycls.predict import predict_checkpoint
-    from tinycls.prepare import load_held_out, load_split
 
     _set(Path("params.yaml"), "teacher", input_size=24)
     teacher.main()
@@ -609,7 +609,7 @@ def test_predict_on_the_onnx_files_agrees_with_the_checkpoint(workdir):
 def test_a_spec_network_runs_through_pretrain_student_compress_export_and_score(workdir):
     from stages import compress, export, pretrain, pseudo, score, student
     from tinycls.checkpoint import load_checkpoint
-    from tinycls.nas import load_spec
+    from tinycls.specnet import load_spec
 
     shutil.copy(ROOT / "specs" / "example.yaml", "net.yaml")
     _set(Path("params.yaml"), "student", arch="nas:net.yaml", train_on="train")

@@ -1,4 +1,4 @@
-"""tinycls nas (tinycls.tune): the template's space, its stride bookkeeping, the MACs budget, the
+"""tinycls nas (tinycls.nas): the template's space, its stride bookkeeping, the MACs budget, the
 study's storage (journal file, PostgreSQL), workers, and the outputs the pipeline takes."""
 
 import dataclasses
@@ -22,12 +22,16 @@ from optuna.trial import FixedTrial, TrialState
 from typer.testing import CliRunner
 
 from tests.conftest import class_arrays
-from tinycls import tune
 from tinycls.cli import app
 from tinycls.errors import InputError
 from tinycls.macs import count_macs
-from tinycls.nas import build, load_spec, parse_spec
-from tinycls.tune import NasConfig
+from tinycls.nas import config as nas_config
+from tinycls.nas import front as nas_front
+from tinycls.nas import search as nas_search
+from tinycls.nas import space as nas_space
+from tinycls.nas import study as nas_study
+from tinycls.nas.config import NasConfig
+from tinycls.specnet import build, load_spec, parse_spec
 
 TINY = {  # params.yaml [nas] for 16 px, 3 classes, one quick epoch
     "trials": 2,
@@ -48,7 +52,7 @@ def strides(spec: dict) -> list[int]:
 
 def slot(kind: str, i: int, stride: int, space: str) -> dict:
     """FixedTrial params of slot m{i}: a `kind` at its least channels, kernel 3, asked for `stride`."""
-    p, ranges = f"m{i}", tune.SPACES[space]
+    p, ranges = f"m{i}", nas_config.SPACES[space]
     base = {p: kind, f"{p}/repeat": 1, f"{p}/stride": stride}
     if kind in ("Conv", "DWConv"):
         return {**base, f"{p}/out": ranges["conv_out"][i - 1][0], f"{p}/kernel": 3, f"{p}/act": "ReLU"}
@@ -70,7 +74,7 @@ def fixed(kinds: list[str], asked: list[int], space: str = "small", size: int = 
 def test_template_space_forces_m2_m4_and_m6_the_template_meant_to():
     cfg = NasConfig(space="template")
     kinds = ["Conv", "DWConv", "DWConv", "DWConv", "DWConv", "DWConv", "DWConv"]
-    spec, _ = tune.sample(fixed(kinds, [1] * 7, "template"), cfg)
+    spec, _ = nas_space.sample(fixed(kinds, [1] * 7, "template"), cfg)
     # nothing asked to stride: m2 (1 by m2), m4 (2 by m4) and m6 (3 by m6) are made to
     assert strides(spec) == [1, 2, 1, 2, 1, 2, 1]
 
@@ -78,16 +82,16 @@ def test_template_space_forces_m2_m4_and_m6_the_template_meant_to():
 def test_pass_moves_a_forced_stride_to_the_next_slot():
     cfg = NasConfig(space="template")
     kinds = ["Conv", "Pass", "DWConv", "InvertedResidualv3", "Pass", "Pass", "InvertedResidualv2"]
-    spec, _ = tune.sample(fixed(kinds, [1] * 7, "template"), cfg)
+    spec, _ = nas_space.sample(fixed(kinds, [1] * 7, "template"), cfg)
     assert strides(spec) == [1, 2, 2, 2]  # m3 owes m2's stride, m4 its own, m7 m6's
 
 
 def test_small_space_stem_strides_and_at_most_max_strides():
     cfg = NasConfig(space="small")
-    spec, _ = tune.sample(fixed(["DWConv"] + ["Conv"] * 6, [2] * 7), cfg)
+    spec, _ = nas_space.sample(fixed(["DWConv"] + ["Conv"] * 6, [2] * 7), cfg)
     assert strides(spec) == [2, 2, 2, 2, 1, 1, 1]  # 32 px: at most 4 (a 2x2 map), then no stride asked
-    assert tune.max_strides(32) == 4 and tune.max_strides(16) == 3 and tune.max_strides(224) == 5
-    spec, _ = tune.sample(fixed(["Conv"] * 7, [1] * 7), cfg)
+    assert nas_space.max_strides(32) == 4 and nas_space.max_strides(16) == 3 and nas_space.max_strides(224) == 5
+    spec, _ = nas_space.sample(fixed(["Conv"] * 7, [1] * 7), cfg)
     assert strides(spec)[:4] == [2, 2, 1, 2]  # stem, m2, m4 forced
 
 
@@ -97,24 +101,24 @@ def test_random_samples_are_valid_networks(space):
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(60):
         trial = study.ask()
-        raw, size = tune.sample(trial, cfg)
+        raw, size = nas_space.sample(trial, cfg)
         spec = parse_spec(raw, "sampled")
         s = strides(spec)
-        assert s.count(2) <= tune.max_strides(size)
+        assert s.count(2) <= nas_space.max_strides(size)
         if len(s) == 7:  # no Pass: every stride the schedule asks for is made
-            assert s.count(2) >= max(tune.SPACES[space]["strides_by"].values())
+            assert s.count(2) >= max(nas_config.SPACES[space]["strides_by"].values())
         assert spec["backbone"][0][1] in ("Conv", "DWConv")
         study.tell(trial, state=TrialState.PRUNED)
 
 
 def test_fit_width_takes_the_widest_that_fits():
-    raw, size = tune.sample(fixed(["Conv"] * 4 + ["Pass"] * 3, [1] * 4 + [1] * 3), NasConfig())
-    wide = tune.fit_width(raw, size, NasConfig(max_macs=10**9), 10, "t")
+    raw, size = nas_space.sample(fixed(["Conv"] * 4 + ["Pass"] * 3, [1] * 4 + [1] * 3), NasConfig())
+    wide = nas_space.fit_width(raw, size, NasConfig(max_macs=10**9), 10, "t")
     assert wide[0]["width_multiple"] == 1.0
     half_macs = count_macs(build(parse_spec({**raw, "width_multiple": 0.5}, "t"), 10), size)[0]
-    spec, macs, _ = tune.fit_width(raw, size, NasConfig(max_macs=half_macs), 10, "t")
+    spec, macs, _ = nas_space.fit_width(raw, size, NasConfig(max_macs=half_macs), 10, "t")
     assert spec["width_multiple"] == 0.5 and macs == half_macs < wide[1]
-    spec, macs, _ = tune.fit_width(raw, size, NasConfig(max_macs=1000), 10, "t")
+    spec, macs, _ = nas_space.fit_width(raw, size, NasConfig(max_macs=1000), 10, "t")
     assert spec["width_multiple"] == 0.25 and macs > 1000  # none fits: the smallest, for the caller to prune
 
 
@@ -175,17 +179,17 @@ def test_nas_writes_the_front_and_a_spec_the_pipeline_takes(tmp_path, monkeypatc
     assert len(list(open(tmp_path / "nas" / "trials.csv"))) == 3
     run_nas(tmp_path, TINY, "--trials", "3")
     assert len(list(open(tmp_path / "nas" / "trials.csv"))) == 4
-    study = tune.open_study(NasConfig(**TINY), tune.open_storage("", tmp_path / "nas" / "journal.log"))
+    study = nas_study.open_study(NasConfig(**TINY), nas_study.open_storage("", tmp_path / "nas" / "journal.log"))
     specs = [json.dumps(t.user_attrs["spec"]) for t in study.get_trials(states=(TrialState.COMPLETE,))]
     assert len(set(specs)) == 3  # the rerun's sampler continued the sequence, not repeated it
 
 
 def test_a_study_refuses_other_settings(tmp_path):
     make_cache(tmp_path / "cache")
-    tune.search(NasConfig(**TINY), tmp_path / "cache", tmp_path / "nas")
+    nas_search.search(NasConfig(**TINY), tmp_path / "cache", tmp_path / "nas")
     with pytest.raises(InputError, match="'tinycls'.*epochs 1 -> 2.*another name"):
-        tune.search(NasConfig(**{**TINY, "epochs": 2}), tmp_path / "cache", tmp_path / "nas")
-    tune.search(
+        nas_search.search(NasConfig(**{**TINY, "epochs": 2}), tmp_path / "cache", tmp_path / "nas")
+    nas_search.search(
         NasConfig(**{**TINY, "trials": 3, "workers": 1, "timeout_min": 9.0}), tmp_path / "cache", tmp_path / "nas"
     )
 
@@ -193,28 +197,28 @@ def test_a_study_refuses_other_settings(tmp_path):
 def test_a_study_is_reproducible(tmp_path):
     make_cache(tmp_path / "cache")
     cfg = NasConfig(**{**TINY, "trials": 2})
-    a = tune.results(tune.search(dataclasses.replace(cfg, study="a"), tmp_path / "cache", tmp_path / "nas"))
-    b = tune.results(tune.search(dataclasses.replace(cfg, study="b"), tmp_path / "cache", tmp_path / "nas"))
+    a = nas_front.results(nas_search.search(dataclasses.replace(cfg, study="a"), tmp_path / "cache", tmp_path / "nas"))
+    b = nas_front.results(nas_search.search(dataclasses.replace(cfg, study="b"), tmp_path / "cache", tmp_path / "nas"))
     assert [(r.spec, r.val_f1, r.macs) for r in a] == [(r.spec, r.val_f1, r.macs) for r in b]
 
 
 def test_a_budget_nothing_fits_is_an_error(tmp_path, monkeypatch):
     make_cache(tmp_path / "cache")
-    monkeypatch.setattr(tune, "MAX_REJECTED", 5)
+    monkeypatch.setattr(nas_search, "MAX_REJECTED", 5)
     with pytest.raises(InputError, match="max_macs 100"):
-        tune.search(NasConfig(**{**TINY, "max_macs": 100}), tmp_path / "cache", tmp_path / "nas")
+        nas_search.search(NasConfig(**{**TINY, "max_macs": 100}), tmp_path / "cache", tmp_path / "nas")
 
 
 def test_missing_cache_says_to_prepare(tmp_path):
     with pytest.raises(InputError, match="dvc repro prepare"):
-        tune.search(NasConfig(**TINY), tmp_path / "nothing", tmp_path / "nas")
+        nas_search.search(NasConfig(**TINY), tmp_path / "nothing", tmp_path / "nas")
 
 
 def test_a_study_with_other_objectives_is_refused(tmp_path):
-    storage = tune.open_storage(str(tmp_path / "j.log"), tmp_path / "unused")
+    storage = nas_study.open_storage(str(tmp_path / "j.log"), tmp_path / "unused")
     optuna.create_study(storage=storage, study_name="other", direction="minimize")
     with pytest.raises(InputError, match="'other'.*another search's study"):
-        tune.open_study(NasConfig(study="other"), storage)
+        nas_study.open_study(NasConfig(study="other"), storage)
 
 
 def test_an_unreachable_storage_fails_fast_without_its_password():
@@ -224,21 +228,21 @@ def test_an_unreachable_storage_fails_fast_without_its_password():
     url = f"postgresql://tinycls:s3cret@127.0.0.1:{port}/study"
     t0 = time.perf_counter()
     with pytest.raises(InputError) as e:
-        tune.open_storage(url, Path("unused"))
+        nas_study.open_storage(url, Path("unused"))
     assert time.perf_counter() - t0 < 10
     assert f"127.0.0.1:{port}" in str(e.value) and "s3cret" not in str(e.value)
     assert "OperationalError" in str(e.value)  # the server was tried (its driver is installed), and refused
 
 
 def test_a_dead_workers_running_trial_is_marked_failed(tmp_path):
-    study = tune.open_study(NasConfig(), tune.open_storage(str(tmp_path / "j.log"), tmp_path))
+    study = nas_study.open_study(NasConfig(), nas_study.open_storage(str(tmp_path / "j.log"), tmp_path))
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     dead, alive = study.ask(), study.ask()
     for t, pid in ((dead, gone.pid), (alive, os.getpid())):
         t.set_user_attr("host", socket.gethostname())
         t.set_user_attr("pid", pid)
-    assert tune.fail_dead_trials(study) == 1
+    assert nas_study.fail_dead_trials(study) == 1
     states = {t.number: t.state for t in study.get_trials()}
     assert states[dead.number] == TrialState.FAIL and states[alive.number] == TrialState.RUNNING
 
@@ -246,7 +250,7 @@ def test_a_dead_workers_running_trial_is_marked_failed(tmp_path):
 def test_two_workers_share_a_journal_study(tmp_path):
     make_cache(tmp_path / "cache")
     cfg = NasConfig(**{**TINY, "trials": 6, "workers": 2, "epochs": 2})
-    study = tune.search(cfg, tmp_path / "cache", tmp_path / "nas")
+    study = nas_search.search(cfg, tmp_path / "cache", tmp_path / "nas")
     done = study.get_trials(states=(TrialState.COMPLETE,))
     assert 6 <= len(done) <= 7  # a worker may finish the trial it started as the other reached 6
     pids = [t.user_attrs["pid"] for t in done]
@@ -311,7 +315,7 @@ def test_two_workers_share_a_postgresql_study_and_survive_a_killed_one(tmp_path,
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     a, b = worker("a"), worker("b")
-    storage = tune.open_storage(postgres_url, Path("unused"))
+    storage = nas_study.open_storage(postgres_url, Path("unused"))
     deadline, victim = time.time() + 120, None
     while victim is None and time.time() < deadline:  # kill a while it trains a trial
         try:
@@ -331,7 +335,7 @@ def test_two_workers_share_a_postgresql_study_and_survive_a_killed_one(tmp_path,
     # any other worker, on any machine, fails it once its heartbeat is 3 x heartbeat_s old
     time.sleep(max(0.0, killed + 3 * 2 + 1 - time.time()))
     optuna.storages.fail_stale_trials(
-        optuna.load_study(study_name="pg", storage=tune.open_storage(postgres_url, Path("x"), 2))
+        optuna.load_study(study_name="pg", storage=nas_study.open_storage(postgres_url, Path("x"), 2))
     )
     trials = optuna.load_study(study_name="pg", storage=storage).get_trials()
     assert next(t for t in trials if t.number == victim).state == TrialState.FAIL

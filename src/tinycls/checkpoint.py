@@ -102,14 +102,14 @@ def check_meta(path: Path, ckpt: dict[str, Any]) -> None:
     ):
         raise bad("arch_kwargs.keep_blocks", blocks, "block counts or lists of block indices, one per stage")
     if "spec" in kwargs:
-        from tinycls.nas import parse_spec
+        from tinycls.specnet import parse_spec
 
         if not arch.startswith("nas:"):
             raise bad("arch_kwargs.spec", kwargs["spec"], "a spec only for nas: networks")
         try:
             parse_spec(kwargs["spec"], f"{path}: arch_kwargs.spec")
         except InputError as e:
-            raise bad("arch_kwargs.spec", kwargs["spec"], f"a tinycls.nas spec: {e}") from None
+            raise bad("arch_kwargs.spec", kwargs["spec"], f"a tinycls.specnet spec: {e}") from None
     elif arch.startswith("nas:"):
         raise bad("arch_kwargs", kwargs, "a nas: network's spec under arch_kwargs.spec")
     layers = kwargs.get("layers", {})

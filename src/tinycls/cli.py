@@ -94,8 +94,8 @@ def search(
     """MACs and params of candidate architectures x input sizes, no training; marks the sizes
     just before a MACs jump (one more pixel costing over 10%). With --latency, the measured
     latency and its rank beside the MACs rank: fewer MACs is not always faster."""
-    from tinycls.search import CANDIDATES, to_markdown, to_records
-    from tinycls.search import search as run
+    from tinycls.families import CANDIDATES, to_markdown, to_records
+    from tinycls.families import search as run
 
     size_list = _ints(sizes, "64,72,80", "--sizes")
     arch_list = [a.strip() for a in archs.split(",")] if archs else list(CANDIDATES)
@@ -247,7 +247,9 @@ def nas(
     import yaml
 
     from tinycls.config import from_section
-    from tinycls.tune import NasConfig, search, to_markdown, write_outputs
+    from tinycls.nas.config import NasConfig
+    from tinycls.nas.front import to_markdown, write_outputs
+    from tinycls.nas.search import search
 
     section: dict = {}
     if params.is_file():
@@ -291,10 +293,10 @@ def predict(
     """Predict every image under IMAGE_DIR with CHECKPOINT and write a CSV."""
     import torch
 
-    from tinycls.predict import load_folder
+    from tinycls.data import load_folder
 
     if checkpoint.suffix == ".onnx":
-        from tinycls.export import onnx_logits, read_metadata, session
+        from tinycls.onnx_runtime import onnx_logits, read_metadata, session
 
         meta = read_metadata(checkpoint)
         files, images = load_folder(image_dir, meta["cache_size"])

@@ -8,7 +8,6 @@ import dataclasses
 import hashlib
 import multiprocessing
 import os
-import unicodedata
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from tinycls.errors import InputError, MissingInput
+from tinycls.folders import class_folders, list_files, same_name, shown, visible
 from tinycls.images import DECODE_ERRORS, FORMATS, TooLarge, load_rgb, square_pad_resize
 from tinycls.rows import create_rows, write_rows
 
@@ -37,11 +37,6 @@ class Checked:
     sha256: str
     image: np.ndarray | None  # (S, S, 3) uint8
     error: str | None
-
-
-def shown(path: Path) -> str:
-    """A path for a message, printable even when its bytes are not UTF-8 (as `\\xe9`)."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def check_tree(root: Path) -> None:
@@ -82,30 +77,6 @@ def check_tree(root: Path) -> None:
         )
 
 
-def same_name(name: str) -> str:
-    """What two folder names that differ only in case or Unicode form (NFC/NFD) share."""
-    return unicodedata.normalize("NFC", name).casefold()
-
-
-def _visible(path: Path) -> bool:
-    # .DS_Store, .ipynb_checkpoints/ and other dot-names are not data.
-    return not path.name.startswith(".")
-
-
-def list_files(folder: Path) -> list[Path]:
-    """Files under folder, recursive and sorted, skipping any path part that starts with a dot."""
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
-
-
-def class_folders(split_dir: Path) -> list[str]:
-    """The class names of a `<split>/<class>/<image>` folder: its visible subfolders, sorted."""
-    return sorted(p.name for p in split_dir.iterdir() if p.is_dir() and _visible(p))
-
-
 def scan_labelled(split_dir: Path) -> dict[str, list[Path]]:
     """Map class name -> sorted files of a `<split>/<class>/<image>` folder.
 
@@ -115,7 +86,7 @@ def scan_labelled(split_dir: Path) -> dict[str, list[Path]]:
     """
     if not split_dir.is_dir():
         raise MissingInput(f"{split_dir}: no such folder; expected {split_dir}/<class>/<image>.")
-    loose = [p for p in sorted(split_dir.iterdir()) if p.is_file() and _visible(p)]
+    loose = [p for p in sorted(split_dir.iterdir()) if p.is_file() and visible(p)]
     if loose:
         raise DataError(
             f"{loose[0]}: images must sit in a class folder, "
@@ -153,7 +124,7 @@ def scan_test(test_dir: Path, classes: list[str]) -> tuple[list[Path], list[str]
             f"{test_dir}: no such folder; put the images to predict there "
             "(loose, or in class folders when their labels are known)."
         )
-    entries = [p for p in sorted(test_dir.iterdir()) if _visible(p)]
+    entries = [p for p in sorted(test_dir.iterdir()) if visible(p)]
     known = [p for p in entries if p.is_dir() and p.name in classes]
     by_key = {same_name(c): c for c in classes}
     near = [
@@ -252,10 +223,20 @@ def check_files(paths: list[Path], size: int, workers: int, into: Path | None = 
     return out
 
 
-def cap_per_class(labels: np.ndarray, cap: int, seed: int) -> np.ndarray:
-    """Sorted indices keeping at most `cap` seeded-random items of each class (0 = no cap)."""
-    if cap <= 0:
-        return np.arange(len(labels))
-    rng = np.random.default_rng(seed)
-    keep = [rng.permutation(np.flatnonzero(labels == c))[:cap] for c in np.unique(labels)]
-    return np.sort(np.concatenate(keep))
+def load_folder(image_dir: Path, size: int, workers: int = 1) -> tuple[list[Path], np.ndarray]:
+    """Every file under image_dir (recursive, sorted, dot-names skipped), decoded and
+    square-padded by the same checks as `prepare`.
+
+    Raises:
+        FileNotFoundError: image_dir is missing or holds no files.
+        ValueError: a file is not a readable image (named in the message).
+    """
+    if not image_dir.is_dir():
+        raise MissingInput(f"{image_dir}: no such folder of images.")
+    files = list_files(image_dir)
+    if not files:
+        raise MissingInput(f"{image_dir}: holds no files to predict.")
+    checked = check_files(files, size, workers)
+    if bad := next((c for c in checked if c.error), None):
+        raise InputError(f"{bad.path}: {bad.error}; remove or repair it.")
+    return files, np.stack([c.image for c in checked])

@@ -9,13 +9,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tinycls.cache import load_classes, load_held_out, load_split
 from tinycls.checkpoint import load_checkpoint
 from tinycls.config import one_of
 from tinycls.device import DEVICES, resolve_device
-from tinycls.export import onnx_logits, read_metadata, session
 from tinycls.macs import count_macs
+from tinycls.onnx_runtime import onnx_logits, read_metadata, session
 from tinycls.predict import predict_checkpoint
-from tinycls.prepare import load_classes, load_held_out, load_split
 from tinycls.pseudo import read_probs
 from tinycls.score import macro_f1, score_report
 

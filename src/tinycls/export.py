@@ -1,7 +1,6 @@
-"""A model you can ship: the final checkpoint as an ONNX file that carries its own preprocessing
-facts, an INT8 copy (quantization-aware fine-tuning, tinycls.qat, or ONNX Runtime's static
-quantization), and what each costs on a CPU
-(bytes, batch-1 latency, peak memory), measured with ONNX Runtime.
+"""Writing the ONNX file: the final checkpoint as ONNX that carries its own preprocessing facts,
+and [export]'s settings. The INT8 copy is tinycls.int8, its costs tinycls.latency, running it
+tinycls.onnx_runtime, and the export stage's one step tinycls.ship.
 
 The ONNX graph takes what the network takes: float (batch, 3, input_size, input_size),
 normalized by the recorded mean and std. How an image file becomes that input is in the
@@ -16,25 +15,18 @@ import io
 import json
 import os
 import re
-import subprocess
-import sys
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from tinycls.config import one_of
 from tinycls.device import DEVICES
-from tinycls.errors import InputError, MissingInput
-from tinycls.transforms import to_input
+from tinycls.errors import InputError
+from tinycls.onnx_runtime import INPUT, METADATA_KEY, OUTPUT
 
-METADATA_KEY = "tinycls"
-INPUT, OUTPUT = "input", "logits"
 PREPROCESSING = (
     "RGB (alpha on black); resize the long side to cache_size and pad to a centred black square "
     "(Pillow bilinear); resize to input_size (bilinear, antialiased); x/255, then (x - mean) / std per "
@@ -201,7 +193,7 @@ def export_onnx(
     proto.producer_name, proto.doc_string = "tinycls", f"{meta['arch']} ({size} px); metadata key {METADATA_KEY!r}"
     set_metadata(proto, {**onnx_metadata(meta), **(extra or {})})
     onnx.checker.check_model(proto)
-    return _save(proto, path)
+    return save_proto(proto, path)
 
 
 def set_metadata(proto: Any, metadata: dict[str, Any]) -> None:
@@ -210,271 +202,10 @@ def set_metadata(proto: Any, metadata: dict[str, Any]) -> None:
     entry.key, entry.value = METADATA_KEY, json.dumps(metadata, sort_keys=True)
 
 
-def _save(proto: Any, path: Path) -> int:
+def save_proto(proto: Any, path: Path) -> int:
+    """Write an ONNX proto atomically; returns the file's size in bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(proto.SerializeToString())
     os.replace(tmp, path)
     return path.stat().st_size
-
-
-def read_metadata(path: Path) -> dict[str, Any]:
-    """The tinycls metadata of an ONNX file.
-
-    Raises:
-        MissingInput: no such file.
-        InputError: not an ONNX model, or one without tinycls metadata (exported elsewhere).
-    """
-    import onnx
-
-    if not Path(path).is_file():
-        raise MissingInput(f"{path}: no such ONNX file; `dvc repro` writes artifacts/export/model.onnx.")
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as e:
-        raise InputError(f"{path}: not a readable ONNX model ({type(e).__name__}: {e}).") from None
-    found = {p.key: p.value for p in proto.metadata_props}
-    if METADATA_KEY not in found:
-        raise InputError(
-            f"{path}: an ONNX model without tinycls metadata (key {METADATA_KEY!r}: classes, input size, "
-            "mean, std, preprocessing), so its preprocessing is unknown. Export it with tinycls "
-            "(the export stage), or predict with the runtime directly."
-        )
-    try:
-        meta = json.loads(found[METADATA_KEY])
-        classes, size, cache = meta["classes"], int(meta["input_size"]), int(meta["cache_size"])
-        ok = isinstance(classes, list) and classes and len(meta["mean"]) == 3 and len(meta["std"]) == 3
-    except (ValueError, KeyError, TypeError):
-        ok = False
-    if not ok or not 8 <= size <= 4096 or not 8 <= cache <= 4096:
-        raise InputError(f"{path}: its {METADATA_KEY!r} metadata is damaged; re-export it with `dvc repro`.")
-    return meta
-
-
-def session(path: Path, threads: int = 0) -> "Any":
-    """An ONNX Runtime CPU session; threads 0 = ONNX Runtime's default (all physical cores)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3  # errors only
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def _inputs(meta: dict[str, Any], images: Any, batch_size: int) -> Iterator[np.ndarray]:
-    """Batches of uint8 images (N, S, S, 3) at the cache side (an array or tinycls Rows) as the
-    graph's float input, prepared exactly as for the PyTorch model (tinycls.transforms.to_input)."""
-    for i in range(0, len(images), batch_size):
-        x = torch.from_numpy(np.asarray(images[i : i + batch_size]))
-        yield to_input(x, meta["input_size"], tuple(meta["mean"]), tuple(meta["std"])).numpy()
-
-
-def onnx_logits(sess: Any, meta: dict[str, Any], images: Any, batch_size: int = 256) -> np.ndarray:
-    """Logits (N, K) for uint8 images (N, S, S, 3) at the cache side (an array or tinycls Rows)."""
-    names, key = [meta.get("output", OUTPUT)], meta.get("input", INPUT)
-    out = [sess.run(names, {key: x})[0] for x in _inputs(meta, images, batch_size)]
-    return np.concatenate(out) if out else np.empty((0, len(meta["classes"])), np.float32)
-
-
-def calibration_sample(images: Any, n: int, seed: int) -> np.ndarray:
-    """n of `images` (all when fewer), drawn without replacement by `seed`, in index order."""
-    n = min(n, len(images))
-    return images[np.sort(np.random.default_rng(seed).choice(len(images), n, replace=False))]
-
-
-@dataclass(frozen=True)
-class Parity:
-    """ONNX Runtime's logits against PyTorch's. No logit moving by more than max_abs_diff, an
-    argmax can only change where PyTorch's top two were within 2 * max_abs_diff: a tie."""
-
-    max_abs_diff: float  # max |logit difference| over every image and class
-    argmax_mismatches: int  # images where the two argmaxes differ
-    images: int
-
-
-def parity(reference: np.ndarray, logits: np.ndarray) -> Parity:
-    """Compare ONNX Runtime's logits with PyTorch's (both (N, K))."""
-    diff = float(np.abs(reference - logits).max()) if len(reference) else 0.0
-    return Parity(diff, int((reference.argmax(1) != logits.argmax(1)).sum()), len(reference))
-
-
-class _Calibration:
-    """ONNX Runtime's CalibrationDataReader protocol over uint8 images, prepared as for the model."""
-
-    def __init__(self, images: np.ndarray, meta: dict[str, Any], batch_size: int = 64) -> None:
-        self.images, self.meta, self.batch_size = images, meta, batch_size
-        self._it: Iterator[dict[str, np.ndarray]] | None = None
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        self._it = self._it or ({INPUT: x} for x in _inputs(self.meta, self.images, self.batch_size))
-        return next(self._it, None)
-
-    def rewind(self) -> None:
-        self._it = None
-
-
-def quantize_int8(fp32: Path, out: Path, calibration: np.ndarray, method: str = "minmax") -> int:
-    """ONNX Runtime static quantization of `fp32` into `out`: `quant_pre_process` first, then QDQ
-    with per-channel INT8 weights and UINT8 activations (the x86 CPU pairing) whose ranges are
-    calibrated on `calibration` (uint8 images at the cache side). The tinycls metadata is kept.
-    Returns the INT8 file's size in bytes."""
-    import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    meta = read_metadata(fp32)
-    with tempfile.TemporaryDirectory(prefix="tinycls-int8-") as tmp:
-        pre, q = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
-        quant_pre_process(str(fp32), str(pre))
-        quantize_static(
-            str(pre), str(q), _Calibration(calibration, meta), quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            calibrate_method=getattr(CalibrationMethod, CALIBRATION[method]),
-            calibration_providers=["CPUExecutionProvider"],
-        )  # fmt: skip
-        proto = onnx.load(str(q))
-    set_metadata(proto, {**meta, "quantization": f"INT8 QDQ, per-channel weights, {method} calibration"})
-    proto.producer_name = "tinycls"
-    return _save(proto, out)
-
-
-def qat_int8(
-    model: nn.Module,
-    meta: dict[str, Any],
-    images: Any,
-    calibration: np.ndarray,
-    out: Path,
-    p: ExportConfig,
-    device: torch.device,
-    progress: bool = True,
-) -> int:
-    """INT8 QDQ ONNX of `model` after quantization-aware fine-tuning (tinycls.qat) on `images`
-    (uint8 at the cache side, no labels: it learns the FP32 model's predictions), activation ranges
-    starting from `calibration`; the weights are stored as INT8, ONNX Runtime runs integer kernels.
-    `model` is not modified. Returns the file's size in bytes."""
-    from tinycls import qat
-
-    tuned = qat.fine_tune(
-        model, meta, images, calibration, p.qat_epochs, p.qat_lr, p.qat_batch_size, p.seed, device, progress
-    )
-    how = f"INT8 QDQ, per-channel weights, quantization-aware fine-tuning ({p.qat_epochs} epochs)"
-    return export_onnx(qat.to_qdq(tuned), meta, out, p.opset, extra={"quantization": how})
-
-
-def int8_model(
-    model: nn.Module,
-    meta: dict[str, Any],
-    fp32: Path,
-    images: Any,
-    calibration: np.ndarray,
-    out: Path,
-    p: ExportConfig,
-    device: torch.device,
-    progress: bool = True,
-) -> str:
-    """Write the INT8 model to `out` as `p.int8` says; returns how it was made: "qat", or "ptq" also
-    when QAT was asked for a model torch.fx cannot trace (said on stdout: the FP32 export and the
-    training before it are fine, and an error here would waste them)."""
-    from tinycls import qat
-
-    if p.int8 == "qat":
-        try:
-            qat_int8(model, meta, images, calibration, out, p, device, progress)
-            return "qat"
-        except qat.NotTraceable as e:
-            print(f"export: {e} INT8 by post-training quantization instead.")
-    quantize_int8(fp32, out, calibration, p.calibration_method)
-    return "ptq"
-
-
-# Run in a fresh process that imports only numpy and ONNX Runtime, as a deployment would: in the
-# process that has just run PyTorch, its idle OpenMP threads still spin and double a tiny
-# model's latency (measured: 0.29 against 0.16 ms p50).
-_MEASURE = """
-import json, sys, time
-import numpy as np, onnxruntime as ort
-
-path, runs, warmup, seed, all_threads = sys.argv[1], *map(int, sys.argv[2:6])
-x = None
-
-def status(key):
-    try:
-        return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(key + ":"))
-    except OSError:
-        return None
-
-def session(threads):
-    o = ort.SessionOptions()
-    o.intra_op_num_threads, o.inter_op_num_threads, o.log_severity_level = threads, 1, 3
-    return ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
-
-def timed(s):
-    feed = {s.get_inputs()[0].name: x}
-    for _ in range(warmup):
-        s.run(None, feed)
-    t = np.empty(runs)
-    for i in range(runs):
-        start = time.perf_counter()
-        s.run(None, feed)
-        t[i] = time.perf_counter() - start
-    return float(np.percentile(t, 50) * 1e3), float(np.percentile(t, 90) * 1e3)
-
-out = {"peak_memory_bytes": None}
-rng = np.random.default_rng(seed)  # numpy.random loaded before the reset: only the model counts
-try:
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # Linux: reset the peak (VmHWM) to the current resident size
-    before = status("VmRSS")
-except OSError:
-    before = None
-one = session(1)
-shape = [1 if not isinstance(d, int) else d for d in one.get_inputs()[0].shape]
-x = rng.standard_normal(shape).astype(np.float32)
-one.run(None, {one.get_inputs()[0].name: x})
-if before is not None:
-    out["peak_memory_bytes"] = (status("VmHWM") - before) * 1024
-out["latency_ms_p50"], out["latency_ms_p90"] = timed(one)
-if all_threads:
-    out["latency_ms_p50_all_threads"], out["latency_ms_p90_all_threads"] = timed(session(0))
-print(json.dumps(out))
-"""
-
-
-def _measure(path: Path, runs: int, warmup: int, seed: int, all_threads: bool) -> dict[str, Any]:
-    cmd = [sys.executable, "-c", _MEASURE, str(path), str(runs), str(warmup), str(seed), str(int(all_threads))]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-    if r.returncode != 0:
-        raise RuntimeError(f"measuring {path} in ONNX Runtime failed: {r.stderr.strip()[-800:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
-
-
-def latency_ms(path: Path, runs: int = 300, warmup: int = 30, seed: int = 0) -> dict[str, float]:
-    """ONNX Runtime CPU latency of one batch-1 prediction on one thread: p50 and p90 in ms over
-    `runs` timed runs after `warmup` untimed ones, in a fresh process."""
-    m = _measure(path, runs, warmup, seed, all_threads=False)
-    return {"p50": m["latency_ms_p50"], "p90": m["latency_ms_p90"]}
-
-
-def model_latency_ms(model: nn.Module, arch: str, size: int, runs: int = 100, warmup: int = 10) -> float:
-    """p50 batch-1 ONNX Runtime latency (one thread) of an untrained `model` at `size` px: what
-    `tinycls search --latency` puts beside MACs (weights do not change the time of dense ops)."""
-    meta = {"arch": arch, "classes": ["0"], "input_size": size, "mean": [0.0] * 3, "std": [1.0] * 3}
-    with tempfile.TemporaryDirectory(prefix="tinycls-latency-") as tmp:
-        path = Path(tmp) / "model.onnx"
-        export_onnx(model, meta, path)
-        return latency_ms(path, runs, warmup)["p50"]
-
-
-def cpu_threads() -> int:
-    """The cores this process may use (what ONNX Runtime's default thread count follows)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def measure(path: Path, p: ExportConfig) -> dict[str, Any]:
-    """Size, batch-1 latency (p50/p90; one thread, and ONNX Runtime's default of all cores) and
-    peak memory of one ONNX file, measured in a fresh process that imports only numpy and ONNX
-    Runtime. Peak memory: the resident memory that creating the session and one prediction add
-    (Linux: the peak is reset through /proc/self/clear_refs and read from VmHWM; None elsewhere)."""
-    m = _measure(path, p.latency_runs, p.latency_warmup, p.seed, all_threads=True)
-    return {"bytes": path.stat().st_size, **m}

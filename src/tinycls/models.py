@@ -8,35 +8,12 @@ competition's entries did. No weights are downloaded unless `pretrained=True`.
 from collections.abc import Callable
 from typing import Any
 
-import torch
 from torch import nn
 
 from tinycls.errors import InputError
+from tinycls.heads import Classifier, ConvHead
 from tinycls.structure import keep_blocks as prune_blocks
 from tinycls.structure import reshape_layers
-
-
-class ConvHead(nn.Module):
-    """Bias-free 1x1 conv classifier on pooled features: (B, C) or (B, C, 1, 1) -> (B, K)."""
-
-    def __init__(self, in_channels: int, num_classes: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, num_classes, kernel_size=1, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x.reshape(x.shape[0], -1, 1, 1)).flatten(1)  # (B, K)
-
-
-class Classifier(nn.Module):
-    """A feature extractor that returns pooled (B, C) features, then a ConvHead."""
-
-    def __init__(self, body: nn.Module, in_channels: int, num_classes: int) -> None:
-        super().__init__()
-        self.body = body
-        self.head = ConvHead(in_channels, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
 
 
 def _timm(name: str, num_classes: int, pretrained: bool, **kwargs: Any) -> nn.Module:
@@ -94,23 +71,23 @@ def _pytorchcv(name: str, num_classes: int, pretrained: bool, **kwargs: Any) -> 
 
 
 def _nas(name: str, num_classes: int, pretrained: bool, spec: dict[str, Any] | None = None) -> nn.Module:
-    """A network from a spec file (tinycls.nas); `spec`: the parsed spec a checkpoint recorded,
+    """A network from a spec file (tinycls.specnet); `spec`: the parsed spec a checkpoint recorded,
     used instead of the file."""
-    from tinycls import nas
+    from tinycls import specnet
 
     if pretrained:
         raise InputError(f"nas:{name}: a spec network has no ImageNet weights; set pretrained: false.")
-    parsed = nas.parse_spec(spec, f"nas:{name} (recorded spec)") if spec is not None else nas.load_spec(name)
-    return nas.build(parsed, num_classes)
+    parsed = specnet.parse_spec(spec, f"nas:{name} (recorded spec)") if spec is not None else specnet.load_spec(name)
+    return specnet.build(parsed, num_classes)
 
 
 def arch_kwargs(arch: str) -> dict[str, Any]:
     """What a checkpoint of a freshly built `arch` records to rebuild it without outside files:
     the parsed spec of a `nas:` network, nothing for the others."""
     if arch.startswith("nas:"):
-        from tinycls import nas
+        from tinycls import specnet
 
-        return {"spec": nas.load_spec(arch.partition(":")[2])}
+        return {"spec": specnet.load_spec(arch.partition(":")[2])}
     return {}
 
 

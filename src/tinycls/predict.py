@@ -1,13 +1,9 @@
 """Inference on the decoded cache or on a folder of image files."""
 
-from pathlib import Path
-
 import numpy as np
 import torch
 from torch import nn
 
-from tinycls.data import check_files, list_files
-from tinycls.errors import InputError, MissingInput
 from tinycls.transforms import Views, apply_views, partner_pixels, to_input
 
 
@@ -49,22 +45,3 @@ def predict_checkpoint(
     return predict_logits(
         model, images, meta["input_size"], tuple(meta["mean"]), tuple(meta["std"]), device, batch_size, hflip=hflip
     )
-
-
-def load_folder(image_dir: Path, size: int, workers: int = 1) -> tuple[list[Path], np.ndarray]:
-    """Every file under image_dir (recursive, sorted, dot-names skipped), decoded and
-    square-padded by the same checks as `prepare`.
-
-    Raises:
-        FileNotFoundError: image_dir is missing or holds no files.
-        ValueError: a file is not a readable image (named in the message).
-    """
-    if not image_dir.is_dir():
-        raise MissingInput(f"{image_dir}: no such folder of images.")
-    files = list_files(image_dir)
-    if not files:
-        raise MissingInput(f"{image_dir}: holds no files to predict.")
-    checked = check_files(files, size, workers)
-    if bad := next((c for c in checked if c.error), None):
-        raise InputError(f"{bad.path}: {bad.error}; remove or repair it.")
-    return files, np.stack([c.image for c in checked])

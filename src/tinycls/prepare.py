@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from tinycls.cache import cap_per_class
 from tinycls.data import (
     MAX_LISTED,
     Checked,
     DataError,
-    cap_per_class,
     check_files,
     check_tree,
     scan_labelled,
@@ -137,8 +137,7 @@ def prepare_dataset(
     """
     if not root.is_dir():
         raise MissingInput(
-            f"{root}: no such dataset folder. Put the data in "
-            f"{root}/train/<class>/<image> (see README, 'Your own data')."
+            f"{root}: no such dataset folder. Put the data in {root}/train/<class>/<image> (see docs/data.md)."
         )
     check_tree(root)
     classes, groups, test_files, test_names = _scan(root)
@@ -317,21 +316,3 @@ def _write(
         )
         + "\n"
     )
-
-
-def load_split(cache: Path, split: str) -> tuple[Rows, np.ndarray | None]:
-    """(images (N, S, S, 3) uint8, read from disk a batch at a time (tinycls.rows.Rows), labels
-    (N,) int64 in memory, or None for test) from a prepared cache."""
-    images = Rows([cache / f"{split}_images.npy"])
-    labels_path = cache / f"{split}_labels.npy"
-    return images, (np.load(labels_path) if labels_path.exists() else None)
-
-
-def load_classes(cache: Path) -> list[str]:
-    return json.loads((cache / "classes.json").read_text())
-
-
-def load_held_out(path: Path) -> tuple[list[str], np.ndarray | None]:
-    """(test file names, test labels or None) in test_images.npy order. For the final score only."""
-    held = json.loads(path.read_text())
-    return held["files"], None if held["labels"] is None else np.asarray(held["labels"], dtype=np.int64)

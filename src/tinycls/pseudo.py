@@ -13,11 +13,11 @@ import pandas as pd
 import torch
 from torch import nn
 
+from tinycls.cache import load_classes, load_split
 from tinycls.config import one_of
 from tinycls.device import DEVICES
 from tinycls.errors import InputError
 from tinycls.predict import predict_checkpoint
-from tinycls.prepare import load_classes, load_split
 from tinycls.rows import Rows
 
 LABEL_KINDS = ("hard", "soft")

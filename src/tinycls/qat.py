@@ -1,7 +1,7 @@
 """Quantization-aware fine-tuning (QAT) for the INT8 export.
 
 Post-training quantization of a tiny student flips the prediction of about 2% of the quick start's
-test images against the FP32 model (README, "Shipping"): its logits are close together (a
+test images against the FP32 model (docs/shipping.md): its logits are close together (a
 distilled 67k-parameter net) and 8-bit weights and activations move them by more than the gap.
 Here the FP32 model is copied, its BatchNorms folded into the convolutions (as ONNX Runtime folds
 them), and PyTorch's FX quantization simulates ONNX Runtime's INT8 scheme during a short

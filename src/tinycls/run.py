@@ -43,7 +43,7 @@ class ModelConfig:
                 "set pretrained: true to start from it, or weights: ''."
             )
         if self.arch.startswith("nas:"):  # the spec file, read and checked at this input size
-            from tinycls.nas import check_input, load_spec
+            from tinycls.specnet import check_input, load_spec
 
             if self.pretrained:
                 raise InputError(f"arch {self.arch}: a spec network has no ImageNet weights; set pretrained: false.")

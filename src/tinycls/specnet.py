@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from tinycls.errors import InputError
+from tinycls.heads import ConvHead
 
 ACTIVATIONS = {"ReLU": nn.ReLU, "ReLU6": nn.ReLU6, "Hardswish": nn.Hardswish, "SiLU": nn.SiLU, "Identity": nn.Identity}
 # name -> (argument names, how many are required, defaults of the rest)
@@ -159,7 +160,7 @@ def load_spec(path: str | Path) -> dict[str, Any]:
 
     path = Path(path)
     if not path.is_file():
-        raise InputError(f'nas:{path}: no such spec file; write one (README, "Networks from a spec").')
+        raise InputError(f'nas:{path}: no such spec file; write one (docs/search.md, "Networks from a spec").')
     text = path.read_text()
     try:
         spec = yaml.safe_load(text)
@@ -239,11 +240,9 @@ def _layer(i: int, name: str, args: list[Any], c_in: int, width: float, stride_h
 
 def build(spec: dict[str, Any], num_classes: int) -> nn.Module:
     """The network a parsed spec describes, ending in the 1x1 `head` conv (hard-swish), global
-    average pooling and the bias-free 1x1 conv classifier (tinycls.models.ConvHead). A repeated
+    average pooling and the bias-free 1x1 conv classifier (tinycls.heads.ConvHead). A repeated
     Conv or DWConv strides in its last copy, an inverted residual in its first (the template's
     rule)."""
-    from tinycls.models import ConvHead
-
     layers, c = [], 3
     for i, (repeat, name, args) in enumerate(spec["backbone"]):
         n = max(round(repeat * spec["depth_multiple"]), 1) if repeat > 1 else repeat

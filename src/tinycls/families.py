@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
 from tinycls.errors import InputError
-from tinycls.export import model_latency_ms
+from tinycls.latency import model_latency_ms
 from tinycls.macs import count_macs
 from tinycls.models import build_model
 
