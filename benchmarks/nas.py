@@ -30,7 +30,7 @@ import yaml
 
 from benchmarks.pipeline import machine
 from stages.params import CACHE
-from tinycls.cli import _dvc
+from tinycls.cli.app import _dvc
 from tinycls.config import from_section
 from tinycls.nas.config import NasConfig
 from tinycls.nas.front import results
