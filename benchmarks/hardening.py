@@ -33,7 +33,8 @@ from stages.training import split_section
 from tinycls.cache import load_classes, load_split
 from tinycls.checkpoint import checkpoint_meta
 from tinycls.models import build_model
-from tinycls.train import _fingerprint, fit, seed_everything
+from tinycls.resume import fingerprint
+from tinycls.train import fit, seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,7 +105,7 @@ def main() -> None:
     train, val = load_split(CACHE, "train"), load_split(CACHE, "val")
     meta = checkpoint_meta(m.arch, load_classes(CACHE), m.input_size)
     start = time.perf_counter()
-    _fingerprint(build_model(m.arch, len(meta["classes"])), train, val, cfg, meta, None)
+    fingerprint(build_model(m.arch, len(meta["classes"])), train, val, cfg, meta, None)
     n = f"{len(train[0]):,} + {len(val[0]):,} images"
     print(f"student: fingerprint {time.perf_counter() - start:.2f} s per fit ({n})")
     for arch, size in ((m.arch, m.input_size), ("timm:tf_efficientnet_lite0", 48)):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.conftest import class_arrays
-from tinycls import train as train_module
+from tinycls import loop as loop_module
 from tinycls.checkpoint import save_checkpoint
 from tinycls.distill import Distiller, KDConfig, Teachers, create_distiller, load_teachers
 from tinycls.models import build_model
@@ -239,8 +239,8 @@ def test_cached_outputs_leave_the_students_batch_at_its_own_size(tmp_path, monke
     spy = ChannelMean()
     teachers = Teachers([spy], [_meta(size=32)], [1.0], 4.0, S_MEAN, S_STD)
     made = []
-    to_input = train_module.to_input
-    monkeypatch.setattr(train_module, "to_input", lambda x, size, *a: made.append(size) or to_input(x, size, *a))
+    to_input = loop_module.to_input
+    monkeypatch.setattr(loop_module, "to_input", lambda x, size, *a: made.append(size) or to_input(x, size, *a))
     result = _fit(tmp_path, teachers, KDConfig("vanilla", 4.0, 0.3), "cached")
     # the teacher ran once at its 32 px; the student's 3 batches were made at its 16 px directly
     assert result.teacher_outputs == "cached_unaugmented" and set(spy.sizes) == {32} and made == [16, 16, 16]
@@ -300,7 +300,7 @@ def test_zoomed_blended_views_teach_the_answer_for_the_blend(tmp_path, monkeypat
 
 
 def test_fixed_views_are_seeded_and_used_in_turn(tmp_path):
-    from tinycls.distill import fixed_views
+    from tinycls.teaching import fixed_views
 
     v = fixed_views(100, 8, True, 0.1, seed=0)
     assert v.flip.shape == (100, 8) and v.shift.shape == (100, 8, 2) and v.partner is None and v.own is None

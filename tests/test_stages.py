@@ -488,12 +488,12 @@ def test_predict_preprocesses_exactly_as_the_pipeline(workdir):
 
 STOP_AFTER_FIRST_EPOCH = """
 import os, runpy, signal
-import tinycls.train as t
-real = t._Loop.save_state
+import tinycls.resume as t
+real = t.ResumeState.save
 def save_then_terminate(self, *args, **kwargs):
     real(self, *args, **kwargs)
     os.kill(os.getpid(), signal.SIGTERM)  # as `kill` or a job scheduler would, once epoch 1 is saved
-t._Loop.save_state = save_then_terminate
+t.ResumeState.save = save_then_terminate
 runpy.run_module("stages.teacher", run_name="__main__")
 """
 

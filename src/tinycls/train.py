@@ -1,107 +1,36 @@
 """The one training loop every stage uses: optimizer, schedule, AMP, seeding, progress bar,
 per-epoch logging, best checkpoint by validation macro F1, a usable checkpoint on Ctrl-C, and a
 resume state after every epoch that an interrupted fit continues from, to the same result.
+The settings are tinycls.train_config, one epoch tinycls.loop, the resume state tinycls.resume.
 """
 
 import copy
-import hashlib
-import json
 import os
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from timm.data import Mixup
 from timm.utils import ModelEmaV3
 from torch import nn
 from tqdm import tqdm
 
 from tinycls.checkpoint import save_checkpoint
-from tinycls.config import one_of
-from tinycls.device import DEVICES, resolve_device
-from tinycls.distill import Distiller, Teaching, teaching
+from tinycls.device import resolve_device
+from tinycls.distill import Distiller
 from tinycls.errors import InputError
-from tinycls.losses import LOSSES, student_loss
+from tinycls.loop import Criterion, FitResult, Loop
+from tinycls.losses import student_loss
 from tinycls.predict import predict_checkpoint
-from tinycls.rows import Rows
+from tinycls.resume import ResumeState, fingerprint, save_interrupted
 from tinycls.score import macro_f1
-from tinycls.transforms import apply_views, augment, mix_targets, partner_pixels, to_input
+from tinycls.teaching import teaching
+from tinycls.train_config import OPTIMIZERS, SCHEDULES, TrainConfig
 
-OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("cosine", "onecycle")
-
-# criterion(logits (B, K), targets (B,) or (B, K), inputs (B, 3, H, W)) -> scalar loss: an
-# override of the configured loss (tests use it to watch the batches).
-Criterion = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Knobs of the loop; a stage builds it from its params.yaml section."""
-
-    epochs: int
-    batch_size: int
-    optimizer: str = "adamw"
-    lr: float = 3.0e-3
-    weight_decay: float = 5.0e-4
-    momentum: float = 0.9  # SGD only
-    schedule: str = "onecycle"
-    label_smoothing: float = 0.0
-    hflip: bool = True
-    translate: float = 0.1  # max random shift, fraction of the side
-    zoom: float = 1.0  # < 1: each view a crop of a share of the side drawn from [zoom, 1]; 1 = off
-    mix: float = 0.0  # share of images blended with another (mixup, Beta(1, 1)), labels alike; 0 = off
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True  # mixed precision, CUDA only
-    eval_batch_size: int = 512
-    cutmix_prob: float = 0.0  # share of batches mixed by random-box CutMix (timm's Mixup)
-    cutmix_alpha: float = 1.0  # Beta(alpha, alpha) draws the box's area
-    ema_decay: float = 0.0  # EMA of weights (timm's ModelEmaV3) evaluated and saved; 0 = off
-    loss: str = "ce"  # ce | focal | f1_focal (tinycls.losses.student_loss)
-    focal_gamma: float = 2.0  # focal and f1_focal
-    f1_weight: float = 0.6  # f1_focal: weight of the soft-F1 part (focal gets the rest)
-    # NHWC weights (and teachers): oneDNN's and cuDNN's faster convolutions, measured 1.4x (student)
-    # to 2x (EfficientNet-Lite0 teacher) per CPU training step; false for a model whose code needs NCHW
-    channels_last: bool = True
-
-    def __post_init__(self) -> None:
-        one_of("optimizer", self.optimizer, OPTIMIZERS)
-        one_of("schedule", self.schedule, SCHEDULES)
-        one_of("device", self.device, DEVICES)
-        one_of("loss", self.loss, LOSSES)
-        if self.focal_gamma < 0:
-            raise InputError(f"focal_gamma: {self.focal_gamma} must be >= 0.")
-        if not 0.0 <= self.f1_weight <= 1.0:
-            raise InputError(f"f1_weight: {self.f1_weight} must be in [0, 1].")
-        for name in ("epochs", "batch_size", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise InputError(f"{name}: {getattr(self, name)} must be >= 1.")
-        if self.lr <= 0:
-            raise InputError(f"lr: {self.lr} must be > 0.")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise InputError(f"label_smoothing: {self.label_smoothing} must be in [0, 1).")
-        if not 0.0 <= self.translate < 0.5:
-            raise InputError(f"translate: {self.translate} must be in [0, 0.5).")
-        if not 0.0 < self.zoom <= 1.0:
-            raise InputError(f"zoom: {self.zoom} must be in (0, 1] (1 = no zoom).")
-        if not 0.0 <= self.mix <= 1.0:
-            raise InputError(f"mix: {self.mix} must be in [0, 1] (0 = no mixup).")
-        if self.mix > 0 and self.cutmix_prob > 0:
-            raise InputError(
-                f"mix {self.mix} and cutmix_prob {self.cutmix_prob}: pick one way of mixing, set the other to 0."
-            )
-        if not 0.0 <= self.cutmix_prob <= 1.0:
-            raise InputError(f"cutmix_prob: {self.cutmix_prob} must be in [0, 1].")
-        if self.cutmix_alpha <= 0:
-            raise InputError(f"cutmix_alpha: {self.cutmix_alpha} must be > 0.")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise InputError(f"ema_decay: {self.ema_decay} must be in [0, 1) (0 = off).")
+__all__ = ["OPTIMIZERS", "SCHEDULES", "Criterion", "FitResult", "TrainConfig", "fit", "seed_everything", "validate"]
 
 
 def seed_everything(seed: int) -> None:
@@ -128,15 +57,6 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps: int) -> torc
     if cfg.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps)
     return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-
-
-@dataclass
-class FitResult:
-    best_f1: float
-    best_epoch: int
-    epochs_run: int
-    device: str
-    teacher_outputs: str  # none | per_batch | views | cached (exact: no random augmentation) | cached_unaugmented
 
 
 def _mixer(cfg: TrainConfig, num_classes: int) -> Mixup | None:
@@ -242,17 +162,32 @@ def fit(
     if steps == 0:
         raise InputError(f"{len(x_all)} training image(s): at least 2 are needed.")
     opt = _optimizer(model, cfg)
-    loop = _Loop(
-        model, cfg, meta, x_all, y_all, steps, mixer, base, teach, distiller, criterion, opt,
-        _scheduler(opt, cfg, cfg.epochs * steps), torch.amp.GradScaler("cuda", enabled=amp), ema,
-        torch.Generator().manual_seed(cfg.seed), device, amp,
-    )  # fmt: skip
+    loop = Loop(
+        model=model,
+        cfg=cfg,
+        meta=meta,
+        x_all=x_all,
+        y_all=y_all,
+        steps=steps,
+        mixer=mixer,
+        base=base,
+        teach=teach,
+        distiller=distiller,
+        criterion=criterion,
+        opt=opt,
+        sched=_scheduler(opt, cfg, cfg.epochs * steps),
+        scaler=torch.amp.GradScaler("cuda", enabled=amp),
+        ema=ema,
+        gen=torch.Generator().manual_seed(cfg.seed),
+        device=device,
+        amp=amp,
+    )
     best = FitResult(best_f1=-1.0, best_epoch=0, epochs_run=0, device=device.type, teacher_outputs=teach.outputs)
-    key = _fingerprint(model, train, val, cfg, meta, distiller) if resume else ""
+    saved = ResumeState(resume, fingerprint(model, train, val, cfg, meta, distiller)) if resume else None
     rows: list[dict[str, float]] = []
     best_state: dict[str, torch.Tensor] | None = None
-    if resume is not None and (state := _read_resume(resume, key)) is not None:
-        best, best_state, rows = loop.restore(state)
+    if saved is not None and (state := saved.load()) is not None:
+        best, best_state, rows = saved.restore(loop, state)
         if best_state is not None:  # the stage's outputs were removed (dvc repro does): write it again
             kept = copy.deepcopy(evaluated)
             kept.load_state_dict(best_state)
@@ -273,195 +208,15 @@ def fit(
             if row["val/f1"] > best.best_f1:
                 best.best_f1, best.best_epoch = row["val/f1"], epoch
                 save_checkpoint(checkpoint, evaluated, {**meta, "epoch": epoch, "val_f1": row["val/f1"]})
-                if resume is not None:
+                if saved is not None:
                     best_state = {k: v.detach().cpu().clone() for k, v in evaluated.state_dict().items()}
             if log:
                 log(row)
             rows.append(row)
-            if resume is not None:
-                loop.save_state(resume, key, best, best_state, rows)
+            if saved is not None:
+                saved.save(loop, best, best_state, rows)
     except KeyboardInterrupt:
-        _save_interrupted(checkpoint, model, meta, best.epochs_run)
+        save_interrupted(checkpoint, model, meta, best.epochs_run)
         raise
     checkpoint.with_name(checkpoint.stem + ".last.pt").unlink(missing_ok=True)  # an interrupted run's, superseded
     return best
-
-
-@dataclass
-class _Loop:
-    """The state of one fit that every training step uses."""
-
-    model: nn.Module
-    cfg: TrainConfig
-    meta: dict[str, Any]
-    x_all: np.ndarray | Rows
-    y_all: torch.Tensor
-    steps: int
-    mixer: Mixup | None
-    base: nn.Module
-    teach: Teaching
-    distiller: Distiller | None
-    criterion: Criterion | None
-    opt: torch.optim.Optimizer
-    sched: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
-    ema: ModelEmaV3 | None
-    gen: torch.Generator
-    device: torch.device
-    amp: bool
-
-    def epoch(self, epoch: int, bar: tqdm, best_f1: float) -> float:
-        """Train one epoch over a fresh shuffle; the mean training loss."""
-        cfg, size, view = self.cfg, self.meta["input_size"], self.teach.view
-        mean, std = tuple(self.meta["mean"]), tuple(self.meta["std"])
-        self.model.train()
-        order = torch.randperm(len(self.x_all), generator=self.gen)
-        loss_sum, seen = torch.zeros((), device=self.device), 0
-        for step in bar:
-            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            xb = torch.from_numpy(self.x_all[idx.numpy()])
-            xv = to_input(xb.to(self.device, non_blocking=True), view, mean, std)
-            rows: Any = idx  # where this batch's teacher outputs sit in a precomputed cache
-            y = self.y_all[idx].to(self.device, non_blocking=True)
-            if self.teach.views is not None:  # each image in one of its fixed views, the one its teacher answered
-                pick = torch.randint(self.teach.views.flip.shape[1], (len(idx),), generator=self.gen)
-                v, rows = self.teach.views[idx, pick], (idx, pick)
-                if v.partner is not None:
-                    y = mix_targets(y, self.y_all[v.partner].to(self.device), v.own, len(self.meta["classes"]))
-                xv = apply_views(xv, v, partner_pixels(self.x_all, v, self.device, view, mean, std))
-            else:
-                xv = augment(xv, cfg.hflip, cfg.translate, self.gen, cfg.zoom)
-            if self.mixer:  # never with a precomputed cache (tinycls.distill.teaching refuses it)
-                if len(xv) % 2:  # timm mixes a batch with its reverse: drop the odd one out
-                    xv, y = xv[:-1], y[:-1]
-                xv, y = self.mixer(xv, y)  # y: (B, K) mixed, smoothed class probabilities
-            x = xv if view == size else F.interpolate(xv, (size, size), mode="bilinear", antialias=True)
-            with torch.autocast(self.device.type, enabled=self.amp):
-                loss = self._loss(self.model(x), x, xv, y, rows)
-            self.opt.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.opt)
-            self.scaler.update()
-            self.sched.step()
-            if self.ema:
-                self.ema.update(self.model, step=(epoch - 1) * self.steps + step)
-            loss_sum += loss.detach() * len(x)
-            seen += len(x)
-            if step % 20 == 0 or step == self.steps - 1:  # .item() syncs CUDA: not every step
-                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", best_f1=f"{max(best_f1, 0):.4f}")
-        return loss_sum.item() / seen
-
-    def save_state(
-        self,
-        path: Path,
-        key: str,
-        best: FitResult,
-        best_state: dict[str, torch.Tensor] | None,
-        rows: list[dict[str, float]],
-    ) -> None:
-        """Everything the next epoch depends on, atomically, in plain types (weights_only loads it)."""
-        kind, keys, pos, has_gauss, cached = np.random.get_state()
-        state = {
-            "fingerprint": key,
-            "model": self.model.state_dict(),
-            "ema": self.ema.state_dict() if self.ema else None,
-            "opt": self.opt.state_dict(),
-            "sched": self.sched.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "gen": self.gen.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
-            "numpy_rng": [kind, keys.tolist(), pos, has_gauss, cached],  # timm's CutMix draws from it
-            "python_rng": random.getstate(),
-            "best": asdict(best),
-            "best_state": best_state,
-            "rows": rows,
-        }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-
-    def restore(self, state: dict[str, Any]) -> tuple[FitResult, dict[str, torch.Tensor] | None, list[dict]]:
-        """Put a saved state back; returns (best so far, its weights, the rows logged so far)."""
-        self.model.load_state_dict(state["model"])
-        if self.ema:
-            self.ema.load_state_dict(state["ema"])
-        self.opt.load_state_dict(state["opt"])
-        self.sched.load_state_dict(state["sched"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.gen.set_state(state["gen"])
-        torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"]:
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        kind, keys, pos, has_gauss, cached = state["numpy_rng"]
-        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-        version, internal, gauss = state["python_rng"]
-        random.setstate((version, tuple(internal), gauss))
-        return FitResult(**state["best"]), state["best_state"], state["rows"]
-
-    def _loss(
-        self,
-        logits: torch.Tensor,
-        x: torch.Tensor,
-        xv: torch.Tensor,
-        y: torch.Tensor,
-        rows: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
-    ) -> torch.Tensor:
-        """The criterion override, the distillation loss (teachers on the prepared batch `xv`, or
-        their precomputed outputs at `rows`: images, or (images, views) with fixed views), or
-        the student's own loss."""
-        if self.criterion:
-            return self.criterion(logits, y, x)
-        if self.teach.loss:
-            cache = self.teach.cache
-            t = cache[rows].to(self.device) if cache is not None else self.distiller.teachers(xv)
-            return self.teach.loss(logits, t, y)
-        return self.base(logits, y)
-
-
-def _fingerprint(
-    model: nn.Module,
-    train: tuple[np.ndarray, np.ndarray],
-    val: tuple[np.ndarray, np.ndarray],
-    cfg: TrainConfig,
-    meta: dict[str, Any],
-    distiller: Distiller | None,
-) -> str:
-    """What makes a fit this fit (settings, data, initial weights, teachers): a resume state
-    saved under any other fingerprint is stale."""
-    h = hashlib.sha256(json.dumps([asdict(cfg), meta], sort_keys=True, default=str).encode())
-    for a in (*train, *val):
-        h.update(f"{a.shape}{a.dtype}".encode())
-        for i in range(0, len(a), 4096):  # a cache on disk is read a chunk at a time
-            h.update(np.ascontiguousarray(a[i : i + 4096]).data)
-    tensors = list(model.state_dict().values())
-    if distiller is not None:
-        h.update(repr(distiller.kd).encode())
-        tensors += list(distiller.teachers.state_dict().values())
-    for v in tensors:
-        h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def _read_resume(path: Path, key: str) -> dict[str, Any] | None:
-    """The resume state at `path` when it belongs to this fit, else None (and why, printed)."""
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a half-written or foreign file: start over rather than fail
-        print(f"{path}: not a readable resume state ({type(e).__name__}); starting from epoch 1")
-        return None
-    if not isinstance(state, dict) or state.get("fingerprint") != key:
-        print(f"{path}: saved by a fit of other settings, data or weights; starting from epoch 1")
-        return None
-    return state
-
-
-def _save_interrupted(checkpoint: Path, model: nn.Module, meta: dict[str, Any], epochs_run: int) -> None:
-    last = checkpoint.with_name(checkpoint.stem + ".last.pt")
-    save_checkpoint(last, model, {**meta, "epoch": epochs_run, "val_f1": None})
-    if not checkpoint.exists():
-        save_checkpoint(checkpoint, model, {**meta, "epoch": epochs_run, "val_f1": None})
-    print(f"\ninterrupted: current weights in {last}, best so far in {checkpoint}")
