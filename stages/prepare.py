@@ -5,7 +5,8 @@ from pathlib import Path
 
 from stages.params import CACHE, DATA, HELD_OUT, run, section, source, write_csv, write_json
 from tinycls.config import from_section
-from tinycls.prepare import PrepareConfig, prepare_dataset
+from tinycls.prepare import prepare_dataset
+from tinycls.prepare_config import PrepareConfig
 
 METRICS = Path("metrics/prepare.json")
 CLASS_COUNTS = Path("plots/prepare/class_counts.csv")  # train/val images per class, for `dvc plots`
