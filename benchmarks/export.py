@@ -33,7 +33,7 @@ from tinycls.macs import count_macs
 from tinycls.onnx_runtime import calibration_sample, onnx_logits, read_metadata, session
 from tinycls.pseudo import training_data
 from tinycls.qat import NotTraceable
-from tinycls.run import train_model
+from tinycls.run import Start, train_model
 from tinycls.score import macro_f1
 
 
@@ -42,12 +42,12 @@ def compressed_student(out: Path) -> Path:
     settings and calls (params.yaml [compress] otherwise as it is)."""
     p, m, cfg, data, pseudo, kd = compress_stage.settings()
     p = dataclasses.replace(p, keep_blocks=[2, 5, 2])
-    classes, train, val, _ = training_data(CACHE, PSEUDO, TEACHER, data.train_on, pseudo)
-    student, meta = load_checkpoint(STUDENT, classes=classes)
-    c = compress_student(student, meta, p, train, val, cfg, str(STUDENT))
+    split, _ = training_data(CACHE, PSEUDO, TEACHER, data.train_on, pseudo)
+    student, meta = load_checkpoint(STUDENT, classes=split.classes)
+    c = compress_student(student, meta, p, split.train, split.val, cfg, str(STUDENT))
     train_model(
-        "compress", m, dataclasses.replace(cfg, epochs=p.epochs, lr=p.lr), classes, train, val, out, kd=kd,
-        teacher_checkpoints=TEACHER_OUTPUTS, model=c.model, meta_extra=c.meta_extra,
+        "compress", m, dataclasses.replace(cfg, epochs=p.epochs, lr=p.lr), split, out,
+        start=Start(model=c.model, meta=c.meta_extra), kd=kd, teachers=TEACHER_OUTPUTS,
     )  # fmt: skip
     return out
 

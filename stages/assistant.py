@@ -41,15 +41,14 @@ def main() -> None:
         write_json(METRICS, {"trained": False})
         print("assistant: not trained (kd.teachers does not list it)")
         return
-    classes, train, val, selection = training_data(CACHE, PSEUDO, TEACHER, data.train_on, pseudo)
+    split, selection = training_data(CACHE, PSEUDO, TEACHER, data.train_on, pseudo)
     with resumable("assistant") as resume, live_log(LIVE) as log:
+        out = ASSISTANT / "model.pt"
         metrics = train_model(
-            "assistant", m, cfg, classes, train, val, ASSISTANT / "model.pt", kd=kd,
-            teacher_checkpoints=TEACHER_OUTPUTS, log=log, resume=resume / "model.pt",
-            extra_metrics={"train_on": data.train_on, "selection": selection},
-        )  # fmt: skip
+            "assistant", m, cfg, split, out, kd=kd, teachers=TEACHER_OUTPUTS, log=log, resume=resume / out.name
+        )
     write_json(ASSISTANT / "status.json", {"trained": True, "arch": m.arch})
-    write_json(METRICS, {"trained": True, **metrics})
+    write_json(METRICS, {"trained": True, **metrics, "train_on": data.train_on, "selection": selection})
 
 
 if __name__ == "__main__":

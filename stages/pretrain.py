@@ -7,9 +7,10 @@ from pathlib import Path
 from stages.curves import no_curves
 from stages.params import PRETRAIN, run, section, source, value, write_json
 from stages.training import live_log, resumable
+from tinycls.cache import Split
 from tinycls.config import from_section
 from tinycls.pretrain import DATA_KEYS, PHASES, PretrainConfig, load_phase
-from tinycls.run import ModelConfig, train_model
+from tinycls.run import ModelConfig, Start, train_model
 from tinycls.train import TrainConfig
 
 LIVE = Path("live/pretrain")
@@ -35,13 +36,10 @@ def main() -> None:
     with resumable("pretrain") as resume:  # a rerun after an interruption skips the finished phases
         for i, data in enumerate(phases):
             checkpoint = PRETRAIN / f"{data.name}.pt"
+            split, start, state = Split(data.classes, data.train, data.val), Start(init=init), resume / checkpoint.name
             with live_log(LIVE, prefix=f"{data.name}/", resume=i > 0) as log:
-                r = train_model(
-                    "pretrain", m, cfg, data.classes, data.train, data.val, checkpoint, init=init, log=log,
-                    resume=resume / checkpoint.name,
-                    extra_metrics={"dataset": data.name, "classes": len(data.classes), "val_images": len(data.val[0])},
-                )  # fmt: skip
-            reports.append(r)
+                r = train_model("pretrain", m, cfg, split, checkpoint, start=start, log=log, resume=state)
+            reports.append({**r, "dataset": data.name, "classes": len(data.classes), "val_images": len(data.val[0])})
             init = checkpoint
     if init is not None:
         init.rename(PRETRAIN / "model.pt")

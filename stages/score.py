@@ -1,10 +1,7 @@
-"""Stage `score`: macro F1, MACs, params and the competition score of the final model (the
-compress stage's output: the compressed student, or the student when compression is off), a
-confusion matrix for `dvc plots`, and a submission CSV. metrics/headline.json holds the numbers
-that decide (the only file DVC shows as metrics); metrics/score.json holds all of them. When the
-final model is compressed, the student before compression is scored beside it (`student_*`).
-The export stage's ONNX files are scored too (FP32 and INT8 F1 through ONNX Runtime), with their
-size and latency beside MACs. The only reader of the test labels."""
+"""Stage `score`, the only reader of the test labels: macro F1, MACs, params and the competition
+score of the final model (the compressed student, beside it the student as `student_*`; or the
+student), a confusion matrix, a submission CSV, and the export stage's ONNX files' F1, size and
+latency. metrics/headline.json holds the numbers that decide; metrics/score.json all of them."""
 
 import json
 from pathlib import Path

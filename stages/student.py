@@ -10,7 +10,7 @@ from tinycls.config import from_section
 from tinycls.distill import KDConfig
 from tinycls.errors import InputError
 from tinycls.pseudo import DataConfig, PseudoConfig, training_data
-from tinycls.run import ModelConfig, train_model
+from tinycls.run import ModelConfig, Start, train_model
 from tinycls.train import TrainConfig
 
 LIVE = Path("live/student")
@@ -39,15 +39,14 @@ def main() -> None:
             f"{source('student')}.pretrained: true, and {init} exists: its weights would overwrite the "
             "ImageNet ones. Set student.pretrained: false, or pretrain.source: none."
         )
-    classes, train, val, selection = training_data(CACHE, PSEUDO, TEACHER, data.train_on, pseudo)
+    split, selection = training_data(CACHE, PSEUDO, TEACHER, data.train_on, pseudo)
+    start = Start(init=init if init.is_file() else None, allow_unmatched=data.allow_unmatched_init)
     with resumable("student") as resume, live_log(LIVE) as log:
+        state = resume / STUDENT.name
         metrics = train_model(
-            "student", m, cfg, classes, train, val, STUDENT, kd=kd, teacher_checkpoints=TEACHER_OUTPUTS,
-            init=init if init.is_file() else None, allow_unmatched_init=data.allow_unmatched_init, log=log,
-            resume=resume / STUDENT.name,
-            extra_metrics={"train_on": data.train_on, "selection": selection},
-        )  # fmt: skip
-    write_json(METRICS, metrics)
+            "student", m, cfg, split, STUDENT, start=start, kd=kd, teachers=TEACHER_OUTPUTS, log=log, resume=state
+        )
+    write_json(METRICS, {**metrics, "train_on": data.train_on, "selection": selection})
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from typing import Any
 
 from stages.params import CACHE, TEACHER, run, section, source, write_json
 from stages.training import live_log, resumable, split_section
-from tinycls.cache import cap_per_class, load_classes, load_split
+from tinycls.cache import Split, cap_per_class, load_classes, load_split
 from tinycls.errors import InputError
 from tinycls.run import ModelConfig, train_model
 from tinycls.train import TrainConfig
@@ -35,12 +35,9 @@ def train_teacher(params: dict[str, Any], checkpoint: Path, live: Path, metrics:
     (x, y), val = load_split(CACHE, "train"), load_split(CACHE, "val")
     keep = cap_per_class(y, cap, cfg.seed)
     with resumable("teacher") as resume, live_log(live) as log:
-        out = train_model(
-            "teacher", m, cfg, load_classes(CACHE), (x.take(keep), y[keep]), val, checkpoint, log=log,
-            resume=resume / checkpoint.name,
-            extra_metrics={"selection": "val", "cutmix_prob": cfg.cutmix_prob, "pretrained": m.pretrained,
-                           "max_per_class": cap},
-        )  # fmt: skip
+        split = Split(load_classes(CACHE), (x.take(keep), y[keep]), val)
+        out = train_model("teacher", m, cfg, split, checkpoint, log=log, resume=resume / checkpoint.name)
+    out.update(selection="val", cutmix_prob=cfg.cutmix_prob, pretrained=m.pretrained, max_per_class=cap)
     if metrics is not None:
         write_json(metrics, out)
     return out

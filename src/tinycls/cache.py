@@ -7,11 +7,22 @@ The held-out file beside it holds the test file names and labels, for the final 
 """
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from tinycls.rows import Rows
+
+
+@dataclass(frozen=True)
+class Split:
+    """What one fit learns from: the class names, the training set (images, int64 labels (N,) or
+    class probabilities (N, K)) and the set the best epoch is selected by (images, labels)."""
+
+    classes: list[str]
+    train: tuple[np.ndarray | Rows, np.ndarray]
+    val: tuple[np.ndarray | Rows, np.ndarray]
 
 
 def load_split(cache: Path, split: str) -> tuple[Rows, np.ndarray | None]:

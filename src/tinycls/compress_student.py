@@ -1,15 +1,18 @@
 """The compress stage's step, as a library call: its settings (CompressConfig, params.yaml
 [compress]), and a trained student compressed (tinycls.compress), its BatchNorm statistics
-re-estimated and measured before and after; fine-tuning is then an ordinary
-tinycls.run.train_model of the compressed network."""
+re-estimated and measured before and after, or passed through unchanged when compression is
+off; fine-tuning is then an ordinary tinycls.run.train_model of the compressed network."""
 
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from tinycls.checkpoint import load_checkpoint
 from tinycls.compress import IMPORTANCES, compress, recalibrate_bn
 from tinycls.config import one_of
 from tinycls.device import resolve_device
@@ -61,9 +64,10 @@ class CompressConfig:
     def on(self) -> bool:
         return bool(self.keep_blocks) or self.split_groups != 1 or self.channel_ratio > 0 or self.target_macs > 0
 
-    def fine_tune_kd(self, kd: KDConfig) -> KDConfig:
+    def fine_tune_kd(self, kd: KDConfig, where: str = "compress") -> KDConfig:
         """The kd settings of the fine-tuning: kd's own, or kd's mode with kd_teachers as the
         teachers (equal weights), e.g. [student]: the uncompressed student teaches its copy.
+        `where` names this section in the messages.
 
         Raises:
             ValueError: teachers named with kd.mode none, an unknown name, or the assistant when
@@ -74,16 +78,16 @@ class CompressConfig:
             return kd
         if kd.mode == "none":
             raise InputError(
-                f"kd_teachers: {names} teach nothing with kd.mode none; set kd.mode true_label or vanilla."
+                f"{where}.kd_teachers: {names} teach nothing with kd.mode none; set kd.mode true_label or vanilla."
             )
         if "assistant" in names and "assistant" not in kd.teachers:
             raise InputError(
-                f"kd_teachers: {names}: the assistant is trained only when kd.teachers lists it; add it there."
+                f"{where}.kd_teachers: {names}: the assistant is trained only when kd.teachers lists it; add it there."
             )
         try:
             return kd.taught_by(names)
         except InputError as e:
-            raise InputError(f"kd_teachers: {e}") from None
+            raise InputError(f"{where}.kd_teachers: {e}") from None
 
 
 @dataclass
@@ -146,3 +150,12 @@ def compress_student(
     spec = {k: v for k, v in meta["arch_kwargs"].items() if k == "spec"}  # the network it was built from
     meta_extra = {"arch_kwargs": {**spec, **structure.arch_kwargs}, "compression": structure.describe()}
     return Compressed(small, meta_extra, metrics)
+
+
+def pass_through(student: Path, out: Path) -> dict[str, int]:
+    """Compression off: the student checkpoint copied to `out` unchanged; its {macs, params}."""
+    model, meta = load_checkpoint(student)
+    macs, n_params = count_macs(model, meta["input_size"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(student, out)
+    return {"macs": macs, "params": n_params}

@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from tinycls.cache import load_classes, load_split
+from tinycls.cache import Split, load_classes, load_split
 from tinycls.config import one_of
 from tinycls.device import DEVICES
 from tinycls.errors import InputError
@@ -166,10 +166,8 @@ def _rows(images: np.ndarray | Rows) -> Rows:
     return images if isinstance(images, Rows) else Rows([images])
 
 
-def training_data(
-    cache: Path, pseudo_csv: Path, teacher: Path, train_on: str, p: PseudoConfig
-) -> tuple[list[str], tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], str]:
-    """(classes, train set, selection set, its description) for a model trained after the
+def training_data(cache: Path, pseudo_csv: Path, teacher: Path, train_on: str, p: PseudoConfig) -> tuple[Split, str]:
+    """(classes with the train and selection sets, the selection set's description) for a model trained after the
     teacher (assistant, student), from the prepared `cache`, the pseudo-label table and the
     teacher checkpoint (its val F1 decides whether its labels are trusted): training_sets."""
     classes = load_classes(cache)
@@ -187,4 +185,4 @@ def training_data(
         teacher_f1,
         p.min_teacher_f1,
     )
-    return classes, train, val, selection
+    return Split(classes, train, val), selection

@@ -4,13 +4,13 @@ from teachers, fit, and return the metrics. Logging goes through a callback: the
 no DVC."""
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from tinycls.cache import Split
 from tinycls.checkpoint import checkpoint_meta
 from tinycls.device import resolve_device
 from tinycls.distill import KDConfig, create_distiller
@@ -48,6 +48,19 @@ class ModelConfig:
             if self.pretrained:
                 raise InputError(f"arch {self.arch}: a spec network has no ImageNet weights; set pretrained: false.")
             check_input(load_spec(self.arch.partition(":")[2]), self.input_size, self.arch)
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where a run's weights start. By default the model is built (with ImageNet weights when its
+    ModelConfig asks). `init`: then copy a pretrained checkpoint's matching tensors into it (one of
+    another architecture only with `allow_unmatched`). `model`: fine-tune this model as it is (e.g. a
+    compressed student) instead, with `meta` in its checkpoint (its arch_kwargs rebuild that model)."""
+
+    init: Path | None = None
+    allow_unmatched: bool = False
+    model: torch.nn.Module | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 def initialize(
@@ -91,29 +104,23 @@ def train_model(
     stage: str,
     m: ModelConfig,
     cfg: TrainConfig,
-    classes: list[str],
-    train: tuple[np.ndarray, np.ndarray],
-    val: tuple[np.ndarray, np.ndarray],
+    data: Split,
     checkpoint: Path,
     *,
+    start: Start | None = None,
     kd: KDConfig | None = None,
-    teacher_checkpoints: Mapping[str, Path] | None = None,
-    init: Path | None = None,
-    allow_unmatched_init: bool = False,
-    model: torch.nn.Module | None = None,
-    meta_extra: dict[str, Any] | None = None,
+    teachers: Mapping[str, Path] | None = None,
     log: Callable[[dict[str, float]], None] | None = None,
-    extra_metrics: dict[str, Any] | None = None,
     resume: Path | None = None,
 ) -> dict[str, Any]:
-    """Build, initialize, distil and fit one model; its metrics (`extra_metrics` last).
+    """Build (or take), initialize, distil and fit one model; its metrics.
 
     Args:
         stage: recorded in the checkpoint and printed.
-        kd, teacher_checkpoints: what to distil from (tinycls.distill.create_distiller).
-        init: a pretrained checkpoint to copy matching tensors from (tinycls.run.initialize).
-        model: a model to fine-tune as it is (e.g. a compressed student) instead of building one;
-            `meta_extra` goes into its checkpoint (its arch_kwargs rebuild that model).
+        data: the classes, training and selection sets.
+        checkpoint: where the best weights go.
+        start: where the weights start (Start: built, a pretrained checkpoint, or a given model).
+        kd, teachers: what to distil from, and each teacher's checkpoint (tinycls.distill.create_distiller).
         log: called once per epoch (tinycls.train.fit).
         resume: the fit's resume state file (tinycls.train.fit): an interrupted run continues.
 
@@ -122,7 +129,8 @@ def train_model(
     """
     seed_everything(cfg.seed)  # before the build: the seed fixes the initial weights too
     out: dict[str, Any] = {}
-    model_given, recorded = model, {}
+    start = start or Start()
+    model, recorded, classes = start.model, {}, data.classes
     if model is None and m.pretrained:
         model, report = build_pretrained(m.arch, len(classes), m.weights)
         if report is not None:
@@ -133,16 +141,16 @@ def train_model(
         model = build_model(m.arch, len(classes), **recorded)
     if m.max_macs:
         check_budget(model, m.input_size, m.max_macs, f"{stage} {m.arch}")
-    if init is not None:
-        out.update(initialize(model, m.arch, init, allow_unmatched_init, recorded.get("spec")))
+    if start.init is not None:
+        out.update(initialize(model, m.arch, start.init, start.allow_unmatched, recorded.get("spec")))
     # a compressed student's arch_kwargs replace the empty ones in place
     # cache_size: predict square-pads new images to the training images' side, then resizes as here
-    extra = {"stage": stage, "cache_size": int(train[0].shape[1]), **(meta_extra or {})}
-    if model_given is None:  # a nas: network records its spec, so the checkpoint rebuilds without the file
+    extra = {"stage": stage, "cache_size": int(data.train[0].shape[1]), **start.meta}
+    if start.model is None:  # a nas: network records its spec, so the checkpoint rebuilds without the file
         extra["arch_kwargs"] = recorded
     meta = checkpoint_meta(m.arch, classes, m.input_size, **extra)
     device = resolve_device(cfg.device)
-    distiller = create_distiller(kd, teacher_checkpoints or {}, classes, meta["mean"], meta["std"], device)
+    distiller = create_distiller(kd, teachers or {}, classes, meta["mean"], meta["std"], device)
     if kd is not None and kd.mode != "none":
         out.update(
             {
@@ -154,16 +162,15 @@ def train_model(
         )
     else:
         out["kd_mode"] = "none"
-    result = fit(model, train, val, cfg, checkpoint, meta, distiller, log=log, resume=resume)
+    result = fit(model, data.train, data.val, cfg, checkpoint, meta, distiller, log=log, resume=resume)
     print(f"{stage}: best selection macro F1 {result.best_f1:.4f} at epoch {result.best_epoch} -> {checkpoint}")
     return {
         "val_f1": result.best_f1,
         "best_epoch": result.best_epoch,
         "epochs": result.epochs_run,
         "device": result.device,
-        "train_images": len(train[0]),
+        "train_images": len(data.train[0]),
         "loss": cfg.loss,
         **out,
         "teacher_outputs": result.teacher_outputs,
-        **(extra_metrics or {}),
     }
