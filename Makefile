@@ -1,5 +1,6 @@
 # Two commands: `make run` (set up + quick-start pipeline) and `make test` (set up + tests).
-# Both are idempotent: a second call takes seconds.
+# Both are idempotent: a second `make run` takes seconds (DVC skips what is unchanged); `make test`
+# skips the set-up and runs the tests again.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin

@@ -1,4 +1,5 @@
-"""Inference on the decoded cache or on a folder of image files."""
+"""Inference on decoded images (the prepared cache's, or a folder's that tinycls.data decoded):
+logits in batches, in the preprocessing a checkpoint records."""
 
 import numpy as np
 import torch
