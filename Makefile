@@ -61,15 +61,17 @@ lint: setup
 bench: data
 	$(BIN)/python -m benchmarks.pipeline
 	$(BIN)/python -m benchmarks.throughput
-	$(BIN)/python -m benchmarks.throughput --arch timm:tf_efficientnetv2_b0 --cutmix-prob 0.5 --images 2560 --repeats 2
+	$(BIN)/python -m benchmarks.throughput --arch timm:tf_efficientnet_lite0 --size 48 --cutmix-prob 0.5 --images 2560 --repeats 2
 	$(BIN)/python -m benchmarks.distill
-	$(BIN)/python -m benchmarks.teacher
+	$(BIN)/python -m benchmarks.teacher --only tf-lite0-48-4ep,tf-lite0-48-8ep,tf-lite0-48-all-4ep
 	$(BIN)/python -m benchmarks.anchors
-	$(BIN)/python -m benchmarks.compression
+	$(BIN)/python -m benchmarks.compression --rows cmp-none,cmp-layers,cmp-layers-kd-student --seeds 0,1,2
+	$(BIN)/python -m benchmarks.compression --rows cmp-layers-no-ft,cmp-layers-kd-both --seeds 0
+	$(BIN)/python -m benchmarks.compression --rows cmp-layers-std,cmp-split,cmp-fd-none,cmp-fd-channels
 	$(BIN)/python -m benchmarks.export
 	$(BIN)/python -m benchmarks.recipe
-	$(BIN)/python -m benchmarks.kd_sweep
+	$(BIN)/python -m benchmarks.kd_sweep --seeds 0,1,2 --variants default,none
 	$(BIN)/python -m benchmarks.photos
-	$(BIN)/python -m benchmarks.fresh_clone
+	$(BIN)/python -m benchmarks.fresh_clone --revs "$$(git rev-list -1 --until=2026-12-01 HEAD),HEAD"
 	$(BIN)/python -m benchmarks.hardening
 	$(BIN)/python -m benchmarks.memory --base e94426e

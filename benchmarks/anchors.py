@@ -6,7 +6,8 @@ no augmentation) on the same train + val images the student trains on, scored on
 Run from the repository root after `make run` (it reads artifacts/prepare and the held-out
 labels, and metrics/score.json for the pipeline's row): `python -m benchmarks.anchors`.
 `--root DIR`: the same on another checkout's prepared data, e.g. the photos benchmark's clone
-(`--root /tmp/photos/tinycls`), whose pipeline row is then its last `dvc repro`.
+(`--root /tmp/photos/tinycls`), whose pipeline row is then its last `dvc repro`. Writes the table
+as its block of docs/results/anchors.md (with --root, the block `root DIR`).
 """
 
 import argparse
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, f1_score
 from torch import nn
 
+from benchmarks.results import page
 from stages.params import CACHE, HELD_OUT
 from tinycls.cache import load_classes, load_held_out, load_split
 from tinycls.macs import count_macs
@@ -110,30 +112,35 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=Path("."), help="the checkout whose prepared data to use")
     root = ap.parse_args().root
     torch.set_num_threads(2)
-    cache = root / CACHE
-    (xt, yt), (xv, yv) = load_split(cache, "train"), load_split(cache, "val")
-    train = (gray(np.concatenate([xt, xv])), torch.from_numpy(np.concatenate([yt, yv])))
-    test = (gray(load_split(cache, "test")[0]), load_held_out(root / HELD_OUT)[1])
-    classes = len(load_classes(cache))
-    rows = [train_and_score("MLP 256-128-64, 28 px gray", mlp(classes), train, test)]
-    rows.append(train_and_score("2-conv CNN (8, 16 ch, 5x5), 28 px gray", cnn(classes), train, test))
-    score = json.loads((root / "metrics/score.json").read_text())
-    print("| model | MACs | params | test accuracy | test macro F1 | train s (10 epochs) |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(
-            f"| {r['name']} | {r['macs']:,} | {r['params']:,} | {r['accuracy']:.4f} | {r['f1']:.4f} "
-            f"| {r['seconds']:.0f} |"
+    block = "" if root == Path(".") else f"root {root}"
+    with page("anchors", block, title="plain baselines beside the pipeline") as emit:
+        cache = root / CACHE
+        (xt, yt), (xv, yv) = load_split(cache, "train"), load_split(cache, "val")
+        train = (gray(np.concatenate([xt, xv])), torch.from_numpy(np.concatenate([yt, yv])))
+        test = (gray(load_split(cache, "test")[0]), load_held_out(root / HELD_OUT)[1])
+        classes = len(load_classes(cache))
+        rows = [train_and_score("MLP 256-128-64, 28 px gray", mlp(classes), train, test)]
+        rows.append(train_and_score("2-conv CNN (8, 16 ch, 5x5), 28 px gray", cnn(classes), train, test))
+        score = json.loads((root / "metrics/score.json").read_text())
+        table = [
+            "| model | MACs | params | test accuracy | test macro F1 | train s (10 epochs) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in rows:
+            table.append(
+                f"| {r['name']} | {r['macs']:,} | {r['params']:,} | {r['accuracy']:.4f} | {r['f1']:.4f} "
+                f"| {r['seconds']:.0f} |"
+            )
+        if "student_macs" in score:  # a score.json older than the student_* keys has the final model only
+            table.append(
+                f"| pipeline student ({score['arch']}, {score['input_size']} px) | {score['student_macs']:,} "
+                f"| {score['student_params']:,} | | {score['student_f1']:.4f} | |"
+            )
+        table.append(
+            f"| pipeline final model ({score.get('compression', 'none')}) | {score['macs']:,} | {score['params']:,} "
+            f"| {score['accuracy']:.4f} | {score['f1']:.4f} | |"
         )
-    if "student_macs" in score:  # a score.json older than the student_* keys has the final model only
-        print(
-            f"| pipeline student ({score['arch']}, {score['input_size']} px) | {score['student_macs']:,} "
-            f"| {score['student_params']:,} | | {score['student_f1']:.4f} | |"
-        )
-    print(
-        f"| pipeline final model ({score.get('compression', 'none')}) | {score['macs']:,} | {score['params']:,} "
-        f"| {score['accuracy']:.4f} | {score['f1']:.4f} | |"
-    )
+        emit("\n".join(table))
 
 
 if __name__ == "__main__":

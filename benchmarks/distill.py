@@ -4,7 +4,8 @@ every (randomly augmented) batch, and with teacher outputs cached once, before t
 `kd.teacher_outputs: cached` with it).
 
 Uses the quick start's prepared cache and trained teacher, so run `dvc repro` first; then, from
-the repository root with the venv on PATH: `python -m benchmarks.distill`.
+the repository root with the venv on PATH: `python -m benchmarks.distill`. Writes the table as its
+block of docs/results/distill.md.
 """
 
 import argparse
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.results import page
 from stages.params import CACHE, TEACHER
 from tinycls.cache import load_classes, load_split
 from tinycls.checkpoint import checkpoint_meta
@@ -72,16 +74,18 @@ def main() -> None:
         "no teacher, no random augmentation": (False, False, "per_batch"),
         "teacher outputs cached (no random augmentation: exact)": (True, False, "per_batch"),
     }
-    print(
-        f"{args.arch} {args.size}px, {len(train[0]):,} images/epoch, on {device.type}, "
-        f"{torch.get_num_threads()} threads"
-    )
-    print("| run | epoch 1 s | later epochs s (mean) |")
-    print("|---|---|---|")
-    for name, (kd, augment, outputs) in runs.items():
-        t = epoch_times(args.arch, train, val, classes, args.size, args.epochs, kd, augment, outputs, device)
-        later = sum(t[1:]) / max(len(t) - 1, 1)
-        print(f"| {name} | {t[0]:.1f} | {later:.1f} |", flush=True)
+    with page("distill", title="what distillation costs per epoch") as emit:
+        emit(
+            f"{args.arch} {args.size}px, {len(train[0]):,} images/epoch, on {device.type}, "
+            f"{torch.get_num_threads()} threads"
+        )
+        table = ["| run | epoch 1 s | later epochs s (mean) |", "|---|---|---|"]
+        for name, (kd, augment, outputs) in runs.items():
+            t = epoch_times(args.arch, train, val, classes, args.size, args.epochs, kd, augment, outputs, device)
+            later = sum(t[1:]) / max(len(t) - 1, 1)
+            table.append(f"| {name} | {t[0]:.1f} | {later:.1f} |")
+            print(table[-1], flush=True)  # progress: the table comes whole at the end
+        emit("\n".join(table))
 
 
 if __name__ == "__main__":

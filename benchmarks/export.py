@@ -7,19 +7,19 @@ the seven default families at one input size, ranked by MACs and by measured lat
 (`tinycls search --latency`), to show where the two orders disagree.
 
 Run from the repository root after `dvc repro` (it reads artifacts/: the cache, teacher, student):
-`python -m benchmarks.export [--runs 300] [--size 80]`. Writes only under a temporary folder.
+`python -m benchmarks.export [--runs 300] [--size 80]`. Writes the two parts as the blocks `files`
+and `families` of docs/results/export.md, and otherwise only under a temporary folder.
 """
 
 import argparse
 import dataclasses
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from benchmarks.pipeline import machine
+from benchmarks.results import page
 from stages import compress as compress_stage
 from stages.params import CACHE, HELD_OUT, PSEUDO, STUDENT, TEACHER, TEACHER_OUTPUTS
 from tinycls.cache import load_classes, load_held_out, load_split
@@ -84,53 +84,59 @@ def main() -> None:
     test_x, _ = load_split(CACHE, "test")
     test_y = load_held_out(HELD_OUT)[1]
     train_x, _ = load_split(CACHE, "train")
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:
-        t = time.perf_counter()
-        pruned = compressed_student(Path(tmp) / "compressed.pt")
-        print(f"compressed student fine-tuned in {time.perf_counter() - t:.0f} s")
-        for name, ckpt in (("teacher", TEACHER), ("student", STUDENT), ("student, layers [2,5,2]", pruned)):
-            rows.append(row(name, ckpt, Path(tmp), p, test_x, test_y, train_x))
-    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    print(f"\nCommit {rev}, {machine()}, {time.strftime('%Y-%m-%d')}; ONNX Runtime CPU, batch 1, {args.runs} runs:\n")
-    print(
-        "| model | MACs | params | format | ONNX bytes | ms p50 / p90, 1 thread | ms p50 / p90, all threads "
-        "| peak MB | test F1 | agrees with FP32 |"
-    )
-    print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+    title = "what the shipped files cost"
+    with page("export", "files", title=title) as emit:
+        rows = []
+        with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:
+            t = time.perf_counter()
+            pruned = compressed_student(Path(tmp) / "compressed.pt")
+            print(f"compressed student fine-tuned in {time.perf_counter() - t:.0f} s")
+            for name, ckpt in (("teacher", TEACHER), ("student", STUDENT), ("student, layers [2,5,2]", pruned)):
+                rows.append(row(name, ckpt, Path(tmp), p, test_x, test_y, train_x))
+        emit(f"ONNX Runtime CPU, batch 1, {args.runs} runs:")
+        table = [
+            "| model | MACs | params | format | ONNX bytes | ms p50 / p90, 1 thread | ms p50 / p90, all threads "
+            "| peak MB | test F1 | agrees with FP32 |",
+            "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+        ]
 
-    def ms(c: dict, suffix: str = "") -> str:
-        return f"{c['latency_ms_p50' + suffix]:.3f} / {c['latency_ms_p90' + suffix]:.3f}"
+        def ms(c: dict, suffix: str = "") -> str:
+            return f"{c['latency_ms_p50' + suffix]:.3f} / {c['latency_ms_p90' + suffix]:.3f}"
 
-    for r in rows:
-        for kind in ("FP32", "INT8 PTQ", "INT8 QAT"):
-            c = r.get(kind)
-            if c is None:
-                print(f"| | | | {kind} | not torch.fx-traceable (the stage falls back to PTQ) | | | | | |")
-                continue
-            mb = f"{c['peak_memory_bytes'] / 2**20:.1f}" if c["peak_memory_bytes"] else "-"
-            head = f"| {r['name']} | {r['macs']:,} | {r['params']:,} " if kind == "FP32" else "| | | "
-            print(
-                f"{head}| {kind} | {c['bytes']:,} | {ms(c)} | {ms(c, '_all_threads')} | {mb} | {c['f1']:.4f} "
-                f"| {c['agreement']:.2%} |"
+        for r in rows:
+            for kind in ("FP32", "INT8 PTQ", "INT8 QAT"):
+                c = r.get(kind)
+                if c is None:
+                    table.append(f"| | | | {kind} | not torch.fx-traceable (the stage falls back to PTQ) | | | | | |")
+                    continue
+                mb = f"{c['peak_memory_bytes'] / 2**20:.1f}" if c["peak_memory_bytes"] else "-"
+                head = f"| {r['name']} | {r['macs']:,} | {r['params']:,} " if kind == "FP32" else "| | | "
+                table.append(
+                    f"{head}| {kind} | {c['bytes']:,} | {ms(c)} | {ms(c, '_all_threads')} | {mb} | {c['f1']:.4f} "
+                    f"| {c['agreement']:.2%} |"
+                )
+        emit("\n".join(table))
+        emit(f"QAT ({p.qat_epochs} epochs of {len(train_x):,} training images, CPU): "
+             + ", ".join(f"{r['name']} {r['qat_s']:.0f} s" for r in rows if "INT8 QAT" in r))  # fmt: skip
+    with page("export", "families", title=title) as emit:
+        torch.manual_seed(0)
+        cands = search(list(CANDIDATES), [args.size], len(load_classes(CACHE)), latency=True)
+        emit(f"The seven default families at {args.size} px, 10 classes (`tinycls search --latency`):")
+        emit(to_markdown(cands))
+        by_macs = [c.arch for c in cands]
+        by_ms = [c.arch for c in sorted(cands, key=lambda c: c.latency_ms)]
+        swaps = [
+            (a, b)
+            for i, a in enumerate(by_macs)
+            for b in by_macs[i + 1 :]
+            if by_ms.index(b) < by_ms.index(a)  # b has more MACs but runs faster
+        ]
+        emit(
+            "\n".join(
+                [f"{len(swaps)} of {len(by_macs) * (len(by_macs) - 1) // 2} pairs ordered differently by latency:"]
+                + [f"- {b.split(':')[1]} has more MACs than {a.split(':')[1]} but runs faster" for a, b in swaps]
             )
-    print(f"\nQAT ({p.qat_epochs} epochs of {len(train_x):,} training images, CPU): "
-          + ", ".join(f"{r['name']} {r['qat_s']:.0f} s" for r in rows if "INT8 QAT" in r))  # fmt: skip
-    torch.manual_seed(0)
-    cands = search(list(CANDIDATES), [args.size], len(load_classes(CACHE)), latency=True)
-    print(f"\nThe seven default families at {args.size} px, 10 classes (`tinycls search --latency`):\n")
-    print(to_markdown(cands))
-    by_macs = [c.arch for c in cands]
-    by_ms = [c.arch for c in sorted(cands, key=lambda c: c.latency_ms)]
-    swaps = [
-        (a, b)
-        for i, a in enumerate(by_macs)
-        for b in by_macs[i + 1 :]
-        if by_ms.index(b) < by_ms.index(a)  # b has more MACs but runs faster
-    ]
-    print(f"\n{len(swaps)} of {len(by_macs) * (len(by_macs) - 1) // 2} pairs ordered differently by latency:")
-    for a, b in swaps:
-        print(f"- {b.split(':')[1]} has more MACs than {a.split(':')[1]} but runs faster")
+        )
 
 
 if __name__ == "__main__":

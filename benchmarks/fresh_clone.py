@@ -10,7 +10,8 @@ dvc.lock. The first commit is the reference for the ratio (machines of the same 
 Run from the repository root: `python -m benchmarks.fresh_clone [--revs d3912fb,HEAD]
 [--workdir DIR]`. Commits run one after the other (never two torch jobs at once). About 30 min
 for two commits on a 2-core CPU. The clones stay in DIR (each about 7 GB) until you remove them;
-`--reuse` runs again in existing clones after `git clean` (keeping their .venv/).
+`--reuse` runs again in existing clones after `git clean` (keeping their .venv/). Writes the
+table as its block of docs/results/fresh_clone.md.
 """
 
 import argparse
@@ -23,6 +24,7 @@ import yaml
 
 from benchmarks.experiments import sh
 from benchmarks.pipeline import steady
+from benchmarks.results import page
 
 TIMED = ("metrics/export.json", "metrics/score.json", "metrics/headline.json")  # hold measured latency, memory
 
@@ -82,24 +84,28 @@ def main() -> None:
     args = ap.parse_args()
     repo = Path.cwd()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for rev in args.revs.split(","):
-        full = sh("git", "rev-parse", rev).strip()  # git fetch takes full hashes only
-        commit = full[:7]
-        folder = args.workdir / commit
-        prepare_clone(repo, full, folder, args.reuse)
-        wall = timed_run(folder, args.workdir / f"{commit}.log")
-        score = json.loads((folder / "metrics/score.json").read_text())
-        rows.append((commit, wall, reproduced(folder), score["f1"], score["score"]))
-        print(f"{commit}: make run {wall:.0f} s", flush=True)
-    print("| commit | fresh-clone `make run` | ratio to the first | git, dvc status clean (latency aside) "
-          "| test F1 | score |")  # fmt: skip
-    print("|---|---|---|---|---|---|")
-    for commit, wall, clean, f1, score in rows:
-        minutes, seconds = divmod(round(wall), 60)
-        ratio = wall / rows[0][1]
-        same = "yes" if clean else "no"
-        print(f"| {commit} | {minutes} min {seconds} s | {ratio:.2f} | {same} | {f1:.4f} | {score:.4f} |")
+    with page("fresh_clone", title="fresh-clone `make run`") as emit:
+        rows = []
+        for rev in args.revs.split(","):
+            full = sh("git", "rev-parse", rev).strip()  # git fetch takes full hashes only
+            commit = full[:7]
+            folder = args.workdir / commit
+            prepare_clone(repo, full, folder, args.reuse)
+            wall = timed_run(folder, args.workdir / f"{commit}.log")
+            score = json.loads((folder / "metrics/score.json").read_text())
+            rows.append((commit, wall, reproduced(folder), score["f1"], score["score"]))
+            print(f"{commit}: make run {wall:.0f} s", flush=True)
+        table = [
+            "| commit | fresh-clone `make run` | ratio to the first | git, dvc status clean (latency aside) "
+            "| test F1 | score |",
+            "|---|---|---|---|---|---|",
+        ]
+        for commit, wall, clean, f1, score in rows:
+            minutes, seconds = divmod(round(wall), 60)
+            ratio = wall / rows[0][1]
+            same = "yes" if clean else "no"
+            table.append(f"| {commit} | {minutes} min {seconds} s | {ratio:.2f} | {same} | {f1:.4f} | {score:.4f} |")
+        emit("\n".join(table))
 
 
 if __name__ == "__main__":

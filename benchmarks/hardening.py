@@ -13,7 +13,8 @@ state costs a training run.
    is also fitted without and with a resume file in the order A B B A (machine noise between
    runs is larger than the cost): both must end with the same best F1.
 
-Run after `dvc repro` (it reads artifacts/prepare): `python -m benchmarks.hardening`.
+Run after `dvc repro` (it reads artifacts/prepare): `python -m benchmarks.hardening`. Writes each
+result line into its block of docs/results/hardening.md.
 """
 
 import argparse
@@ -28,6 +29,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from benchmarks.results import page
 from stages.params import CACHE
 from stages.training import split_section
 from tinycls.cache import load_classes, load_split
@@ -99,31 +101,32 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    print(f"params error: dvc repro exits after {params_error():.1f} s, in the check stage")
-    student = yaml.safe_load((ROOT / "params.yaml").read_text())["student"]
-    m, cfg, _ = split_section("student", student, ("train_on", "allow_unmatched_init"))
-    train, val = load_split(CACHE, "train"), load_split(CACHE, "val")
-    meta = checkpoint_meta(m.arch, load_classes(CACHE), m.input_size)
-    start = time.perf_counter()
-    fingerprint(build_model(m.arch, len(meta["classes"])), train, val, cfg, meta, None)
-    n = f"{len(train[0]):,} + {len(val[0]):,} images"
-    print(f"student: fingerprint {time.perf_counter() - start:.2f} s per fit ({n})")
-    for arch, size in ((m.arch, m.input_size), ("timm:tf_efficientnet_lite0", 48)):
-        seconds, nbytes = state_save(arch, size, 5)
-        print(f"{arch}: resume state {seconds * 1000:.0f} ms per epoch, {nbytes / 1e6:.1f} MB")
-    times: dict[str, list[float]] = {"without": [], "with": []}
-    f1s = set()
-    for kind in ("without", "with", "with", "without"):
-        with tempfile.TemporaryDirectory() as tmp:
-            seconds, f1 = student_fit(args.epochs, Path(tmp) / "resume.pt" if kind == "with" else None)
-        times[kind].append(seconds)
-        f1s.add(f1)
-    assert len(f1s) == 1, f1s
-    a, b = (sum(times[k]) / 2 for k in ("without", "with"))
-    print(
-        f"student fit, {args.epochs} epoch(s), A B B A: {a:.1f} s without a resume file, {b:.1f} s with "
-        f"({(b / a - 1) * 100:+.1f}%); best val F1 {f1s.pop():.4f} every time"
-    )
+    with page("hardening", title="bad params and resuming") as emit:
+        emit(f"params error: dvc repro exits after {params_error():.1f} s, in the check stage")
+        student = yaml.safe_load((ROOT / "params.yaml").read_text())["student"]
+        m, cfg, _ = split_section("student", student, ("train_on", "allow_unmatched_init"))
+        train, val = load_split(CACHE, "train"), load_split(CACHE, "val")
+        meta = checkpoint_meta(m.arch, load_classes(CACHE), m.input_size)
+        start = time.perf_counter()
+        fingerprint(build_model(m.arch, len(meta["classes"])), train, val, cfg, meta, None)
+        n = f"{len(train[0]):,} + {len(val[0]):,} images"
+        emit(f"student: fingerprint {time.perf_counter() - start:.2f} s per fit ({n})")
+        for arch, size in ((m.arch, m.input_size), ("timm:tf_efficientnet_lite0", 48)):
+            seconds, nbytes = state_save(arch, size, 5)
+            emit(f"{arch}: resume state {seconds * 1000:.0f} ms per epoch, {nbytes / 1e6:.1f} MB")
+        times: dict[str, list[float]] = {"without": [], "with": []}
+        f1s = set()
+        for kind in ("without", "with", "with", "without"):
+            with tempfile.TemporaryDirectory() as tmp:
+                seconds, f1 = student_fit(args.epochs, Path(tmp) / "resume.pt" if kind == "with" else None)
+            times[kind].append(seconds)
+            f1s.add(f1)
+        assert len(f1s) == 1, f1s
+        a, b = (sum(times[k]) / 2 for k in ("without", "with"))
+        emit(
+            f"student fit, {args.epochs} epoch(s), A B B A: {a:.1f} s without a resume file, {b:.1f} s with "
+            f"({(b / a - 1) * 100:+.1f}%); best val F1 {f1s.pop():.4f} every time"
+        )
 
 
 if __name__ == "__main__":

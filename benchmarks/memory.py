@@ -13,7 +13,9 @@ Run: `python -m benchmarks.memory --base <rev>` (minutes per size; 200k images n
 under --root and, for the in-memory base, ~6 GB RAM). `--readers` instead compares the two ways
 to read a cache on disk, a memory map (`np.load(mmap_mode="r")`) and tinycls.rows (`os.pread`):
 one shuffled pass in batches of 128 over a 1.2 GB .npy of 100,000 64 px rows, each in its own
-process, twice, with its peak RSS (sampled as above).
+process, twice, with its peak RSS (sampled as above). Writes the table as the block of
+docs/results/memory.md named after --sizes (`sizes 10000,50000,200000`), or with --readers the
+passes as the block `readers`.
 """
 
 import argparse
@@ -29,6 +31,8 @@ import numpy as np
 import psutil
 import yaml
 from PIL import Image
+
+from benchmarks.results import page
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = 10
@@ -138,18 +142,21 @@ print(f"{seconds:.2f}")
 """
 
 
-def readers(root: Path) -> None:
-    """A memory map against os.pread: the time of a shuffled pass and the process's peak RSS."""
+def readers(root: Path) -> list[str]:
+    """A memory map against os.pread: the time of a shuffled pass and the process's peak RSS, a line
+    per pass."""
     root.mkdir(parents=True, exist_ok=True)
     path = root / "readers.npy"
     np.save(path, np.random.default_rng(0).integers(0, 256, (100_000, 64, 64, 3), dtype=np.uint8))
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}"}
+    lines = []
     try:
         for how in ("mmap", "pread", "mmap", "pread"):
             mb, _, out = peak_rss([sys.executable, "-c", READER, str(path), how], root, env)
-            print(f"{how}: a shuffled pass over 100,000 rows (1.2 GB) in {out.strip()} s, peak RSS {mb:,.0f} MB")
+            lines.append(f"{how}: a shuffled pass over 100,000 rows (1.2 GB) in {out.strip()} s, peak RSS {mb:,.0f} MB")
     finally:
         path.unlink()
+    return lines
 
 
 def main() -> None:
@@ -160,34 +167,39 @@ def main() -> None:
     ap.add_argument("--readers", action="store_true", help="only compare a memory map with os.pread")
     args = ap.parse_args()
     if args.readers:
-        readers(args.root)
+        with page("memory", "readers", title="peak memory against dataset size") as emit:
+            emit("\n".join(f"- {line}" for line in readers(args.root)))
         return
     sizes = [int(s) for s in args.sizes.split(",")]
     versions = {"this tree": ROOT}
-    with tempfile.TemporaryDirectory(dir=args.root.parent if args.root.parent.exists() else None) as tmp:
-        if args.base:
-            base = Path(tmp) / "base"
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(base), args.base],
-                           check=True)  # fmt: skip
-            versions[f"base {args.base}"] = base
-        try:
-            rows = []
-            for n in sizes:
-                data = make_dataset(args.root, n)
-                for name, code in versions.items():
-                    with tempfile.TemporaryDirectory(dir=args.root) as scratch:
-                        r = measure(code, data, Path(scratch))
-                    rows.append((n, name, r))
-                    print(f"{n:>7,} {name}: {json.dumps({k: round(v, 4) for k, v in r.items()})}", flush=True)
-        finally:
+    with page("memory", f"sizes {args.sizes}", title="peak memory against dataset size") as emit:
+        with tempfile.TemporaryDirectory(dir=args.root.parent if args.root.parent.exists() else None) as tmp:
             if args.base:
-                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], check=False)
-    print("\n| labelled images | cache | code | prepare peak RSS | prepare s | student epoch peak RSS | epoch img/s |")
-    print("|---|---|---|---|---|---|---|")
-    for n, name, r in rows:
-        gb = n * 64 * 64 * 3 / 1e9
-        print(f"| {n:,} | {gb:.2f} GB | {name} | {r['prepare_mb']:,.0f} MB | {r['prepare_s']:.0f} | "
-              f"{r['epoch_mb']:,.0f} MB | {r['epoch_img_s']:,.0f} |")  # fmt: skip
+                base = Path(tmp) / "base"
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(base), args.base],
+                               check=True)  # fmt: skip
+                versions[f"base {args.base}"] = base
+            try:
+                rows = []
+                for n in sizes:
+                    data = make_dataset(args.root, n)
+                    for name, code in versions.items():
+                        with tempfile.TemporaryDirectory(dir=args.root) as scratch:
+                            r = measure(code, data, Path(scratch))
+                        rows.append((n, name, r))
+                        print(f"{n:>7,} {name}: {json.dumps({k: round(v, 4) for k, v in r.items()})}", flush=True)
+            finally:
+                if args.base:
+                    subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], check=False)
+        table = [
+            "| labelled images | cache | code | prepare peak RSS | prepare s | student epoch peak RSS | epoch img/s |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for n, name, r in rows:
+            gb = n * 64 * 64 * 3 / 1e9
+            table.append(f"| {n:,} | {gb:.2f} GB | {name} | {r['prepare_mb']:,.0f} MB | {r['prepare_s']:.0f} | "
+                         f"{r['epoch_mb']:,.0f} MB | {r['epoch_img_s']:,.0f} |")  # fmt: skip
+        emit("\n".join(table))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ Run from the repository root after `dvc repro`:
 `python -m benchmarks.nas --samplers tpe,nsga2,random --trials 40`,
 `python -m benchmarks.nas --workers 1,2 --minutes 10` (both write only under a temporary folder),
 `python -m benchmarks.nas --pipeline specs/nas.yaml` (adds a DVC experiment named nas-<file stem>).
+Each writes its block of docs/results/nas.md, named after its flag and value (`samplers
+tpe,nsga2,random`, `workers 1,2`, `pipeline specs/nas.yaml`).
 """
 
 import argparse
@@ -24,11 +26,12 @@ import dataclasses
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
-from benchmarks.pipeline import machine
+from benchmarks.results import machine, page
 from stages.params import CACHE
 from tinycls.cli.app import _dvc
 from tinycls.config import from_section
@@ -65,8 +68,8 @@ def run(cfg: NasConfig, tmp: Path, name: str) -> dict:
     }
 
 
-def pipeline(spec: str) -> None:
-    """Train `spec` through every stage as a DVC experiment; its row beside the committed one."""
+def pipeline(spec: str, emit: Callable[[str], None]) -> None:
+    """Train `spec` through every stage as a DVC experiment; `emit` its row beside the committed one."""
     import json
 
     name = f"nas-{Path(spec).stem}"
@@ -78,12 +81,12 @@ def pipeline(spec: str) -> None:
     )
     found = {r.name: r for r in runs(show)}
     base = next(r for n, r in found.items() if not n.startswith(("nas-", "exp-")) and r.arch != f"nas:{spec}")
-    print(f"\n`dvc exp run -n {name} -S student.arch=nas:{spec}`: {minutes:.1f} min\n")
-    print("| student | MACs | test macro F1 | latency ms | score |")
-    print("|---|---:|---:|---:|---:|")
+    emit(f"`dvc exp run -n {name} -S student.arch=nas:{spec}`: {minutes:.1f} min")
+    table = ["| student | MACs | test macro F1 | latency ms | score |", "|---|---:|---:|---:|---:|"]
     for r in (base, found[name]):
         ms = f"{r.latency_ms:.3f}" if r.latency_ms is not None else ""
-        print(f"| {r.arch} ({r.name}) | {r.macs:,} | {r.f1:.4f} | {ms} | {r.score:.4f} |")
+        table.append(f"| {r.arch} ({r.name}) | {r.macs:,} | {r.f1:.4f} | {ms} | {r.score:.4f} |")
+    emit("\n".join(table))
 
 
 def main() -> None:
@@ -98,39 +101,61 @@ def main() -> None:
     a = ap.parse_args()
     base = from_section(NasConfig, yaml.safe_load(Path("params.yaml").read_text())["nas"], "params.yaml [nas]")
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    print(f"machine: {machine()}; commit {rev}; budget {base.max_macs:,} MACs, space {base.space}")
+    budget = f"budget {base.max_macs:,} MACs, space {base.space}"
+    print(f"machine: {machine()}; commit {rev}; {budget}")
     if a.pipeline:
-        pipeline(a.pipeline)
+        with page("nas", f"pipeline {a.pipeline}", title="architecture search") as emit:
+            pipeline(a.pipeline, emit)
     with tempfile.TemporaryDirectory() as tmp:
         if a.samplers:
-            cfg = dataclasses.replace(
-                base, trials=a.trials, train_per_class=a.train_per_class, epochs=a.epochs, timeout_min=600.0, workers=1
-            )
-            rows = [
-                (s, run(dataclasses.replace(cfg, sampler=s), Path(tmp), f"sampler-{s}")) for s in a.samplers.split(",")
-            ]
-            print(f"\nproxy: {a.train_per_class} images per class, {a.epochs} epochs; {a.trials} trained trials each\n")
-            print("| sampler | trained | pruned | minutes | best val F1 | hypervolume |")
-            print("|---|---:|---:|---:|---:|---:|")
-            for s, r in rows:
-                print(
-                    f"| {s} | {r['trained']} | {r['pruned']} | {r['minutes']:.1f} | {r['best_f1']:.4f} "
-                    f"| {r['hv']:.4f} |"
+            with page("nas", f"samplers {a.samplers}", title="architecture search") as emit:
+                cfg = dataclasses.replace(
+                    base,
+                    trials=a.trials,
+                    train_per_class=a.train_per_class,
+                    epochs=a.epochs,
+                    timeout_min=600.0,
+                    workers=1,
                 )
+                rows = [
+                    (s, run(dataclasses.replace(cfg, sampler=s), Path(tmp), f"sampler-{s}"))
+                    for s in a.samplers.split(",")
+                ]
+                emit(
+                    f"proxy: {a.train_per_class} images per class, {a.epochs} epochs; {a.trials} trained trials "
+                    f"each; {budget}"
+                )
+                table = [
+                    "| sampler | trained | pruned | minutes | best val F1 | hypervolume |",
+                    "|---|---:|---:|---:|---:|---:|",
+                ]
+                for s, r in rows:
+                    table.append(
+                        f"| {s} | {r['trained']} | {r['pruned']} | {r['minutes']:.1f} | {r['best_f1']:.4f} "
+                        f"| {r['hv']:.4f} |"
+                    )
+                emit("\n".join(table))
         if a.workers:
-            rows = []
-            for n in (int(v) for v in a.workers.split(",")):
-                cfg = dataclasses.replace(base, workers=n, timeout_min=a.minutes, trials=10_000)
-                rows.append((n, run(cfg, Path(tmp), f"workers-{n}")))
-            print(f"\nproxy: {base.train_per_class} images per class, {base.epochs} epochs; {a.minutes:g} min each\n")
-            print("| workers | trained | pruned | failed | minutes | trials per hour | vs 1 worker |")
-            print("|---:|---:|---:|---:|---:|---:|---:|")
-            one = rows[0][1]["per_hour"]
-            for n, r in rows:
-                print(
-                    f"| {n} | {r['trained']} | {r['pruned']} | {r['failed']} | {r['minutes']:.1f} "
-                    f"| {r['per_hour']:.0f} | {r['per_hour'] / one:.2f}x |"
+            with page("nas", f"workers {a.workers}", title="architecture search") as emit:
+                rows = []
+                for n in (int(v) for v in a.workers.split(",")):
+                    cfg = dataclasses.replace(base, workers=n, timeout_min=a.minutes, trials=10_000)
+                    rows.append((n, run(cfg, Path(tmp), f"workers-{n}")))
+                emit(
+                    f"proxy: {base.train_per_class} images per class, {base.epochs} epochs; {a.minutes:g} min "
+                    f"each; {budget}"
                 )
+                table = [
+                    "| workers | trained | pruned | failed | minutes | trials per hour | vs 1 worker |",
+                    "|---:|---:|---:|---:|---:|---:|---:|",
+                ]
+                one = rows[0][1]["per_hour"]
+                for n, r in rows:
+                    table.append(
+                        f"| {n} | {r['trained']} | {r['pruned']} | {r['failed']} | {r['minutes']:.1f} "
+                        f"| {r['per_hour']:.0f} | {r['per_hour'] / one:.2f}x |"
+                    )
+                emit("\n".join(table))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ step for photos), the setting's own changes, `dvc repro`, with the time of every
 
 Settings: `photos` (the preset as it is), `photos-no-kd` (the same student without
 distillation: the reference for the share of the teacher's lead the student keeps), and any
-`--set key=value,...` run tagged `--tag`. Prints a Markdown table for docs/results/photos.md.
+`--set key=value,...` run tagged `--tag`. Writes a Markdown table as the block of
+docs/results/photos.md named after --settings and --set (e.g. `settings photos,photos-no-kd`).
 
 Run from the repository root with the venv on PATH:
 `python -m benchmarks.photos [--root DIR] [--workdir DIR] [--settings photos,photos-no-kd]`.
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import yaml
 
+from benchmarks.results import page
 from tinycls.presets import apply
 
 URL = "https://github.com/Oldpel/flower_photos"  # TensorFlow's flower_photos, as class folders
@@ -112,40 +114,45 @@ def main() -> None:
         raise SystemExit(f"--settings: unknown {unknown}; valid: {', '.join(SETTINGS)}")
     if args.set:
         settings[args.tag] = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set.split(","))}
-    files = collect(photo_root(args.root))
-    with tempfile.TemporaryDirectory() as tmp:
-        clone = Path(args.workdir or tmp) / "tinycls"
-        subprocess.run(["git", "clone", "-q", str(Path.cwd()), str(clone)], check=True)
-        print(f"{DATASET}: {write_data(clone, files, args.per_class, args.test_per_class, 0)}", flush=True)
-        run = lambda *cmd: subprocess.run(cmd, cwd=clone, check=True, stdout=subprocess.DEVNULL)  # noqa: E731
-        run("dvc", "add", "-q", "data")
-        pristine = (clone / "params.yaml").read_text()
-        rows = []
-        for name, changes in settings.items():
-            (clone / "params.yaml").write_text(pristine)
-            run("tinycls", "preset", "photos")
-            overrides = {"prepare.dataset": DATASET, **changes}
-            apply(overrides, clone / "params.yaml", name)
-            times = repro(clone)
-            m = {k: json.loads((clone / "metrics" / f"{k}.json").read_text()) for k in METRICS}
-            (clone.parent / f"metrics-{name}.json").write_text(json.dumps({**m, "seconds": times}, indent=1))
-            rows.append((name, overrides, m, times))
-            stages = json.dumps({k: round(v) for k, v in times.items()})
-            print(f"{name}: {m['score']['f1']:.4f} test F1, stage seconds {stages}", flush=True)
-    print("\n| setting | teacher test F1 (pseudo labels) | student test F1 | MACs | score | `dvc repro` s | slowest |")
-    print("|---|---|---|---|---|---|---|")
-    for name, _, m, times in rows:
-        s = m["score"]
-        slow = ", ".join(f"{k} {v:.0f}" for k, v in sorted(times.items(), key=lambda kv: -kv[1])[:3])
-        print(
-            f"| {name} | {s['pseudo_label_f1']:.4f} | {s['student_f1']:.4f} | {s['macs']:,} | {s['score']:.4f} "
-            f"| {sum(times.values()):.0f} | {slow} |"
-        )
-    by = {name: m["score"]["student_f1"] for name, _, m, _ in rows}
-    teacher = {name: m["score"]["pseudo_label_f1"] for name, _, m, _ in rows}
-    if "photos" in by and "photos-no-kd" in by and teacher["photos"] > by["photos-no-kd"]:
-        kept = (by["photos"] - by["photos-no-kd"]) / (teacher["photos"] - by["photos-no-kd"])
-        print(f"\nThe preset's student keeps {kept:.0%} of its teacher's lead over the same student without KD.")
+    block = f"settings {args.settings}" + (f"; set {args.set} as {args.tag}" if args.set else "")
+    with page("photos", block, title="the photo preset on flower photos") as emit:
+        files = collect(photo_root(args.root))
+        with tempfile.TemporaryDirectory() as tmp:
+            clone = Path(args.workdir or tmp) / "tinycls"
+            subprocess.run(["git", "clone", "-q", str(Path.cwd()), str(clone)], check=True)
+            print(f"{DATASET}: {write_data(clone, files, args.per_class, args.test_per_class, 0)}", flush=True)
+            run = lambda *cmd: subprocess.run(cmd, cwd=clone, check=True, stdout=subprocess.DEVNULL)  # noqa: E731
+            run("dvc", "add", "-q", "data")
+            pristine = (clone / "params.yaml").read_text()
+            rows = []
+            for name, changes in settings.items():
+                (clone / "params.yaml").write_text(pristine)
+                run("tinycls", "preset", "photos")
+                overrides = {"prepare.dataset": DATASET, **changes}
+                apply(overrides, clone / "params.yaml", name)
+                times = repro(clone)
+                m = {k: json.loads((clone / "metrics" / f"{k}.json").read_text()) for k in METRICS}
+                (clone.parent / f"metrics-{name}.json").write_text(json.dumps({**m, "seconds": times}, indent=1))
+                rows.append((name, overrides, m, times))
+                stages = json.dumps({k: round(v) for k, v in times.items()})
+                print(f"{name}: {m['score']['f1']:.4f} test F1, stage seconds {stages}", flush=True)
+        table = [
+            "| setting | teacher test F1 (pseudo labels) | student test F1 | MACs | score | `dvc repro` s | slowest |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, _, m, times in rows:
+            s = m["score"]
+            slow = ", ".join(f"{k} {v:.0f}" for k, v in sorted(times.items(), key=lambda kv: -kv[1])[:3])
+            table.append(
+                f"| {name} | {s['pseudo_label_f1']:.4f} | {s['student_f1']:.4f} | {s['macs']:,} | {s['score']:.4f} "
+                f"| {sum(times.values()):.0f} | {slow} |"
+            )
+        emit("\n".join(table))
+        by = {name: m["score"]["student_f1"] for name, _, m, _ in rows}
+        teacher = {name: m["score"]["pseudo_label_f1"] for name, _, m, _ in rows}
+        if "photos" in by and "photos-no-kd" in by and teacher["photos"] > by["photos-no-kd"]:
+            kept = (by["photos"] - by["photos-no-kd"]) / (teacher["photos"] - by["photos-no-kd"])
+            emit(f"The preset's student keeps {kept:.0%} of its teacher's lead over the same student without KD.")
 
 
 if __name__ == "__main__":

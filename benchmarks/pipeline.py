@@ -1,22 +1,22 @@
 """The quick-start pipeline's current results and wall time: a forced `dvc repro` of each stage
 of dvc.yaml in order (not of data.dvc, which a forced repro would re-hash and re-commit: 70,000
 files), then a `dvc repro` with nothing changed, and whether the forced rerun reproduced the
-recorded metrics. Prints docs/results/pipeline.md's table: per stage, its time and what it
-produced, with the commit and the machine.
+recorded metrics. Writes its block of docs/results/pipeline.md: per stage, its time and what it
+produced.
 
 Run from the repository root with the venv on PATH (`make bench` does), on a clean workspace
 after `dvc repro`: `python -m benchmarks.pipeline`.
 """
 
 import json
-import os
-import platform
 import statistics
 import subprocess
 import time
 from pathlib import Path
 
 import yaml
+
+from benchmarks.results import page
 
 METRICS = sorted(Path("metrics").glob("*.json"))
 
@@ -25,14 +25,6 @@ def timed(*cmd: str) -> float:
     start = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - start
-
-
-def machine() -> str:
-    info = Path("/proc/cpuinfo").read_text()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")),
-               platform.processor())  # fmt: skip
-    avx512 = "avx512f" in info
-    return f"{os.cpu_count()} cores, {cpu}{', AVX-512' if avx512 else ''}"
 
 
 def results(m: dict[str, dict]) -> dict[str, str]:
@@ -69,22 +61,21 @@ def steady(metrics: dict | None) -> dict | None:
 
 
 def main() -> None:
-    before = [json.loads(p.read_text()) if p.exists() else None for p in METRICS]
-    stages = list(yaml.safe_load(Path("dvc.yaml").read_text())["stages"])
-    times = {stage: timed("dvc", "repro", "--force", "--single-item", stage) for stage in stages}
-    full = sum(times.values())
-    after = [json.loads(p.read_text()) for p in METRICS]
-    noop = statistics.median(timed("dvc", "repro") for _ in range(3))
-    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    produced = results({p.stem: json.loads(p.read_text()) for p in METRICS})
-    print(f"Commit {rev}, {machine()}, {time.strftime('%Y-%m-%d')}:\n")
-    print("| stage | time | result |\n|---|---|---|")
-    for stage, t in times.items():
-        print(f"| `{stage}` | {t:.0f} s | {produced.get(stage, '')} |")
-    print(f"| all, stage by stage (`dvc repro --force --single-item`) | {full:.0f} s | |")
-    print(f"| `dvc repro` with nothing changed (median of 3) | {noop:.1f} s | |")
-    same = [steady(b) for b in before] == [steady(a) for a in after]
-    print(f"\nmetrics identical to the recorded run (latency and peak memory aside): {same}")
+    with page("pipeline", title="the quick-start pipeline, forced and no-op") as emit:
+        before = [json.loads(p.read_text()) if p.exists() else None for p in METRICS]
+        stages = list(yaml.safe_load(Path("dvc.yaml").read_text())["stages"])
+        times = {stage: timed("dvc", "repro", "--force", "--single-item", stage) for stage in stages}
+        full = sum(times.values())
+        after = [json.loads(p.read_text()) for p in METRICS]
+        noop = statistics.median(timed("dvc", "repro") for _ in range(3))
+        produced = results({p.stem: json.loads(p.read_text()) for p in METRICS})
+        table = ["| stage | time | result |", "|---|---|---|"]
+        table += [f"| `{stage}` | {t:.0f} s | {produced.get(stage, '')} |" for stage, t in times.items()]
+        table.append(f"| all, stage by stage (`dvc repro --force --single-item`) | {full:.0f} s | |")
+        table.append(f"| `dvc repro` with nothing changed (median of 3) | {noop:.1f} s | |")
+        emit("\n".join(table))
+        same = [steady(b) for b in before] == [steady(a) for a in after]
+        emit(f"metrics identical to the recorded run (latency and peak memory aside): {same}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ then scored on the test split with the held-out labels (flip TTA, as the pseudo 
 
 Run from the repository root after `make run` (it reads artifacts/prepare):
 `python -m benchmarks.teacher` (every candidate, ~15 min on 2 cores) or
-`python -m benchmarks.teacher --only lite0-48,tf-lite0-48`. Prints a Markdown table.
+`python -m benchmarks.teacher --only lite0-48-2ep,tf-lite0-48-2ep`. Writes a Markdown table as the
+block of docs/results/teacher.md named after --only (`candidates lite0-48-2ep,tf-lite0-48-2ep`;
+`candidates all` without it).
 """
 
 import argparse
@@ -12,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.results import page
 from stages.params import CACHE, HELD_OUT, section
 from stages.teacher import train_teacher
 from tinycls.cache import load_classes, load_held_out, load_split
@@ -122,23 +125,28 @@ def main() -> None:
     unknown = [n for n in names if n not in CANDIDATES]
     if unknown:
         raise SystemExit(f"--only: unknown {unknown}; candidates: {', '.join(CANDIDATES)}")
-    classes = load_classes(CACHE)
-    test_images, _ = load_split(CACHE, "test")
-    _, test_labels = load_held_out(HELD_OUT)
-    if test_labels is None:
-        raise SystemExit(f"{HELD_OUT}: the test split has no labels; the benchmark needs them.")
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in names:
-            rows.append(r := run(name, CANDIDATES[name], (test_images, test_labels), classes, Path(tmp)))
-            print(r, flush=True)
-    print("| candidate | arch | ImageNet | px | epochs | train images | val F1 | test F1 | train s |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(
-            f"| {r['name']} | {r['arch']} | {'yes' if r['imagenet'] else 'no'} | {r['size']} | {r['epochs']} "
-            f"| {r['images']:,} | {r['val_f1']:.4f} | {r['test_f1']:.4f} | {r['seconds']:.0f} |"
-        )
+    block = f"candidates {','.join(names) if args.only else 'all'}"
+    with page("teacher", block, title="teacher candidates") as emit:
+        classes = load_classes(CACHE)
+        test_images, _ = load_split(CACHE, "test")
+        _, test_labels = load_held_out(HELD_OUT)
+        if test_labels is None:
+            raise SystemExit(f"{HELD_OUT}: the test split has no labels; the benchmark needs them.")
+        rows = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in names:
+                rows.append(r := run(name, CANDIDATES[name], (test_images, test_labels), classes, Path(tmp)))
+                print(r, flush=True)
+        table = [
+            "| candidate | arch | ImageNet | px | epochs | train images | val F1 | test F1 | train s |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in rows:
+            table.append(
+                f"| {r['name']} | {r['arch']} | {'yes' if r['imagenet'] else 'no'} | {r['size']} | {r['epochs']} "
+                f"| {r['images']:,} | {r['val_f1']:.4f} | {r['test_f1']:.4f} | {r['seconds']:.0f} |"
+            )
+        emit("\n".join(table))
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 Same model, batch size, input size, optimizer, CutMix and thread count; the bare loop is the
 usual DataLoader(TensorDataset) + forward/backward/step over pre-normalized float tensors, with
 timm's Mixup when CutMix is on, and no other augmentation, no metrics and no checkpoint.
-Run: `python -m benchmarks.throughput` (student) and
-`python -m benchmarks.throughput --arch timm:tf_efficientnetv2_b0 --cutmix-prob 0.5` (teacher).
+Writes the block named after --arch of docs/results/throughput.md.
+Run: `python -m benchmarks.throughput` (student) and `python -m benchmarks.throughput --arch
+timm:tf_efficientnet_lite0 --size 48 --cutmix-prob 0.5 --images 2560 --repeats 2` (teacher).
 """
 
 import argparse
@@ -18,6 +19,7 @@ from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 from torch.utils.data import DataLoader, TensorDataset
 
+from benchmarks.results import page
 from tinycls.checkpoint import checkpoint_meta
 from tinycls.device import resolve_device
 from tinycls.models import build_model
@@ -74,23 +76,29 @@ def main() -> None:
     ap.add_argument("--cutmix-prob", type=float, default=0.0)
     args = ap.parse_args()
     device = resolve_device(args.device)
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (args.images, args.size, args.size, 3), dtype=np.uint8)
-    y = rng.integers(0, 10, args.images).astype(np.int64)
-    run = (args.arch, x, y, args.size, args.batch, device, args.cutmix_prob)
-    bare_loop(args.arch, x[: args.batch * 4], y[: args.batch * 4], *run[3:])  # warm-up
-    bare, ours = [], []
-    for _ in range(args.repeats):  # interleaved, best of n: the machine's noise hits both alike
-        bare.append(bare_loop(*run))
-        ours.append(tinycls_loop(*run))
-    b, o = max(bare), max(ours)
-    print(
-        f"\n{args.arch} {args.size}px batch {args.batch}, CutMix prob {args.cutmix_prob}, on {device.type}, "
-        f"{torch.get_num_threads()} threads"
-    )
-    print(f"bare PyTorch loop: {b:,.0f} images/s")
-    print(f"tinycls fit:       {o:,.0f} images/s (includes augmentation, progress bar, one validation, checkpoint)")
-    print(f"ratio: {o / b:.1%} (goal >= 85%)")
+    with page("throughput", args.arch, title="training throughput") as emit:
+        rng = np.random.default_rng(0)
+        x = rng.integers(0, 256, (args.images, args.size, args.size, 3), dtype=np.uint8)
+        y = rng.integers(0, 10, args.images).astype(np.int64)
+        run = (args.arch, x, y, args.size, args.batch, device, args.cutmix_prob)
+        bare_loop(args.arch, x[: args.batch * 4], y[: args.batch * 4], *run[3:])  # warm-up
+        bare, ours = [], []
+        for _ in range(args.repeats):  # interleaved, best of n: the machine's noise hits both alike
+            bare.append(bare_loop(*run))
+            ours.append(tinycls_loop(*run))
+        b, o = max(bare), max(ours)
+        model = (
+            f"{args.arch}, {args.size} px, batch {args.batch}, CutMix prob {args.cutmix_prob}, on {device.type}, "
+            f"{torch.get_num_threads()} threads"
+        )
+        emit(
+            "| model | fit (images/s) | bare loop (images/s) | fit / bare |\n|---|---:|---:|---:|\n"
+            f"| {model} | {o:,.0f} | {b:,.0f} | {o / b:.1%} |"
+        )
+        emit(
+            f"ratio: {o / b:.1%} (goal >= 85%); tinycls fit includes augmentation, progress bar, one validation, "
+            "checkpoint"
+        )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,54 @@
+"""benchmarks.results: a benchmark writes its own results page, keeping the prose around its block."""
+
+import re
+
+import pytest
+
+from benchmarks.results import markers, page, replace_block
+
+PAGE = """# Results: training throughput
+
+What the table means, written by hand.
+
+{begin}
+Measured 2020-01-01 on an old machine, commit 0000000.
+
+| model | fit |
+|---|---:|
+| old | 1 |
+{end}
+
+A note after the table.
+"""
+
+
+def test_a_run_replaces_its_block_and_keeps_the_prose_and_other_blocks(tmp_path):
+    begin, end = markers("throughput", "student")
+    other = "\n".join(markers("throughput", "teacher"))
+    (tmp_path / "throughput.md").write_text(PAGE.format(begin=begin, end=end) + "\n" + other + "\n")
+    with page("throughput", "student", root=tmp_path) as emit:
+        emit("| model | fit |\n|---|---:|\n| new | 2 |")
+        emit("ratio: 98%")
+    text = (tmp_path / "throughput.md").read_text()
+    assert "| new | 2 |" in text and "| old | 1 |" not in text and "2020-01-01" not in text
+    assert "What the table means, written by hand." in text and "A note after the table." in text
+    assert other in text  # the teacher's block is another run's: untouched
+    block = text[text.index(begin) : text.index(end)]
+    # one header line: today's date, the machine, the commit and the command
+    assert re.search(r"Measured \d{4}-\d\d-\d\d on \d+ cores, .+, commit \w+.*: `python -m benchmarks\.", block)
+    assert "| new | 2 |\n\nratio: 98%" in block  # a table ends before the text after it
+
+
+def test_a_page_without_the_block_gets_it_appended_and_a_new_page_its_title(tmp_path):
+    with page("memory", title="peak memory", root=tmp_path) as emit:
+        emit("| n | MB |\n|---|---|\n| 10 | 5 |")
+    text = (tmp_path / "memory.md").read_text()
+    assert text.startswith("# Results: peak memory\n") and "| 10 | 5 |" in text
+    assert replace_block("# T\n", "memory", "", "x").endswith(markers("memory", "")[1] + "\n")
+
+
+def test_a_failed_run_writes_nothing(tmp_path):
+    with pytest.raises(RuntimeError), page("anchors", root=tmp_path) as emit:
+        emit("| half | a table |")
+        raise RuntimeError("the benchmark failed")
+    assert not (tmp_path / "anchors.md").exists()
