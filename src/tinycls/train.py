@@ -1,7 +1,8 @@
 """The one training loop every stage uses: optimizer, schedule, AMP, seeding, progress bar,
 per-epoch logging, best checkpoint by validation macro F1, a usable checkpoint on Ctrl-C, and a
 resume state after every epoch that an interrupted fit continues from, to the same result.
-The settings are tinycls.train_config, one epoch tinycls.loop, the resume state tinycls.resume.
+The settings are tinycls.train_config, the training state and one epoch tinycls.loop, the resume
+state tinycls.resume.
 """
 
 import copy
@@ -13,21 +14,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from timm.data import Mixup
-from timm.utils import ModelEmaV3
 from torch import nn
 from tqdm import tqdm
 
 from tinycls.checkpoint import save_checkpoint
 from tinycls.device import resolve_device
 from tinycls.distill import Distiller
-from tinycls.errors import InputError
 from tinycls.loop import Criterion, FitResult, Loop
-from tinycls.losses import student_loss
 from tinycls.predict import predict_checkpoint
 from tinycls.resume import ResumeState, fingerprint, save_interrupted
 from tinycls.score import macro_f1
-from tinycls.teaching import teaching
 from tinycls.train_config import OPTIMIZERS, SCHEDULES, TrainConfig
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "Criterion", "FitResult", "TrainConfig", "fit", "seed_everything", "validate"]
@@ -41,46 +37,6 @@ def seed_everything(seed: int) -> None:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.backends.cudnn.benchmark = False
     torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    # No weight decay on norms and biases (1-D tensors), as timm's param_groups_weight_decay does.
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
-    return torch.optim.AdamW(groups, lr=cfg.lr)
-
-
-def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
-    if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps)
-    return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-
-
-def _mixer(cfg: TrainConfig, num_classes: int) -> Mixup | None:
-    """timm's Mixup for batches drawn at random: random-box CutMix (cutmix_prob, per batch), or
-    mixup of a share `mix` of the images (per image, Beta(1, 1)); it also applies the label smoothing."""
-    if cfg.cutmix_prob > 0:
-        return Mixup(
-            mixup_alpha=0.0,
-            cutmix_alpha=cfg.cutmix_alpha,
-            prob=cfg.cutmix_prob,
-            switch_prob=0.0,
-            label_smoothing=cfg.label_smoothing,
-            num_classes=num_classes,
-        )
-    if cfg.mix > 0:
-        return Mixup(
-            mixup_alpha=1.0,
-            cutmix_alpha=0.0,
-            prob=cfg.mix,
-            mode="elem",
-            label_smoothing=cfg.label_smoothing,
-            num_classes=num_classes,
-        )
-    return None
 
 
 def validate(model: nn.Module, val: tuple[np.ndarray, np.ndarray], meta: dict[str, Any], cfg: TrainConfig) -> dict:
@@ -142,47 +98,9 @@ def fit(
     model.to(device, memory_format=layout)
     if distiller is not None:
         distiller.teachers.to(memory_format=layout)
-    random_aug = cfg.hflip or cfg.translate > 0 or cfg.zoom < 1 or cfg.mix > 0 or cfg.cutmix_prob > 0
-    # fixed views carry their own mixing (the teachers answered the blended pixels): no mixer then
-    fixed = distiller is not None and distiller.kd.teacher_outputs == "views" and random_aug
-    mixer = None if fixed and cfg.cutmix_prob == 0 else _mixer(cfg, len(meta["classes"]))
-    if mixer is not None and train[1].ndim != 1:
-        what = "cutmix_prob" if cfg.cutmix_prob > 0 else "mix"
-        raise InputError(f"{what} > 0 needs class-index labels, not soft labels; set it to 0.0.")
-    # mixed targets already carry the label smoothing (timm's Mixup applies it).
-    base = student_loss(cfg.loss, 0.0 if mixer else cfg.label_smoothing, cfg.focal_gamma, cfg.f1_weight)
-    teach = teaching(distiller, base, train[0], meta["input_size"], random_aug, cfg.cutmix_prob > 0, device, cfg)
-    ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
-    evaluated = ema.module if ema else model  # what is validated and saved
-    amp = cfg.amp and device.type == "cuda"
-    # images stay where they are (an array, or tinycls.rows.Rows on disk): a batch is read per step
-    x_all, y_all = train[0], torch.from_numpy(train[1])
-    # A last batch of one image breaks BatchNorm in training mode: drop it (it is reshuffled).
-    steps = len(x_all) // cfg.batch_size + (len(x_all) % cfg.batch_size >= 2)
-    if steps == 0:
-        raise InputError(f"{len(x_all)} training image(s): at least 2 are needed.")
-    opt = _optimizer(model, cfg)
-    loop = Loop(
-        model=model,
-        cfg=cfg,
-        meta=meta,
-        x_all=x_all,
-        y_all=y_all,
-        steps=steps,
-        mixer=mixer,
-        base=base,
-        teach=teach,
-        distiller=distiller,
-        criterion=criterion,
-        opt=opt,
-        sched=_scheduler(opt, cfg, cfg.epochs * steps),
-        scaler=torch.amp.GradScaler("cuda", enabled=amp),
-        ema=ema,
-        gen=torch.Generator().manual_seed(cfg.seed),
-        device=device,
-        amp=amp,
-    )
-    best = FitResult(best_f1=-1.0, best_epoch=0, epochs_run=0, device=device.type, teacher_outputs=teach.outputs)
+    loop = Loop(model, cfg, meta, train, distiller, criterion, device)
+    evaluated = loop.ema.module if loop.ema else model  # what is validated and saved
+    best = FitResult(best_f1=-1.0, best_epoch=0, epochs_run=0, device=device.type, teacher_outputs=loop.teach.outputs)
     saved = ResumeState(resume, fingerprint(model, train, val, cfg, meta, distiller)) if resume else None
     rows: list[dict[str, float]] = []
     best_state: dict[str, torch.Tensor] | None = None
@@ -198,10 +116,10 @@ def fit(
         print(f"resuming after epoch {best.epochs_run} of {cfg.epochs} from {resume}")
     try:
         for epoch in range(best.epochs_run + 1, cfg.epochs + 1):
-            bar = tqdm(range(steps), desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=True,
+            bar = tqdm(range(loop.steps), desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=True,
                        dynamic_ncols=True, mininterval=0.5)  # fmt: skip
             row = {"train/loss": loop.epoch(epoch, bar, best.best_f1), **validate(evaluated, val, meta, cfg)}
-            row["lr"] = opt.param_groups[0]["lr"]
+            row["lr"] = loop.opt.param_groups[0]["lr"]
             bar.set_postfix(loss=f"{row['train/loss']:.4f}", val_f1=f"{row['val/f1']:.4f}")
             bar.close()
             best.epochs_run = epoch
