@@ -11,7 +11,8 @@ Run from the repository root: `python -m benchmarks.fresh_clone [--revs d3912fb,
 [--workdir DIR]`. Commits run one after the other (never two torch jobs at once). About 30 min
 for two commits on a 2-core CPU. The clones stay in DIR (each about 7 GB) until you remove them;
 `--reuse` runs again in existing clones after `git clean` (keeping their .venv/). Writes the
-table as its block of docs/results/fresh_clone.md.
+commits' table and the last commit's stage table as its block of docs/results/fresh_clone.md, and
+the stage table as the README's "Current results" block when that run reproduced its commit.
 """
 
 import argparse
@@ -23,8 +24,10 @@ from pathlib import Path
 import yaml
 
 from benchmarks.experiments import sh
-from benchmarks.pipeline import steady
-from benchmarks.results import page
+from benchmarks.pipeline import results, steady
+from benchmarks.results import header, page, write_block
+
+README = Path("README.md")  # its "Current results": the last commit's stage table, the same block name
 
 TIMED = ("metrics/export.json", "metrics/score.json", "metrics/headline.json")  # hold measured latency, memory
 
@@ -84,6 +87,7 @@ def main() -> None:
     args = ap.parse_args()
     repo = Path.cwd()
     args.workdir.mkdir(parents=True, exist_ok=True)
+    line = header()  # the README block's header line: this run's date, machine, commit and command
     with page("fresh_clone", title="fresh-clone `make run`") as emit:
         rows = []
         for rev in args.revs.split(","):
@@ -106,6 +110,13 @@ def main() -> None:
             same = "yes" if clean else "no"
             table.append(f"| {commit} | {minutes} min {seconds} s | {ratio:.2f} | {same} | {f1:.4f} | {score:.4f} |")
         emit("\n".join(table))
+        took = f"A fresh clone's `make run` took {minutes} min {seconds} s; the pipeline, as its metrics/ record it:"
+        metrics = {p.stem: json.loads(p.read_text()) for p in sorted((folder / "metrics").glob("*.json"))}
+        stages = ["| stage | result |", "|---|---|", *(f"| `{k}` | {v} |" for k, v in results(metrics).items())]
+        emit(took)
+        emit("\n".join(stages))
+    if README.is_file() and rows[-1][2]:  # the README shows the last commit's run when it reproduced
+        write_block(README, "fresh_clone", "readme", [line, took, "\n".join(stages)])
 
 
 if __name__ == "__main__":

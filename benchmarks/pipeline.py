@@ -35,18 +35,21 @@ def results(m: dict[str, dict]) -> dict[str, str]:
     return {
         "prepare": f"{n['train']:,} train, {n['val']:,} val, {n['test']:,} test images at {prep['image_size']} px",
         "pretrain": f"{pre['source']}: val F1 {pre['val_f1']:.4f}" if pre["val_f1"] is not None else pre["source"],
-        "teacher": f"{t['weights'] or 'from scratch'}, {t['train_images']:,} images: val F1 {t['val_f1']:.4f}, "
+        "teacher": f"{t['weights'] or 'from scratch'}, {t['train_images']:,} images, {t['epochs']} epochs: "
+        f"val F1 {t['val_f1']:.4f}, "
         f"test F1 {s['pseudo_label_f1']:.4f} (its pseudo labels)",
         "pseudo": f"{p['coverage']:.1%} of test at confidence >= {p['threshold']}",
         "assistant": "trained" if a["trained"] else "not trained (kd.teachers does not list it)",
-        "student": f"{st['kd_mode']} KD, {st['train_images']:,} images, {st['epochs']} epochs: selection F1 "
-        f"{st['val_f1']:.4f}, test F1 {s['student_f1']:.4f}",
+        "student": f"{s['arch']} ({s['student_macs']:,} MACs, {s['student_params']:,} params), {st['kd_mode']} KD "
+        f"(teacher outputs: {st['teacher_outputs']}), {st['train_images']:,} images, {st['epochs']} epochs (best at "
+        f"{st['best_epoch']}): selection F1 {st['val_f1']:.4f}, test F1 {s['student_f1']:.4f}",
         "compress": f"{c['compression']}: {c['macs']:,} MACs" if c["compressed"] else "off: the student passes through",
         "export": f"ONNX {e['fp32']['bytes']:,} B, INT8 ({e.get('int8_method', 'ptq').upper()}) "
         f"{e['int8']['bytes']:,} B; batch-1 p50 "
         f"{e['fp32']['latency_ms_p50']:.3f} / {e['int8']['latency_ms_p50']:.3f} ms (1 thread); "
         f"INT8 agrees with PyTorch on {e['int8_agreement']:.2%} of test",
-        "score": f"test F1 {s['f1']:.4f}, {s['macs']:,} MACs, {s['params']:,} params, score {s['score']:.4f}; "
+        "score": f"test F1 {s['f1']:.4f}, {s['macs']:,} MACs, {s['params']:,} params, score {s['score']:.4f} "
+        "(lower is better); "
         f"ONNX F1 {s['onnx_f1']:.4f}, INT8 {s['int8_f1']:.4f}",
     }  # fmt: skip
 

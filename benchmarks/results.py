@@ -66,6 +66,15 @@ def replace_block(text: str, name: str, block: str, body: str) -> str:
     return text.rstrip() + "\n\n" + new + "\n"
 
 
+def write_block(path: Path, name: str, block: str, parts: list[str], title: str = "") -> None:
+    """Replace (or append) the block `name`/`block` of the Markdown file `path` with `parts`, each
+    a paragraph or a whole table, separated by blank lines; a new file gets `title` as its heading."""
+    text = path.read_text() if path.exists() else f"# Results: {title or name}\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(replace_block(text, name, block, "\n\n".join(parts)))
+    print(f"wrote {path}" + (f" ({block})" if block else ""))
+
+
 @contextmanager
 def page(name: str, block: str = "", title: str = "", root: Path = RESULTS) -> Iterator[Callable[[str], None]]:
     """Print and record the results of one run; on success write them to `root/<name>.md` as its
@@ -79,8 +88,4 @@ def page(name: str, block: str = "", title: str = "", root: Path = RESULTS) -> I
 
     start = header()
     yield emit
-    path = root / f"{name}.md"
-    text = path.read_text() if path.exists() else f"# Results: {title or name}\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(replace_block(text, name, block, "\n\n".join([start, *parts])))
-    print(f"wrote {path}" + (f" ({block})" if block else ""))
+    write_block(root / f"{name}.md", name, block, [start, *parts], title)

@@ -52,3 +52,30 @@ def test_a_failed_run_writes_nothing(tmp_path):
         emit("| half | a table |")
         raise RuntimeError("the benchmark failed")
     assert not (tmp_path / "anchors.md").exists()
+
+
+def test_every_results_page_and_the_readme_table_are_written_by_a_script():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted((root / "docs/results").glob("*.md")):
+        name = path.stem
+        assert (root / f"benchmarks/{name}.py").is_file(), f"{path.name}: no benchmarks/{name}.py writes it"
+        assert f"<!-- benchmarks.{name}" in path.read_text(), f"{path.name}: no block written by its script"
+    begin, end = markers("fresh_clone", "readme")
+    readme = (root / "README.md").read_text()
+    assert readme.index(begin) < readme.index("| `score` | test F1") < readme.index(end)
+
+
+def test_the_stage_table_renders_the_committed_metrics():
+    import json
+    from pathlib import Path
+
+    from benchmarks.pipeline import results
+
+    root = Path(__file__).resolve().parents[1]
+    metrics = {p.stem: json.loads(p.read_text()) for p in sorted((root / "metrics").glob("*.json"))}
+    rows = results(metrics)
+    assert list(rows)[:2] == ["prepare", "pretrain"] and list(rows)[-1] == "score"
+    s = metrics["score"]
+    assert f"test F1 {s['f1']:.4f}" in rows["score"] and f"{s['macs']:,} MACs" in rows["score"]
