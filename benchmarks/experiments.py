@@ -7,7 +7,7 @@ import subprocess
 import time
 from typing import Any
 
-from benchmarks.results import RESULTS
+from benchmarks.results import WRITTEN
 
 
 def sh(*cmd: str) -> str:
@@ -16,9 +16,9 @@ def sh(*cmd: str) -> str:
 
 def require_clean(benchmark: str, why: str) -> None:
     """Exit unless git's tracked files are unchanged (`why`: what the benchmark does to them), the
-    results pages aside: the benchmarks write them (`make bench` runs one after the other)."""
+    results pages and the README aside: the benchmarks write them (`make bench` runs one after the other)."""
     status = sh("git", "status", "--porcelain", "--untracked-files=no").splitlines()
-    if [ln for ln in status if not ln[3:].startswith(str(RESULTS))]:
+    if [ln for ln in status if not ln[3:].startswith(WRITTEN)]:
         raise SystemExit(f"benchmarks.{benchmark}: commit your changes first; {why}.")
 
 

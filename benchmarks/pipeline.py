@@ -35,14 +35,15 @@ def results(m: dict[str, dict]) -> dict[str, str]:
     return {
         "prepare": f"{n['train']:,} train, {n['val']:,} val, {n['test']:,} test images at {prep['image_size']} px",
         "pretrain": f"{pre['source']}: val F1 {pre['val_f1']:.4f}" if pre["val_f1"] is not None else pre["source"],
-        "teacher": f"{t['weights'] or 'from scratch'}, {t['train_images']:,} images, {t['epochs']} epochs: "
+        "teacher": f"{t['weights'] or 'from scratch'}, {t['train_images']:,} images, {t.get('epochs', '?')} epochs: "
         f"val F1 {t['val_f1']:.4f}, "
         f"test F1 {s['pseudo_label_f1']:.4f} (its pseudo labels)",
         "pseudo": f"{p['coverage']:.1%} of test at confidence >= {p['threshold']}",
         "assistant": "trained" if a["trained"] else "not trained (kd.teachers does not list it)",
-        "student": f"{s['arch']} ({s['student_macs']:,} MACs, {s['student_params']:,} params), {st['kd_mode']} KD "
-        f"(teacher outputs: {st['teacher_outputs']}), {st['train_images']:,} images, {st['epochs']} epochs (best at "
-        f"{st['best_epoch']}): selection F1 {st['val_f1']:.4f}, test F1 {s['student_f1']:.4f}",
+        "student": f"{s.get('arch', '')} ({s.get('student_macs', s['macs']):,} MACs, "
+        f"{s.get('student_params', s['params']):,} params), {st['kd_mode']} KD (teacher outputs: "
+        f"{st.get('teacher_outputs', '?')}), {st['train_images']:,} images, {st['epochs']} epochs (best at "
+        f"{st.get('best_epoch', '?')}): selection F1 {st['val_f1']:.4f}, test F1 {s['student_f1']:.4f}",
         "compress": f"{c['compression']}: {c['macs']:,} MACs" if c["compressed"] else "off: the student passes through",
         "export": f"ONNX {e['fp32']['bytes']:,} B, INT8 ({e.get('int8_method', 'ptq').upper()}) "
         f"{e['int8']['bytes']:,} B; batch-1 p50 "

@@ -3,13 +3,13 @@ data (the default), and on all data plus pseudo-labelled test, as three DVC expe
 side by side. Run from the repository root with the venv on PATH: `python -m benchmarks.recipe`.
 Writes the table as its block of docs/results/recipe.md.
 
-It needs a clean git workspace (it refuses otherwise; the results pages aside), leaves the three
-experiments in `dvc exp show`, and restores the workspace to HEAD afterwards (the results pages
-aside).
+It needs a clean git workspace (it refuses otherwise; what benchmarks write aside: the results
+pages and the README), leaves the three experiments in `dvc exp show`, and restores the workspace
+to HEAD afterwards (what benchmarks wrote aside).
 """
 
 from benchmarks.experiments import named, require_clean, sh, stamp
-from benchmarks.results import RESULTS, page
+from benchmarks.results import WRITTEN, page
 
 RUNS = {
     "train-only": "train",
@@ -50,7 +50,7 @@ def main() -> None:
             cells = [r[0], r[1], f"{r[2]:,}", *(f"{v:.4f}" for v in r[3:7]), f"{r[7]:.1%}", f"{r[8]:.4f}"]
             table.append("| " + " | ".join(cells) + " |")
         emit("\n".join(table))
-        sh("git", "checkout", "--", ".", f":!{RESULTS}")  # the results pages: other benchmarks' runs
+        sh("git", "checkout", "--", ".", *(f":!{p}" for p in WRITTEN))  # pages other benchmarks wrote
         sh("dvc", "checkout", "-f")
 
 

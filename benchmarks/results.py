@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 RESULTS = Path("docs/results")
+WRITTEN = (str(RESULTS), "README.md")  # what benchmarks write: not a change of the code being measured
 
 
 def machine() -> str:
@@ -36,10 +37,10 @@ def machine() -> str:
 
 
 def commit() -> str:
-    """HEAD's short hash, marked when tracked files outside docs/results differ from it."""
+    """HEAD's short hash, marked when tracked files other than those benchmarks write differ from it."""
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
-    dirty = [ln for ln in status.stdout.splitlines() if not ln[3:].startswith(str(RESULTS))]
+    dirty = [ln for ln in status.stdout.splitlines() if not ln[3:].startswith(WRITTEN)]
     return (rev or "unknown") + (" with uncommitted changes" if dirty else "")
 
 

@@ -1,5 +1,5 @@
 """Teacher candidates on the prepared quick start: each is params.yaml's [teacher] with a few
-keys changed, trained through the teacher stage's own code path (stages.training.train_model),
+keys changed, trained through the teacher stage's own code path (stages.teacher.train_teacher),
 then scored on the test split with the held-out labels (flip TTA, as the pseudo stage does).
 
 Run from the repository root after `make run` (it reads artifacts/prepare):

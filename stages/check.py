@@ -1,8 +1,7 @@
 """Stage `check`: every section of params.yaml checked, in seconds, before any stage works: each
-stage's own `settings()`, the rules between sections (stages/rules.py), and unknown sections (a typo,
-or `dvc exp run -S +studnet.epochs=3`), all problems listed. Every other stage depends on CHECKED,
-whose text never changes, so a valid change reruns exactly the stages it reran before.
-"""
+stage's own `settings()` ([prepare]: its config alone, without the decoders), the rules between
+sections (stages/rules.py) and unknown sections (a typo, or `dvc exp run -S +studnet.epochs=3`),
+all problems listed. Every stage after it depends on CHECKED, whose text never changes."""
 
 from pathlib import Path
 
@@ -42,9 +41,9 @@ def problems() -> list[str]:
             checked[name] = check()
         except InputError as e:
             found.append(str(e))
+    found += across(params)
     if "prepare" in checked and "student" in checked:
         found += budget(checked["student"][0], checked["prepare"].dataset)
-    found += across(params)
     return list(dict.fromkeys(found))  # compress and student both read [kd]: report a problem once
 
 

@@ -13,7 +13,8 @@ CLASS_COUNTS = Path("plots/prepare/class_counts.csv")  # train/val images per cl
 
 
 def settings() -> PrepareConfig:
-    """The params this stage reads, checked (stage `check` calls it before any stage runs)."""
+    """The params this stage reads, checked (stage `check` checks the same section through
+    tinycls.prepare_config alone, so that it does not depend on the decoders)."""
     return from_section(PrepareConfig, section("prepare"), source("prepare"))
 
 
