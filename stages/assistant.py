@@ -6,8 +6,9 @@ import shutil
 from pathlib import Path
 
 from stages.curves import no_curves
-from stages.params import ASSISTANT, CACHE, PSEUDO, TEACHER, TEACHER_OUTPUTS, run, section, source, value, write_json
-from stages.training import live_log, resumable, split_section
+from stages.params import ASSISTANT, CACHE, PSEUDO, TEACHER, TEACHER_OUTPUTS, section, source, value
+from stages.runner import resumable, run, write_json
+from stages.training import live_log, split_section
 from tinycls.config import from_section
 from tinycls.distill import KDConfig
 from tinycls.errors import InputError

@@ -6,8 +6,9 @@ all problems listed. Every stage after it depends on CHECKED, whose text never c
 from pathlib import Path
 
 from stages import assistant, compress, export, pretrain, pseudo, score, student, teacher
-from stages.params import run, section, source
+from stages.params import section, source
 from stages.rules import across, budget, sections
+from stages.runner import run
 from tinycls.config import from_section
 from tinycls.errors import InputError
 from tinycls.nas.config import NasConfig

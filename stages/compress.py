@@ -6,8 +6,9 @@ import shutil
 from pathlib import Path
 
 from stages.curves import no_curves
-from stages.params import CACHE, COMPRESS, PSEUDO, STUDENT, TEACHER, TEACHER_OUTPUTS, run, section, source, write_json
-from stages.training import live_log, resumable, split_section
+from stages.params import CACHE, COMPRESS, PSEUDO, STUDENT, TEACHER, TEACHER_OUTPUTS, section, source
+from stages.runner import resumable, run, write_json
+from stages.training import live_log, split_section
 from tinycls.checkpoint import load_checkpoint, save_checkpoint
 from tinycls.compress_student import CompressConfig, compress_student, pass_through
 from tinycls.config import from_section
@@ -16,7 +17,7 @@ from tinycls.pseudo import DataConfig, PseudoConfig, training_data
 from tinycls.run import ModelConfig, Start, train_model
 from tinycls.train import TrainConfig
 
-LIVE, METRICS = Path("live/compress"), Path("metrics/compress.json")
+LIVE, METRICS, OUT = Path("live/compress"), Path("metrics/compress.json"), COMPRESS / "model.pt"
 
 
 def settings() -> tuple[CompressConfig, ModelConfig, TrainConfig, DataConfig, PseudoConfig, KDConfig]:
@@ -31,11 +32,10 @@ def settings() -> tuple[CompressConfig, ModelConfig, TrainConfig, DataConfig, Ps
 
 def main() -> None:
     p, m, cfg, data, pseudo, kd = settings()
-    out = COMPRESS / "model.pt"
     shutil.rmtree(COMPRESS, ignore_errors=True)
     if not p.on:
         status = {"compressed": False, "why": "params.yaml [compress] turns every kind off"}
-        no_curves(LIVE, {**status, "macs": (metrics := pass_through(STUDENT, out))["macs"]})
+        no_curves(LIVE, {**status, "macs": (metrics := pass_through(STUDENT, OUT))["macs"]})
         write_json(METRICS, {**status, **metrics})
         return print(f"compress: off, the student passes through ({metrics['macs']:,} MACs)")
     split, selection = training_data(CACHE, PSEUDO, TEACHER, data.train_on, pseudo)
@@ -44,12 +44,12 @@ def main() -> None:
     c = compress_student(student, meta, p, split.train, split.val, cfg, str(STUDENT))
     extra = {**c.metrics, "selection": selection, "fine_tune_epochs": p.epochs}
     if p.epochs == 0:
-        save_checkpoint(out, c.model, {**meta, **c.meta_extra, "stage": "compress"})
+        save_checkpoint(OUT, c.model, {**meta, **c.meta_extra, "stage": "compress"})
         no_curves(LIVE, {"fine_tuned": False})
         return write_json(METRICS, {**extra, "val_f1": extra["f1_compressed"]})
     with resumable("compress") as resume, live_log(LIVE) as log:
         metrics = train_model(
-            "compress", m, dataclasses.replace(cfg, epochs=p.epochs, lr=p.lr), split, out,
+            "compress", m, dataclasses.replace(cfg, epochs=p.epochs, lr=p.lr), split, OUT,
             start=Start(model=c.model, meta=c.meta_extra), kd=kd, teachers=TEACHER_OUTPUTS, log=log,
             resume=resume / "model.pt",
         )  # fmt: skip

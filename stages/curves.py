@@ -4,7 +4,7 @@ those stages alone, not the teacher and student."""
 
 from pathlib import Path
 
-from stages.params import write_json
+from stages.runner import write_json
 
 # what stages.training.live_log writes for a training run: lr, train loss, val F1 and loss
 CURVES = {"lr.tsv": "lr", "train/loss.tsv": "loss", "val/f1.tsv": "f1", "val/loss.tsv": "loss"}

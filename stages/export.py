@@ -4,7 +4,8 @@ fine-tuning distilled from the FP32 model (or ONNX Runtime's post-training quant
 training images; and what both cost on this CPU: bytes, batch-1 latency (p50/p90, one thread and
 all threads) and peak memory (tinycls.ship). No test label is read here: `score` scores both."""
 
-from stages.params import CACHE, COMPRESS, EXPORT, EXPORT_METRICS, run, section, source, write_json
+from stages.params import CACHE, COMPRESS, EXPORT, EXPORT_METRICS, section, source
+from stages.runner import run, write_json
 from tinycls.cache import load_classes, load_split
 from tinycls.checkpoint import load_checkpoint
 from tinycls.config import from_section

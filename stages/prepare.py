@@ -3,7 +3,8 @@
 from dataclasses import asdict
 from pathlib import Path
 
-from stages.params import CACHE, DATA, HELD_OUT, run, section, source, write_csv, write_json
+from stages.params import CACHE, DATA, HELD_OUT, section, source
+from stages.runner import run, write_csv, write_json
 from tinycls.config import from_section
 from tinycls.prepare import prepare_dataset
 from tinycls.prepare_config import PrepareConfig

@@ -5,8 +5,9 @@ import shutil
 from pathlib import Path
 
 from stages.curves import no_curves
-from stages.params import PRETRAIN, run, section, source, value, write_json
-from stages.training import live_log, resumable
+from stages.params import PRETRAIN, section, source, value
+from stages.runner import resumable, run, write_json
+from stages.training import live_log
 from tinycls.cache import Split
 from tinycls.config import from_section
 from tinycls.pretrain import DATA_KEYS, PHASES, PretrainConfig, load_phase

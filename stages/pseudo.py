@@ -3,7 +3,8 @@ class, confidence and probabilities. No test label is read here."""
 
 from pathlib import Path
 
-from stages.params import CACHE, PSEUDO, TEACHER, run, section, source, write_json
+from stages.params import CACHE, PSEUDO, TEACHER, section, source
+from stages.runner import run, write_json
 from tinycls.cache import load_classes, load_split
 from tinycls.checkpoint import load_checkpoint
 from tinycls.config import from_section

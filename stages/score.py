@@ -6,21 +6,8 @@ latency. metrics/headline.json holds the numbers that decide; metrics/score.json
 import json
 from pathlib import Path
 
-from stages.params import (
-    CACHE,
-    COMPRESS,
-    EXPORT,
-    EXPORT_METRICS,
-    HELD_OUT,
-    PSEUDO,
-    STUDENT,
-    run,
-    section,
-    source,
-    value,
-    write_csv,
-    write_json,
-)
+from stages.params import CACHE, COMPRESS, EXPORT, EXPORT_METRICS, HELD_OUT, PSEUDO, STUDENT, section, source, value
+from stages.runner import run, write_csv, write_json
 from tinycls.config import from_section
 from tinycls.evaluate import ScoreConfig, headline, score_final, score_onnx
 

@@ -4,8 +4,9 @@ distilling from the teacher, the assistant, or both (params.yaml [kd])."""
 
 from pathlib import Path
 
-from stages.params import CACHE, PRETRAIN, PSEUDO, STUDENT, TEACHER, TEACHER_OUTPUTS, run, section, source, write_json
-from stages.training import live_log, resumable, split_section
+from stages.params import CACHE, PRETRAIN, PSEUDO, STUDENT, TEACHER, TEACHER_OUTPUTS, section, source
+from stages.runner import resumable, run, write_json
+from stages.training import live_log, split_section
 from tinycls.config import from_section
 from tinycls.distill import KDConfig
 from tinycls.errors import InputError

@@ -4,8 +4,9 @@ package by default, an EfficientNetV2 for the full recipe) with random-box CutMi
 from pathlib import Path
 from typing import Any
 
-from stages.params import CACHE, TEACHER, run, section, source, write_json
-from stages.training import live_log, resumable, split_section
+from stages.params import CACHE, TEACHER, section, source
+from stages.runner import resumable, run, write_json
+from stages.training import live_log, split_section
 from tinycls.cache import Split, cap_per_class, load_classes, load_split
 from tinycls.errors import InputError
 from tinycls.run import ModelConfig, train_model

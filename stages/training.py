@@ -1,7 +1,6 @@
 """Shared by the stages that train a model (pretrain, teacher, assistant, student, compress):
 a params section split into the library's model and loop configs, and a dvclive logger."""
 
-import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +16,6 @@ from tinycls.train import TrainConfig
 from tinycls.weights import PACKAGE_PREFIX
 
 MODEL_KEYS = ("arch", "pretrained", "weights", "input_size", "max_macs")
-RESUME = Path("resume")  # <stage>/<checkpoint name>: training states an interrupted stage resumes from
 WEIGHTS = Path("weights")  # local ImageNet weights files: a dvc.yaml dependency of teacher, assistant, student
 
 
@@ -27,12 +25,8 @@ def split_section(
     """(model keys, loop keys, the `other_keys`) of a params section, each validated."""
     pick = lambda keys: {k: v for k, v in section.items() if k in keys}  # noqa: E731
     model = from_section(ModelConfig, pick(MODEL_KEYS), source(name))
-    w = Path(model.weights)
-    if (
-        model.weights
-        and not model.weights.startswith(PACKAGE_PREFIX)
-        and (w.parts[:1] != (WEIGHTS.name,) or ".." in w.parts)
-    ):
+    w, local = Path(model.weights), model.weights and not model.weights.startswith(PACKAGE_PREFIX)
+    if local and (w.parts[:1] != (WEIGHTS.name,) or ".." in w.parts):
         raise InputError(
             f"{source(name)}.weights: {model.weights!r}: a local weights file must sit in {WEIGHTS}/ (e.g. "
             f"{WEIGHTS}/model.safetensors), the folder the stages that load weights depend on, so that "
@@ -40,18 +34,6 @@ def split_section(
         )
     rest = {k: v for k, v in section.items() if k not in MODEL_KEYS + other_keys}
     return model, from_section(TrainConfig, rest, source(name)), pick(other_keys)
-
-
-@contextmanager
-def resumable(stage: str) -> Iterator[Path]:
-    """A folder for the stage's resume states (git-ignored, outside its DVC outputs, which
-    `dvc repro` deletes before a rerun); removed once the stage has trained everything, kept
-    when it fails or is interrupted, so that the rerun continues after the last finished epoch."""
-    folder = RESUME / stage
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
-    if RESUME.is_dir() and not any(RESUME.iterdir()):
-        RESUME.rmdir()
 
 
 @contextmanager

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.params import run
+from stages.runner import run
 from tests.conftest import make_imagefolder, tree_digest
 from tinycls.errors import InputError, MissingInput
 
