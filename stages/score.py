@@ -1,4 +1,4 @@
-"""Stage `score`, the only reader of the test labels: macro F1, MACs, params and the competition
+"""Stage `score`, the only reader of the test labels and the holdout: macro F1, MACs, params and the competition
 score of the final model (the compressed student, beside it the student as `student_*`; or the
 student), a confusion matrix, a submission CSV, and the export stage's ONNX files' F1, size and
 latency. metrics/headline.json holds the numbers that decide; metrics/score.json all of them."""
@@ -9,7 +9,7 @@ from pathlib import Path
 from stages.params import CACHE, COMPRESS, EXPORT, EXPORT_METRICS, HELD_OUT, PSEUDO, STUDENT, section, source, value
 from stages.runner import run, write_csv, write_json
 from tinycls.config import from_section
-from tinycls.evaluate import ScoreConfig, headline, score_final, score_onnx
+from tinycls.evaluate import ScoreConfig, headline, score_final, score_onnx, summary
 
 METRICS = Path("metrics/score.json")
 HEADLINE = Path("metrics/headline.json")
@@ -32,13 +32,7 @@ def main() -> None:
     write_json(HEADLINE, headline(s.metrics))
     write_csv(CONFUSION, ["actual", "predicted"], s.confusion)
     write_csv(SUBMISSION, ["file", "prediction"], s.submission)
-    m = s.metrics
-    print(f"score: {m['score']:.4f} ({m['model']}: macs {m['macs']:,}, macro F1 {m['f1']:.4f} on {m['f1_split']})")
-    flag = f" > export.max_int8_f1_drop {max_drop:g}: kept, not chosen" if m["int8_f1_drop_too_large"] else ""
-    print(
-        f"ONNX: {m['onnx_bytes']:,} B, {m['latency_ms']:.3f} ms, F1 {m['onnx_f1']:.4f}; INT8: {m['int8_bytes']:,} B, "
-        f"{m['int8_latency_ms']:.3f} ms, F1 {m['int8_f1']:.4f} (drop {m['int8_f1_drop']:+.4f}{flag})"
-    )
+    print(summary(s.metrics, max_drop))
 
 
 if __name__ == "__main__":

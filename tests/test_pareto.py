@@ -63,7 +63,7 @@ def test_cli_writes_png_csv_and_table(tmp_path):
     assert "3 of 6 runs on the front" in r.output
     show.write_text(json.dumps([{"rev": "x", "data": {"metrics": {}}}]))
     r = CliRunner().invoke(app, ["pareto", "--from", str(show), "--out", str(out), "--csv", str(csv_out)])
-    assert r.exit_code == 2 and "no experiment has metrics/headline.json yet" in r.output
+    assert r.exit_code == 2 and "no experiment has metrics/headline.json with an F1 yet" in r.output
 
 
 def test_front_by_measured_latency_or_size(tmp_path):

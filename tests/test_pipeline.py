@@ -272,9 +272,12 @@ def test_dvc_repro_unlabelled_test_with_val_folder(tmp_path):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _sh(repo, "dvc", "repro")
     assert "Data and pipelines are up to date" in _sh(repo, "dvc", "status")
+    # F1 on the holdout of train/ (test/ is unlabelled): no stage trained on it or picked epochs with it
     score = json.loads((repo / "metrics" / "score.json").read_text())
-    assert score["f1_split"].startswith("val (test/ is unlabelled")
-    assert json.loads((repo / "metrics" / "prepare.json").read_text())["val_source"] == "val/"
+    prepared = json.loads((repo / "metrics" / "prepare.json").read_text())
+    assert prepared["val_source"] == "val/" and prepared["images"]["holdout"] == 3
+    assert score["f1_split"].startswith("holdout (3 train/ images") and 0 <= score["f1"] <= 1
+    assert score["onnx_f1"] is not None and sum(1 for _ in open(repo / "plots/score/confusion.csv")) == 1 + 3
     rows = (repo / "artifacts" / "score" / "submission.csv").read_text().splitlines()
     assert sorted(r.split(",")[0] for r in rows[1:]) == sorted(f"test/{c}{i}.png" for c in CLASSES for i in range(3))
     # no pretraining, no assistant, no compression: their curves folders still load, empty
@@ -284,6 +287,14 @@ def test_dvc_repro_unlabelled_test_with_val_folder(tmp_path):
         assert (repo / "live" / stage / "plots" / "metrics" / "val" / "f1.tsv").read_text() == "step\tf1\n"
     out = _sh(repo, "dvc", "plots", "show")
     assert "failed to load" not in out and "WARNING" not in out, out
+    # no holdout: every labelled image was trained on or picked epochs, whatever train_on says
+    for train_on in ("train", "train_val", "train_val_and_pseudo_labelled_test"):
+        sets = ["-S", "prepare.holdout_fraction=0.0", "-S", f"student.train_on={train_on}"]
+        out = _sh(repo, "dvc", "exp", "run", *sets)  # score is skipped where the model came out the same
+        assert train_on != "train" or "no F1 on none: test/ is unlabelled and prepare.holdout_fraction is 0" in out
+        head = json.loads((repo / "metrics" / "headline.json").read_text())
+        assert head["f1"] is None and head["score"] is None and head["macs"] > 0, head
+    assert "prepare.holdout_fraction is 0" in _sh(repo, "tinycls", "pareto", fails=True)
 
 
 @pytest.mark.slow

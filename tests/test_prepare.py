@@ -1,6 +1,7 @@
 """The data contract: each bad input gets a message naming the file and the fix, and data/ is
 never modified."""
 
+import json
 import os
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from tests.conftest import CLASSES, make_imagefolder, tree_digest, write_image
 from tinycls.cache import load_classes, load_held_out, load_split
 from tinycls.data import DataError
+from tinycls.holdout import load_holdout
 from tinycls.prepare import prepare_dataset
 
 
@@ -78,6 +80,42 @@ def test_unlabelled_test(tmp_path):
     assert m["test_labelled"] is False and m["images"]["test"] == 9
     files, labels = load_held_out(tmp_path / "held_out.json")
     assert labels is None and len(files) == 9
+
+
+def _rows(images) -> set[bytes]:
+    return {np.asarray(images[i]).tobytes() for i in range(len(images))}
+
+
+def test_unlabelled_test_holds_out_a_share_of_train_that_only_the_score_reads(tmp_path):
+    """With test/ unlabelled, val is trained on or picks epochs: the final F1 needs images no stage
+    saw. They leave the cache (which every training stage reads) for the score's own folder."""
+    root = make_imagefolder(tmp_path / "d", n_train=12, labelled_test=False)
+    m = run(root, tmp_path, holdout_fraction=1 / 3)
+    cache, held = tmp_path / "cache", load_holdout(tmp_path / "holdout")
+    assert held is not None
+    images, labels = held
+    assert m["images"] == {"train": 18, "val": 9, "test": 9, "holdout": 9} and np.bincount(labels).tolist() == [3, 3, 3]
+    record = json.loads((tmp_path / "holdout" / "holdout.json").read_text())
+    assert [f.split("/")[1] for f in record["files"]] == [CLASSES[y] for y in labels]  # train/<class>/<file>
+    index = (cache / "index.csv").read_text()
+    assert not any(f in index for f in record["files"])
+    seen = set().union(*(_rows(load_split(cache, k)[0]) for k in ("train", "val", "test")))
+    assert len(_rows(images)) == 9 and not _rows(images) & seen  # in no split a stage reads
+    # the same data with a labelled test/, or with no share: no holdout, train as before
+    labelled = run(make_imagefolder(tmp_path / "l", n_train=12), tmp_path / "l_out", holdout_fraction=1 / 3)
+    assert labelled["images"]["train"] == 27 and load_holdout(tmp_path / "l_out" / "holdout") is None
+    assert run(root, tmp_path / "none", holdout_fraction=0.0)["images"] == {"train": 27, "val": 9, "test": 9}
+    assert load_holdout(tmp_path / "none" / "holdout") is None
+
+
+def test_holdout_too_small_for_a_class_and_a_holdout_copy_of_a_train_image(tmp_path):
+    root = make_imagefolder(tmp_path / "d", labelled_test=False)
+    with pytest.raises(DataError, match=r"prepare.holdout_fraction=0.05 cannot hold out every class"):
+        run(root, tmp_path / "small", holdout_fraction=0.05)
+    for i in range(8):  # every bee a copy of one: whichever is held out has a twin in train
+        (root / "train" / "bee" / f"{i}.png").write_bytes((root / "train" / "bee" / "0.png").read_bytes())
+    with pytest.raises(DataError, match="holdout images are byte-identical to train images"):
+        run(root, tmp_path / "copy", val_fraction=0.5, holdout_fraction=0.5)
 
 
 def test_unlabelled_test_in_non_class_folders_and_hidden_paths_ignored(tmp_path):

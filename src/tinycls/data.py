@@ -15,18 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from tinycls.errors import InputError, MissingInput
+from tinycls.errors import MAX_LISTED, DataError, InputError, MissingInput
 from tinycls.folders import class_folders, list_files, same_name, shown, visible
 from tinycls.images import DECODE_ERRORS, FORMATS, TooLarge, load_rgb, square_pad_resize
 from tinycls.rows import create_rows, write_rows
 
-MAX_LISTED = 10  # bad files named in one error message
 PARALLEL_MIN = 256  # fewer files are decoded in this process
 CHUNK = 64  # files per task sent to a decoding process
-
-
-class DataError(InputError):
-    """The dataset breaks the data contract; the message names the file and the fix."""
 
 
 @dataclass(frozen=True)

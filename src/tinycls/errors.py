@@ -12,3 +12,10 @@ class InputError(ValueError):
 
 class MissingInput(InputError, FileNotFoundError):
     """A file or folder the user must provide (or an earlier stage must write) is not there."""
+
+
+class DataError(InputError):
+    """The dataset breaks the data contract; the message names the file and the fix."""
+
+
+MAX_LISTED = 10  # bad files named in one error message

@@ -54,7 +54,7 @@ def runs(show: list[dict[str, Any]], workspace: bool = False) -> list[Run]:
         data = rev.get("data") or {}
         metrics = data.get("metrics") or {}
         score = next(((metrics.get(f) or {}).get("data") or {} for f in SCORE_FILES if f in metrics), {})
-        if not {"macs", "f1", "score"} <= set(score):
+        if not {"macs", "f1", "score"} <= set(score) or score["f1"] is None:  # None: no honest F1 (evaluate)
             return
         student = (((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}).get("student") or {}
         found.append(

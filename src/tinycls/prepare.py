@@ -4,6 +4,7 @@ Cache (`out/`): `{train,val}_images.npy` (N, S, S, 3) uint8 with `{train,val}_la
 int64, `test_images.npy`, `classes.json`, and `index.csv` (split, file, label) for train and
 val. Test images are ordered by content hash, so neither their order nor the cache reveals a
 label; their file names and labels go to a separate held-out file only the final score reads.
+With test/ unlabelled, a share of train/ goes beside it instead of into the cache (tinycls.holdout).
 """
 
 import csv
@@ -26,6 +27,7 @@ from tinycls.data import (
     scan_test,
 )
 from tinycls.errors import MissingInput
+from tinycls.holdout import split_holdout, write_holdout
 from tinycls.rows import Rows, save_rows
 
 LABELLED = ("train", "val")
@@ -85,6 +87,7 @@ def prepare_dataset(
     max_bad_fraction: float,
     seed: int,
     workers: int = 1,
+    holdout_fraction: float = 0.0,
 ) -> dict:
     """Scan, validate, split, cap and cache a dataset; returns the metrics dict.
 
@@ -100,8 +103,9 @@ def prepare_dataset(
             split is taken from it, or to train and val/ each when val/ exists (0 = all).
         max_bad_fraction: bad train/val files allowed (then skipped), as a share of them.
             Bad test files are always an error: every test image needs a prediction.
-        seed: for the val split and the caps.
+        seed: for the val split, the holdout and the caps.
         workers: processes that decode.
+        holdout_fraction: share of train held out per class (to held_out's holdout/) when test/ is unlabelled.
 
     Raises:
         FileNotFoundError: root, train/ or test/ is missing.
@@ -122,7 +126,7 @@ def prepare_dataset(
             decoded = {k: Path(tmp) / f"{k}.npy" for k in (*groups, "test")}
             checked = {k: check_files(fs, image_size, workers, decoded[k]) for k, (fs, _) in groups.items()}
             test = check_files(test_files, image_size, workers, decoded["test"])
-            knobs = _Knobs(image_size, val_fraction, max_per_class, max_bad_fraction, seed)
+            knobs = _Knobs(image_size, val_fraction, max_per_class, max_bad_fraction, seed, holdout_fraction)
             return _validate_and_write(root, out, held_out, knobs, classes, groups, checked, test, test_names, decoded)
     except BaseException:
         if made and not any(out.parent.iterdir()):  # leave nothing behind on bad data
@@ -139,6 +143,7 @@ class _Knobs:
     max_per_class: int
     max_bad_fraction: float
     seed: int
+    holdout_fraction: float
 
 
 def _validate_and_write(
@@ -166,20 +171,25 @@ def _validate_and_write(
     if len(bad) > max_bad_fraction * total:
         raise DataError(_bad_report(bad, total, max_bad_fraction))
     splits = _split(root, classes, groups, checked, val_fraction, knobs.max_per_class, knobs.seed)
+    holdout: tuple[list[Checked], np.ndarray] = ([], np.zeros(0, dtype=np.int64))
+    if test_names is None and knobs.holdout_fraction > 0:  # else no labelled image is left unseen
+        splits["train"], holdout = split_holdout(*splits["train"], knobs.holdout_fraction, knobs.seed)
     _duplicates(
-        splits["train"][0],
+        splits["train"][0] + holdout[0],
         splits["val"][0],
         "val images are byte-identical to train images (they would inflate the F1 that picks the best epoch)",
         "delete one copy of each.",
     )
     _duplicates(
-        [c for k in LABELLED for c in splits[k][0]],
+        [c for k in LABELLED for c in splits[k][0]] + holdout[0],
         test,
         "test images are byte-identical to train/val images (leakage)",
         "delete the duplicates from test/ or from train/ and val/.",
     )
     _write(root, out, held_out, classes, splits, test, test_names, decoded, checked)
+    write_holdout(held_out.parent / "holdout", root, decoded["train"], checked["train"], *holdout, classes)
     counts = {k: np.bincount(splits[k][1], minlength=len(classes)).tolist() for k in LABELLED}
+    held = {"holdout": len(holdout[0])} if holdout[0] else {}  # source: stratified holdout_fraction of train
     return {
         "classes": len(classes),
         "image_size": knobs.image_size,
@@ -187,7 +197,7 @@ def _validate_and_write(
         "bad_files_skipped": len(bad),
         "val_source": "val/" if "val" in groups else f"stratified {val_fraction} of train/",
         "test_labelled": test_names is not None,
-        "images": {k: len(splits[k][0]) for k in LABELLED} | {"test": len(test)},
+        "images": {k: len(splits[k][0]) for k in LABELLED} | {"test": len(test)} | held,
         "class_counts": {c: {k: counts[k][i] for k in LABELLED} for i, c in enumerate(classes)},
     }
 

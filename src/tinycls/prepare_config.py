@@ -17,6 +17,7 @@ class PrepareConfig:
     max_bad_fraction: float  # bad files skipped up to this share of all files, else an error
     seed: int
     workers: int  # decoding processes
+    holdout_fraction: float = 0.1  # test/ unlabelled: held out of train per class for the final score alone
 
     def __post_init__(self) -> None:
         if self.image_size < 8:
@@ -28,6 +29,11 @@ class PrepareConfig:
             )
         if not 0.0 < self.val_fraction < 1.0:
             raise InputError(f"val_fraction: {self.val_fraction} must be in (0, 1).")
+        if not 0.0 <= self.holdout_fraction < 1.0:
+            raise InputError(
+                f"holdout_fraction: {self.holdout_fraction} must be in [0, 1) (0 = no holdout: with an unlabelled "
+                "test/, score then reports no F1)."
+            )
         if not 0.0 <= self.max_bad_fraction < 1.0:
             raise InputError(f"max_bad_fraction: {self.max_bad_fraction} must be in [0, 1).")
         if self.max_per_class < 0 or self.workers < 1:

@@ -89,7 +89,8 @@ def collect(dvc: Runner, baseline: str = "HEAD", target: str = WORKSPACE) -> Rep
         raise InputError(
             f"{' and '.join(lacking)}: no {HEADLINE_FILE} with f1, macs and score (`dvc metrics diff "
             f"{' '.join(revs)}`). Run the pipeline there first (`dvc repro`, `dvc exp run`); a commit made "
-            "before the headline existed has none: compare with a later one (`--baseline`)."
+            "before the headline existed has none: compare with a later one (`--baseline`). f1 is null where test/ "
+            "is unlabelled and prepare.holdout_fraction is 0: no F1 there would be honest."
         )
     params = (json.loads(dvc(["params", "diff", "--json", *revs]) or "{}")).get("params.yaml") or {}
     detail = json.loads(dvc(["metrics", "diff", "--json", "--all", *revs, "--targets", DETAIL_FILE]) or "{}")

@@ -42,7 +42,10 @@ def pareto(
         raise typer.BadParameter(f"not `dvc exp show --json` output ({type(e).__name__}: {e})") from None
     if not found:
         why = "" if x == "macs" else f" with {x} (runs before the export stage have none)"
-        raise typer.BadParameter(f"no experiment has metrics/headline.json{why} yet; `dvc repro` or `dvc queue start`.")
+        raise typer.BadParameter(
+            f"no experiment has metrics/headline.json with an F1{why} yet; `dvc repro` or `dvc queue start` "
+            "(f1 is null where test/ is unlabelled and prepare.holdout_fraction is 0)."
+        )
     write_csv(found, csv_out)
     plot(found, out, x)
     typer.echo(to_markdown(found))
