@@ -234,6 +234,29 @@ def test_an_unreachable_storage_fails_fast_without_its_password():
     assert "OperationalError" in str(e.value)  # the server was tried (its driver is installed), and refused
 
 
+def test_a_password_in_the_storage_url_is_refused_by_check_and_by_the_cli_without_showing_it(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    url = "postgresql://ana:s3cret@db.example:5432/tinycls"
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["nas"]["storage"] = url
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    shutil.copytree(root / "specs", tmp_path / "specs")
+    env = {**os.environ, "PYTHONPATH": f"{root / 'src'}:{root}"}
+    check = subprocess.run(
+        [sys.executable, "-m", "stages.check"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    out = check.stdout + check.stderr
+    assert check.returncode == 2 and "[nas].storage: the URL holds a password" in out and "~/.pgpass" in out, out
+    cli = Path(sys.executable).parent / "tinycls"
+    (tmp_path / "empty.yaml").write_text("{}\n")
+    nas = subprocess.run(
+        [cli, "nas", "--storage", url, "--params", tmp_path / "empty.yaml"], capture_output=True, text=True
+    )
+    assert nas.returncode == 2 and "PGPASSWORD" in nas.stdout + nas.stderr, nas.stdout + nas.stderr
+    assert "s3cret" not in out + nas.stdout + nas.stderr
+    assert not nas_config._password("postgresql://ana@db.example/tinycls") and nas_config._password("mysql://a:b@h:x/d")
+
+
 def test_a_dead_workers_running_trial_is_marked_failed(tmp_path):
     study = nas_study.open_study(NasConfig(), nas_study.open_storage(str(tmp_path / "j.log"), tmp_path))
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -294,7 +317,7 @@ def postgres_url():
         pg(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "start", "-o",
            f"-p {port} -k {root} -c listen_addresses=127.0.0.1")  # fmt: skip
         pg(str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "study")
-        yield f"postgresql://postgres:unused@127.0.0.1:{port}/study"
+        yield f"postgresql://postgres@127.0.0.1:{port}/study"  # trust: no password, as with ~/.pgpass
     finally:
         subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
                        capture_output=True, timeout=60)  # fmt: skip

@@ -81,7 +81,8 @@ def nas(
     trials: int = typer.Option(None, help="trained trials the study should hold (default: params.yaml nas.trials)"),
     workers: int = typer.Option(None, help="processes on this machine sharing the study (nas.workers)"),
     storage: str = typer.Option(
-        None, help="journal file path, or an RDB URL such as postgresql://user:pw@host/db (nas.storage)"
+        None,
+        help="journal file path, or an RDB URL: postgresql://user@host/db, password in ~/.pgpass (nas.storage)",
     ),
     study: str = typer.Option(None, help="study name (nas.study)"),
     timeout_min: float = typer.Option(None, "--timeout-min", help="no new trial after this many minutes"),

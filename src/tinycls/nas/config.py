@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from tinycls.config import one_of
 from tinycls.errors import InputError
@@ -95,3 +96,20 @@ class NasConfig:
             raise InputError(f"head_channels: {lo_hi_step} must be [low, high, step] with 8 <= low <= high, step >= 1.")
         if not self.study or "/" in self.study:
             raise InputError(f"study: {self.study!r} must be a non-empty name without '/'.")
+        if "://" in self.storage and _password(self.storage):
+            raise InputError(f"storage: {NO_PASSWORD}")
+
+
+NO_PASSWORD = (
+    "the URL holds a password, which would land in params.yaml, dvc.lock, git, `dvc exp show` and "
+    "reports, or (given as --storage) in `ps` and shell history. Remove it from the URL "
+    "(postgresql://user@host/db) and give it to the driver: a line host:port:database:user:password "
+    "in ~/.pgpass (chmod 600), or the PGPASSWORD environment variable."
+)
+
+
+def _password(url: str) -> bool:
+    try:
+        return bool(urlsplit(url).password)
+    except ValueError:  # a malformed port: the URL may still hold one
+        return "@" in url.split("://", 1)[1].split("/", 1)[0] and ":" in url.split("://", 1)[1].split("@", 1)[0]
