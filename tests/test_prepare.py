@@ -296,3 +296,47 @@ def test_class_folders_equal_only_up_to_case_or_unicode_form(tmp_path):
     (root / "train" / "ant").rename(root / "train" / "Bee")  # beside bee/
     with pytest.raises(DataError, match=r"class folders \['Bee', 'bee'\] differ only in case"):
         run(root, tmp_path)
+
+
+SLOW_PREPARE = """
+import runpy, time
+import tinycls.data as data
+decode = data.check_file
+def slow(path, size):  # 40 ms a file: the queued chunks would take about 10 s to drain
+    time.sleep(0.04)
+    return decode(path, size)
+data.check_file = slow
+runpy.run_module("stages.prepare", run_name="__main__")
+"""
+
+
+def test_ctrl_c_stops_prepare_within_a_second_and_leaves_nothing(tmp_path):
+    """A terminal's Ctrl-C reaches the whole process group: the decoding processes must leave it to
+    the stage, which cancels the queued chunks and ends the running ones instead of draining them."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["prepare"].update(dataset="tiny", image_size=16, max_per_class=0, workers=2)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    data = make_imagefolder(tmp_path / "data" / "tiny", n_train=160)  # 480 files: decoded by 2 processes
+    before = tree_digest(data)
+    env = {**os.environ, "PYTHONPATH": f"{root / 'src'}:{root}"}
+    cmd = [sys.executable, "-c", SLOW_PREPARE]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not list((tmp_path / "artifacts").glob(".prepare-decoding-*/train.npy")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # well inside the decoding
+    sent = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    stderr = proc.communicate(timeout=60)[1]
+    took = time.monotonic() - sent
+    assert proc.returncode == 130 and "Interrupted" in stderr and "Traceback" not in stderr, stderr
+    assert took < 1.5, f"prepare took {took:.1f} s to stop"
+    assert not (tmp_path / "artifacts").exists() and tree_digest(data) == before

@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import multiprocessing
 import os
+import signal
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -201,21 +202,43 @@ def check_files(paths: list[Path], size: int, workers: int, into: Path | None = 
     if workers <= 1 or len(paths) < PARALLEL_MIN:
         return [c for chunk, start in chunks for c in _check_chunk(chunk, size, into, start)]
     out: list[Checked] = []
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+    fork = multiprocessing.get_context("fork")
+    pool = ProcessPoolExecutor(workers, mp_context=fork, initializer=_leave_interrupts_to_the_parent)
+    try:
         futures = [pool.submit(_check_chunk, chunk, size, into, start) for chunk, start in chunks]
         for (chunk, _), future in zip(chunks, futures, strict=True):
             try:
                 out += future.result()
             except BrokenProcessPool:
-                for f in futures:
-                    f.cancel()
                 raise DataError(
                     f"a decoding process died (killed by the system, most likely out of memory) while "
                     f"{workers} decoded these {len(paths)} files; the first batch that did not finish is "
                     f"{chunk[0]} .. {chunk[-1]}. Nothing was written. Fix: lower prepare.workers, or find and "
                     "downscale the huge image among them."
                 ) from None
+    except BaseException:  # Ctrl-C, SIGTERM, a dead worker: stop now, not after every queued chunk
+        _stop(pool)
+        raise
+    pool.shutdown()
     return out
+
+
+def _leave_interrupts_to_the_parent() -> None:
+    """A decoding process ignores Ctrl-C (a terminal sends it to the whole process group): the
+    parent stops the pool. SIGTERM, which the parent treats as Ctrl-C, ends a worker at once."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Cancel the queued chunks and end the running ones (ProcessPoolExecutor has no public way
+    to end its workers before Python 3.14's terminate_workers)."""
+    processes = list((pool._processes or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in processes:
+        p.terminate()
+    for p in processes:
+        p.join(5)
 
 
 def load_folder(image_dir: Path, size: int, workers: int = 1) -> tuple[list[Path], np.ndarray]:
