@@ -64,3 +64,15 @@ def test_a_truncated_file_is_an_error_not_garbage(files, tmp_path):
     (tmp_path / "cut.npy").write_bytes(data[: len(data) - 100])
     with pytest.raises(OSError, match="truncated"):
         Rows([tmp_path / "cut.npy"])[36]
+
+
+def test_a_row_out_of_range_is_an_error_not_uninitialized_memory(files):
+    tmp, a, b = files
+    for r in (Rows([tmp / "a.npy", tmp / "b.npy"]), Rows([a, b]), Rows([tmp / "a.npy"]).take([3, 4])):
+        n = len(r)
+        for bad in ([n], [0, n + 5], [-n - 1], np.array([n - 1, n])):
+            with pytest.raises(IndexError, match=f"out of range for {n} rows"):
+                r[bad]
+        with pytest.raises(IndexError):
+            r[n]
+        assert np.array_equal(r[[-n, n - 1]], np.asarray(r)[[0, n - 1]])  # in range, negatives too

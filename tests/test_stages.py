@@ -663,3 +663,16 @@ def test_a_student_over_its_macs_budget_stops_check_and_the_student_stage(workdi
     _set(Path("params.yaml"), "student", max_macs=-1)
     with pytest.raises(ValueError, match=r"max_macs: -1 must be a whole number >= 0 \(0 = no budget\)"):
         check.main()
+
+
+def test_a_cache_whose_labels_and_images_disagree_stops_a_stage_naming_the_file(workdir):
+    import os
+    import subprocess
+    import sys
+
+    labels = Path("artifacts/prepare/train_labels.npy")
+    np.save(labels, np.load(labels)[:-1])  # one label short: rows would pair with the wrong labels
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}"}
+    r = subprocess.run([sys.executable, "-m", "stages.teacher"], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"{labels}: (20,) labels for 21 images in train_images.npy" in r.stderr and "dvc checkout" in r.stderr

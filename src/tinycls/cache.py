@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tinycls.errors import InputError
 from tinycls.rows import Rows
 
 
@@ -30,7 +31,13 @@ def load_split(cache: Path, split: str) -> tuple[Rows, np.ndarray | None]:
     (N,) int64 in memory, or None for test) from a prepared cache."""
     images = Rows([cache / f"{split}_images.npy"])
     labels_path = cache / f"{split}_labels.npy"
-    return images, (np.load(labels_path) if labels_path.exists() else None)
+    labels = np.load(labels_path) if labels_path.exists() else None
+    if labels is not None and (labels.ndim != 1 or len(labels) != len(images)):
+        raise InputError(
+            f"{labels_path}: {labels.shape} labels for {len(images)} images in {split}_images.npy; the cache is "
+            "damaged or mixed from two runs. Fix: `dvc checkout artifacts/prepare`, or `dvc repro -f prepare`."
+        )
+    return images, labels
 
 
 def load_classes(cache: Path) -> list[str]:

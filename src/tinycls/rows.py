@@ -123,6 +123,8 @@ class Rows:
             rows = np.asarray(key)
             rows = np.flatnonzero(rows) if rows.dtype == bool else rows.astype(np.int64)
             rows = np.where(rows < 0, rows + len(self), rows)
+        if len(rows) and not 0 <= rows.min() <= rows.max() < len(self):  # else rows of `out` stay uninitialized
+            raise IndexError(f"rows {rows.min()}..{rows.max()} out of range for {len(self)} rows of {self!r}.")
         g = rows if self.index is None else self.index[rows]
         out = np.empty((len(g), *self.row_shape), dtype=self.dtype)
         part = np.searchsorted(self.starts, g, side="right") - 1
