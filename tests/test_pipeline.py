@@ -177,6 +177,16 @@ def test_outputs_are_outside_data_and_metrics_uncached():
         assert name == "check" or f"metrics/{name}.json" in outs(stage), name
 
 
+def test_what_an_interrupted_stage_leaves_beside_its_outputs_is_git_ignored():
+    """Ctrl-C leaves `<checkpoint stem>.last.pt` beside a stage's checkpoint, and a killed write its
+    `.tmp`: neither may be one `git add -A` away from a commit."""
+    left = [f"{p.removesuffix('.pt')}.last.pt" for s in DVC["stages"].values() for p in outs(s) if p.endswith(".pt")]
+    left += [f"{p}.tmp" for s in DVC["stages"].values() for p in outs(s)] + ["artifacts/prepare/train_images.npy.tmp"]
+    r = subprocess.run(["git", "check-ignore", "--no-index", "-v", *left], cwd=ROOT, capture_output=True, text=True)
+    ignored = {line.split("\t")[-1] for line in r.stdout.splitlines()}
+    assert len(left) > 10 and not set(left) - ignored, sorted(set(left) - ignored)
+
+
 def outs(stage: dict) -> list[str]:
     return [out if isinstance(out, str) else next(iter(out)) for out in stage["outs"]]
 
