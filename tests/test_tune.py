@@ -162,7 +162,14 @@ def run_nas(tmp: Path, params: dict, *args: str) -> str:
 def test_nas_writes_the_front_and_a_spec_the_pipeline_takes(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     make_cache(tmp_path / "cache")
+    mine = tmp_path / "nas" / "specs"  # as with `--out-dir .`: the repository's own specs/
+    mine.mkdir(parents=True)
+    (mine / "nas.yaml").write_text("head: 64\n")
+    (mine / "trial_99.yaml").write_text("# mine\n")
+    (mine / "trial_98.yaml").write_text("# Found by `tinycls nas` (study 'tinycls', trial 98): left the front\n")
     out = run_nas(tmp_path, TINY)
+    assert (mine / "nas.yaml").read_text() == "head: 64\n" and (mine / "trial_99.yaml").read_text() == "# mine\n"
+    assert not (mine / "trial_98.yaml").exists()  # a spec the search wrote, for a trial no longer on the front
     assert "chosen: trial" in out and "dvc exp run -S student.arch=nas:" in out
     rows = list(__import__("csv").DictReader(open(tmp_path / "nas" / "trials.csv")))
     assert len(rows) == 2 and all(0 <= float(r["val_f1"]) <= 1 for r in rows)

@@ -1,6 +1,5 @@
 """The study's results: the Pareto front of (validation F1, MACs), its table, plot and spec files."""
 
-import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,9 @@ class Found:
     seconds: float
     spec: dict[str, Any]
     pareto: bool = False
+
+
+HEADER = "# Found by `tinycls nas`"  # first line of every spec the search writes
 
 
 def results(study: Any) -> list[Found]:
@@ -60,7 +62,7 @@ def spec_yaml(r: Found, cfg: NasConfig, study: str) -> str:
     import yaml
 
     head = (
-        f"# Found by `tinycls nas` (study {study!r}, trial {r.number}): proxy validation macro F1 {r.val_f1:.4f}\n"
+        f"{HEADER} (study {study!r}, trial {r.number}): proxy validation macro F1 {r.val_f1:.4f}\n"
         f"# ({cfg.train_per_class} train images per class, {cfg.epochs} epochs), {r.macs:,} MACs at "
         f"{r.input_size} px.\n"
         f"# Train it: dvc exp run -S student.arch=nas:<this file> -S student.input_size={r.input_size}\n"
@@ -110,8 +112,10 @@ def write_outputs(
     if not found:
         return found, None
     plot(as_runs(found), plots / "nas_pareto.png")
-    shutil.rmtree(out_dir / "specs", ignore_errors=True)  # trials that left the front leave with it
-    (out_dir / "specs").mkdir()
+    (out_dir / "specs").mkdir(exist_ok=True)
+    for old in (out_dir / "specs").glob("trial_*.yaml"):  # the search's own, of trials that may have left the front
+        if old.read_text(errors="replace").startswith(HEADER):  # nothing else there (`--out-dir .`: specs/) goes
+            old.unlink()
     for r in found:
         if r.pareto:
             (out_dir / "specs" / f"trial_{r.number}.yaml").write_text(spec_yaml(r, cfg, cfg.study))
