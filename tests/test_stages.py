@@ -494,7 +494,7 @@ def save_then_terminate(self, *args, **kwargs):
     real(self, *args, **kwargs)
     os.kill(os.getpid(), signal.SIGTERM)  # as `kill` or a job scheduler would, once epoch 1 is saved
 t.ResumeState.save = save_then_terminate
-runpy.run_module("stages.teacher", run_name="__main__")
+runpy.run_module("stages.teacher", run_name="__main__", alter_sys=True)  # as `python -m stages.teacher`
 """
 
 
@@ -531,6 +531,30 @@ def test_a_stage_stopped_by_sigterm_resumes_to_the_same_metrics(workdir):
     assert not Path("resume").exists()
     rows = Path("live/teacher/plots/metrics/val/f1.tsv").read_text().splitlines()
     assert len(rows) == 1 + 3  # the curve holds every epoch, the replayed ones too
+
+
+def test_a_resume_state_saved_by_other_code_is_not_resumed(workdir):
+    """Epochs trained by the code before a fix are not the epochs the fixed code would train: the
+    rerun starts fresh, saying why, though params and data are the same."""
+    import os
+    import subprocess
+    import sys
+
+    _set(Path("params.yaml"), "teacher", epochs=2)
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}"}
+    r = subprocess.run([sys.executable, "-c", STOP_AFTER_FIRST_EPOCH], env=env, capture_output=True, text=True)
+    assert r.returncode == 130 and Path("resume/teacher/model.pt").is_file(), r.stderr
+    shutil.copytree(ROOT / "src", "fixed", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    with open("fixed/tinycls/losses.py", "a") as f:
+        f.write("\n# a fix\n")
+    env["PYTHONPATH"] = f"{Path('fixed').resolve()}:{ROOT}"
+    r = subprocess.run([sys.executable, "-m", "stages.teacher"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (
+        "resume/teacher/model.pt: saved by a fit with other code (tinycls or the stage); starting from epoch 1"
+        in r.stdout
+    )
+    assert "resuming" not in r.stdout and json.loads(Path("metrics/teacher.json").read_text())["epochs"] == 2
 
 
 def _exported(**export):

@@ -140,7 +140,10 @@ def test_a_resume_state_of_another_fit_is_ignored(tmp_path, capsys):
     seed_everything(0)
     r = fit(build_model(ARCH, 3), class_arrays(48, 0), class_arrays(24, 1), other, tmp_path / "y.pt", META,
             progress=False, resume=path)  # fmt: skip
-    assert "saved by a fit of other settings, data or weights; starting from epoch 1" in capsys.readouterr().out
+    assert (
+        "saved by a fit with other settings, data, initial weights or teachers; starting from epoch 1"
+        in capsys.readouterr().out
+    )
     assert r.epochs_run == 1
 
 

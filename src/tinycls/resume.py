@@ -1,12 +1,15 @@
 """Resuming a fit: the full training state (model, optimizer, schedule, AMP scaler, EMA, every RNG,
 best-so-far and the logged rows) saved after every epoch under a fingerprint of the fit, read back
-only by a fit of the same model, data and settings; and the weights kept on Ctrl-C.
+only by a fit of the same model, data, settings, code, libraries and device; and the weights kept
+on Ctrl-C.
 """
 
 import hashlib
 import json
 import os
+import platform
 import random
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,10 +26,10 @@ from tinycls.train_config import TrainConfig
 
 @dataclass(frozen=True)
 class ResumeState:
-    """The resume file of one fit: `path`, and `key`, the fit's fingerprint."""
+    """The resume file of one fit: `path`, and `key`, the fit's fingerprint (part -> hash)."""
 
     path: Path
-    key: str
+    key: dict[str, str]
 
     def save(
         self,
@@ -67,8 +70,11 @@ class ResumeState:
         except Exception as e:  # a half-written or foreign file: start over rather than fail
             print(f"{self.path}: not a readable resume state ({type(e).__name__}); starting from epoch 1")
             return None
-        if not isinstance(state, dict) or state.get("fingerprint") != self.key:
-            print(f"{self.path}: saved by a fit of other settings, data or weights; starting from epoch 1")
+        saved = state.get("fingerprint") if isinstance(state, dict) else None
+        if saved != self.key:
+            parts = saved if isinstance(saved, dict) else {}
+            changed = [PARTS[k] for k in PARTS if parts.get(k) != self.key.get(k)]
+            print(f"{self.path}: saved by a fit with other {', '.join(changed)}; starting from epoch 1")
             return None
         return state
 
@@ -92,6 +98,15 @@ class ResumeState:
         return FitResult(**state["best"]), state["best_state"], state["rows"]
 
 
+# the parts of a fingerprint, as a stale state's message names them
+PARTS = {
+    "fit": "settings, data, initial weights or teachers",
+    "code": "code (tinycls or the stage)",
+    "libraries": "library versions",
+    "device": "device",
+}
+
+
 def fingerprint(
     model: nn.Module,
     train: tuple[np.ndarray, np.ndarray],
@@ -99,9 +114,48 @@ def fingerprint(
     cfg: TrainConfig,
     meta: dict[str, Any],
     distiller: Distiller | None,
+) -> dict[str, str]:
+    """What makes a fit this fit, part by part (PARTS): a resume state saved under any other
+    fingerprint is stale. Epochs trained by other code, libraries or another device would not be
+    the epochs this run would train."""
+    return {"fit": _fit(model, train, val, cfg, meta, distiller), "code": _code(), **_platform(model)}
+
+
+def _code() -> str:
+    """The source of every module of tinycls and of the stages loaded in this process (the running
+    stage's import closure, lazy imports included), by file name and content: not by where the
+    checkout is, so another clone of the same commit resumes."""
+    roots = [
+        Path(m.__file__).resolve().parent for n in ("tinycls", "stages") if (m := sys.modules.get(n)) and m.__file__
+    ]
+    loaded = {Path(f).resolve() for m in list(sys.modules.values()) if (f := getattr(m, "__file__", None))}
+    h = hashlib.sha256()
+    for f in sorted(f for f in loaded if f.suffix == ".py" and any(f.is_relative_to(r) for r in roots)):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
+def _platform(model: nn.Module) -> dict[str, str]:
+    """Library versions and the device the model is on (a GPU by its name)."""
+    import importlib.metadata as md
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
+    for name in ("timm", "pytorchcv"):
+        if name in sys.modules:
+            versions[name] = md.version(name)
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine()
+    return {"libraries": json.dumps(versions, sort_keys=True), "device": f"{device.type}:{where}"}
+
+
+def _fit(
+    model: nn.Module,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    cfg: TrainConfig,
+    meta: dict[str, Any],
+    distiller: Distiller | None,
 ) -> str:
-    """What makes a fit this fit (settings, data, initial weights, teachers): a resume state
-    saved under any other fingerprint is stale."""
     h = hashlib.sha256(json.dumps([asdict(cfg), meta], sort_keys=True, default=str).encode())
     for a in (*train, *val):
         h.update(f"{a.shape}{a.dtype}".encode())
