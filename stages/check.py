@@ -22,7 +22,7 @@ CHECKS = {  # section: its stage's check (student reads [kd] too, and `tinycls n
     "pseudo": pseudo.settings,
     "assistant": assistant.settings,
     "student": student.settings,
-    "kd": lambda: None,
+    "kd": lambda: from_section(student.KDConfig, section("kd"), source("kd")),  # alone: with [student]'s problems
     "compress": compress.settings,
     "export": export.settings,
     "score": score.settings,

@@ -9,7 +9,7 @@ from stages.params import PRETRAIN, section, source, value
 from stages.runner import resumable, run, write_json
 from stages.training import live_log
 from tinycls.cache import Split
-from tinycls.config import from_section
+from tinycls.config import from_sections
 from tinycls.pretrain import DATA_KEYS, PHASES, PretrainConfig, load_phase
 from tinycls.run import ModelConfig, Start, train_model
 from tinycls.train import TrainConfig
@@ -21,8 +21,8 @@ METRICS = Path("metrics/pretrain.json")
 def settings() -> tuple[PretrainConfig, TrainConfig, str]:
     """The params this stage reads, checked (stage `check` calls it before any stage runs)."""
     sec = section("pretrain")
-    p = from_section(PretrainConfig, {k: v for k, v in sec.items() if k in DATA_KEYS}, source("pretrain"))
-    cfg = from_section(TrainConfig, {k: v for k, v in sec.items() if k not in DATA_KEYS}, source("pretrain"))
+    data, loop = {k: v for k, v in sec.items() if k in DATA_KEYS}, {k: v for k, v in sec.items() if k not in DATA_KEYS}
+    p, cfg = from_sections([(PretrainConfig, data), (TrainConfig, loop)], source("pretrain"))
     return p, cfg, str(value("student", "arch"))
 
 

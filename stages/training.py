@@ -9,7 +9,7 @@ from typing import Any
 from dvclive import Live
 
 from stages.params import source
-from tinycls.config import from_section
+from tinycls.config import from_sections
 from tinycls.errors import InputError
 from tinycls.run import ModelConfig
 from tinycls.train import TrainConfig
@@ -24,7 +24,8 @@ def split_section(
 ) -> tuple[ModelConfig, TrainConfig, dict[str, Any]]:
     """(model keys, loop keys, the `other_keys`) of a params section, each validated."""
     pick = lambda keys: {k: v for k, v in section.items() if k in keys}  # noqa: E731
-    model = from_section(ModelConfig, pick(MODEL_KEYS), source(name))
+    rest = {k: v for k, v in section.items() if k not in MODEL_KEYS + other_keys}
+    model, train = from_sections([(ModelConfig, pick(MODEL_KEYS)), (TrainConfig, rest)], source(name))
     w, local = Path(model.weights), model.weights and not model.weights.startswith(PACKAGE_PREFIX)
     if local and (w.parts[:1] != (WEIGHTS.name,) or ".." in w.parts):
         raise InputError(
@@ -32,8 +33,7 @@ def split_section(
             f"{WEIGHTS}/model.safetensors), the folder the stages that load weights depend on, so that "
             f"replacing it reruns them. Copy it there and set weights: {WEIGHTS}/{w.name}."
         )
-    rest = {k: v for k, v in section.items() if k not in MODEL_KEYS + other_keys}
-    return model, from_section(TrainConfig, rest, source(name)), pick(other_keys)
+    return model, train, pick(other_keys)
 
 
 @contextmanager

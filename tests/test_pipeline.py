@@ -418,3 +418,43 @@ def test_a_stage_outside_the_environment_says_to_activate_it(stage):
     assert r.returncode == 1 and len(lines) == 1, r.stderr
     assert lines[0].startswith(f"Error: {sys.executable} has no tinycls, torch")
     assert "`. .venv/bin/activate`" in lines[0] and "`make run`" in lines[0]
+
+
+def _check(tmp_path: Path, params: dict) -> str:
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    shutil.copytree(ROOT / "specs", tmp_path / "specs", dirs_exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}"}
+    r = subprocess.run([sys.executable, "-m", "stages.check"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    return r.stderr
+
+
+# keys a stage reads beside its model and loop: named once the section's other keys are valid
+SECOND_PASS = {("teacher", "max_per_class"), ("assistant", "train_on"), ("assistant", "kd")}
+SECOND_PASS |= {("student", "train_on"), ("student", "allow_unmatched_init")}
+
+
+def test_check_names_every_key_of_params_yaml_given_a_wrong_type(tmp_path):
+    def wrong(v):
+        return "yes" if isinstance(v, bool) else "x" if isinstance(v, (int, float, list, dict)) else 7
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    keys = [(s, k) for s, d in params.items() for k in d]
+    out = _check(tmp_path, {s: {k: wrong(v) for k, v in d.items()} for s, d in params.items()})
+    assert not [f"[{s}].{k}" for s, k in keys if (s, k) not in SECOND_PASS and f"[{s}].{k}" not in out]
+    bad = {s: {k: wrong(v) if (s, k) in SECOND_PASS else v for k, v in d.items()} for s, d in params.items()}
+    out = _check(tmp_path, bad)
+    assert not [f"[{s}].{k}" for s, k in SECOND_PASS if f"[{s}].{k}" not in out], out
+
+
+def test_check_names_every_bounded_key_out_of_range_at_once(tmp_path):
+    from tinycls.config import BOUNDS
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    bounded = [(s, k) for s, d in params.items() for k, v in d.items() if k in BOUNDS and not isinstance(v, bool)]
+    for s, k in bounded:
+        lo, hi = BOUNDS[k]
+        params[s][k] = (lo - 1 if isinstance(params[s][k], int) else lo - 0.5) if lo is not None else hi * 2
+    out = _check(tmp_path, params)
+    assert len(bounded) > 40 and "[score].batch_size: 0 must be >= 1" in out
+    assert not [f"[{s}].{k}" for s, k in bounded if f"[{s}].{k}: " not in out], out

@@ -12,6 +12,53 @@ from tinycls.errors import InputError
 
 T = TypeVar("T")
 
+# One table of bounds by key name, applied by from_section to every section (params.yaml's and
+# the CLI's): what a key of that name must hold wherever it appears, all of a section's
+# violations reported at once. A section's own rules (its __post_init__) come after it.
+# (low, high), inclusive; None = unbounded.
+BOUNDS: dict[str, tuple[float | None, float | None]] = {
+    "seed": (0, 2**32 - 1),  # NumPy's and PyTorch's seed range
+    "batch_size": (1, None),
+    "eval_batch_size": (1, None),
+    "qat_batch_size": (1, None),
+    "qat_epochs": (0, None),
+    "lr": (0, None),
+    "qat_lr": (0, None),
+    "weight_decay": (0, None),
+    "momentum": (0, 1),
+    "label_smoothing": (0, 1),
+    "translate": (0, 0.5),  # a shift of more than half the side leaves no image
+    "input_size": (8, 4096),  # a model's side in px; above it one image alone is ~200 MB of floats
+    "image_size": (8, 4096),
+    "workers": (1, 256),
+    "baseline_macs": (1, None),
+    "baseline_f1": (0, 1),
+    "f1_floor": (0, 1),
+    "trials": (1, None),
+    "heartbeat_s": (1, None),
+    "bn_images": (0, None),
+    "calibration_images": (1, None),
+    "latency_runs": (1, None),
+    "latency_warmup": (0, None),
+    "parity_tolerance": (0, None),
+    "val_per_class": (0, None),
+    "train_per_class": (1, None),
+    "startup_trials": (0, None),
+}
+
+
+def out_of_bounds(values: dict[str, Any]) -> list[str]:
+    """`name: value must be ...` for every value outside BOUNDS (numbers only; bools are not)."""
+    found = []
+    for name, v in values.items():
+        lo, hi = BOUNDS.get(name, (None, None))
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            want = f">= {lo}" if hi is None else f"<= {hi}" if lo is None else f"in [{lo}, {hi}]"
+            found.append(f"{name}: {v} must be {want}.")
+    return found
+
 
 def one_of(field: str, value: Any, valid: typing.Iterable[str]) -> None:
     """Raise ValueError unless value is in valid (message lists the valid names)."""
@@ -41,19 +88,35 @@ def from_section(cls: type[T], section: dict[str, Any] | None, source: str) -> T
     ]
     if missing:
         raise InputError(f"{source}: missing key(s) {missing}.")
-    values = {}
+    values, bad = {}, []
     for name, value in section.items():
         want = hints[name]
         if want is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         base = typing.get_origin(want) or want
-        if base in (int, float, str, bool) and (
+        if base in (int, float, str, bool, list, dict) and (
             not isinstance(value, base) or (base is int and isinstance(value, bool))
         ):
             hint = " (write floats with a dot, e.g. 5.0e-4)" if base is float and isinstance(value, str) else ""
-            raise InputError(f"{source}.{name}: {value!r} is not a {base.__name__}{hint}.")
+            bad.append(f"{name}: {value!r} is not a {base.__name__}{hint}.")
         values[name] = value
+    if bad := bad + out_of_bounds({k: v for k, v in values.items() if not any(k == b.split(":")[0] for b in bad)}):
+        raise InputError(f"\n  - {source}.".join([f"{source}.{bad[0]}", *bad[1:]]))  # every one at once
     try:
         return cls(**values)
     except InputError as e:
         raise InputError(f"{source}.{e}") from None
+
+
+def from_sections(parts: list[tuple[Any, ...]], source: str) -> list[Any]:
+    """from_section for several configs, each (cls, section) or (cls, section, its own source):
+    every problem of all of them at once."""
+    built, found = [], []
+    for cls, section, *own in parts:
+        try:
+            built.append(from_section(cls, section, own[0] if own else source))
+        except InputError as e:
+            found.append(str(e))
+    if found:
+        raise InputError("\n  - ".join(found))
+    return built
