@@ -29,6 +29,19 @@ class Checked(Protocol):
     sha256: str
 
 
+def stratified(labels: np.ndarray, key: str, fraction: float, seed: int, fix: str) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held out): sorted indices, `fraction` of each class held out (seeded); prepare.`key`
+    names the share in the error, with `fix` as the last way out."""
+    try:
+        kept, held = train_test_split(np.arange(len(labels)), test_size=fraction, random_state=seed, stratify=labels)
+    except ValueError as e:
+        raise DataError(
+            f"prepare.{key}={fraction} cannot hold out every class from {len(labels)} train images ({e}); "
+            f"raise it, add images, or {fix}."
+        ) from e
+    return np.sort(kept), np.sort(held)
+
+
 def split_holdout(
     files: list[Checked], labels: np.ndarray, fraction: float, seed: int
 ) -> tuple[tuple[list[Checked], np.ndarray], tuple[list[Checked], np.ndarray]]:
@@ -38,15 +51,8 @@ def split_holdout(
         DataError: a class too small to hold out, or a held-out file byte-identical to a kept one
             (it would inflate the final F1).
     """
-    try:
-        kept, held = train_test_split(np.arange(len(labels)), test_size=fraction, random_state=seed, stratify=labels)
-    except ValueError as e:
-        raise DataError(
-            f"prepare.holdout_fraction={fraction} cannot hold out every class from {len(labels)} train "
-            f"images ({e}); raise it, add images, label test/ (then no holdout is taken), or set it to 0.0 "
-            "(then score reports no F1: none would be honest)."
-        ) from e
-    kept, held = np.sort(kept), np.sort(held)
+    fix = "label test/ (then no holdout is taken), or set it to 0.0 (then score reports no F1: none would be honest)"
+    kept, held = stratified(labels, "holdout_fraction", fraction, seed, fix)
     seen = {files[i].sha256: files[i].path for i in kept}
     if pairs := [f"  {files[i].path} == {seen[files[i].sha256]}" for i in held if files[i].sha256 in seen]:
         raise DataError(

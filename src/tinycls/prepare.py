@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from tinycls.cache import cap_per_class
 from tinycls.data import (
@@ -27,7 +26,7 @@ from tinycls.data import (
     scan_test,
 )
 from tinycls.errors import MissingInput
-from tinycls.holdout import split_holdout, write_holdout
+from tinycls.holdout import split_holdout, stratified, write_holdout
 from tinycls.rows import Rows, save_rows
 
 LABELLED = ("train", "val")
@@ -245,14 +244,7 @@ def _split(
     if "val" in groups:
         return splits
     cs, y = splits["train"]
-    try:
-        tr, va = train_test_split(np.arange(len(y)), test_size=val_fraction, random_state=seed, stratify=y)
-    except ValueError as e:
-        raise DataError(
-            f"prepare.val_fraction={val_fraction} cannot hold out every class from "
-            f"{len(y)} train images ({e}); raise it, add images, or provide val/."
-        ) from e
-    tr, va = np.sort(tr), np.sort(va)
+    tr, va = stratified(y, "val_fraction", val_fraction, seed, "provide val/")
     return {"train": ([cs[i] for i in tr], y[tr]), "val": ([cs[i] for i in va], y[va])}
 
 

@@ -118,7 +118,18 @@ def fingerprint(
     """What makes a fit this fit, part by part (PARTS): a resume state saved under any other
     fingerprint is stale. Epochs trained by other code, libraries or another device would not be
     the epochs this run would train."""
-    return {"fit": _fit(model, train, val, cfg, meta, distiller), "code": _code(), **_platform(model)}
+    h = hashlib.sha256(json.dumps([asdict(cfg), meta], sort_keys=True, default=str).encode())
+    for a in (*train, *val):
+        h.update(f"{a.shape}{a.dtype}".encode())
+        for i in range(0, len(a), 4096):  # a cache on disk is read a chunk at a time
+            h.update(np.ascontiguousarray(a[i : i + 4096]).data)
+    tensors = list(model.state_dict().values())
+    if distiller is not None:
+        h.update(repr(distiller.kd).encode())
+        tensors += list(distiller.teachers.state_dict().values())
+    for v in tensors:
+        h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return {"fit": h.hexdigest(), "code": _code(), **_platform(model)}
 
 
 def _code() -> str:
@@ -146,28 +157,6 @@ def _platform(model: nn.Module) -> dict[str, str]:
     device = next(iter(model.parameters()), torch.empty(0)).device
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine()
     return {"libraries": json.dumps(versions, sort_keys=True), "device": f"{device.type}:{where}"}
-
-
-def _fit(
-    model: nn.Module,
-    train: tuple[np.ndarray, np.ndarray],
-    val: tuple[np.ndarray, np.ndarray],
-    cfg: TrainConfig,
-    meta: dict[str, Any],
-    distiller: Distiller | None,
-) -> str:
-    h = hashlib.sha256(json.dumps([asdict(cfg), meta], sort_keys=True, default=str).encode())
-    for a in (*train, *val):
-        h.update(f"{a.shape}{a.dtype}".encode())
-        for i in range(0, len(a), 4096):  # a cache on disk is read a chunk at a time
-            h.update(np.ascontiguousarray(a[i : i + 4096]).data)
-    tensors = list(model.state_dict().values())
-    if distiller is not None:
-        h.update(repr(distiller.kd).encode())
-        tensors += list(distiller.teachers.state_dict().values())
-    for v in tensors:
-        h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def save_interrupted(checkpoint: Path, model: nn.Module, meta: dict[str, Any], epochs_run: int) -> None:
