@@ -88,7 +88,7 @@ def from_section(cls: type[T], section: dict[str, Any] | None, source: str) -> T
     ]
     if missing:
         raise InputError(f"{source}: missing key(s) {missing}.")
-    values, bad = {}, []
+    values, bad, wrong_type = {}, [], set()
     for name, value in section.items():
         want = hints[name]
         if want is float and isinstance(value, int) and not isinstance(value, bool):
@@ -99,8 +99,9 @@ def from_section(cls: type[T], section: dict[str, Any] | None, source: str) -> T
         ):
             hint = " (write floats with a dot, e.g. 5.0e-4)" if base is float and isinstance(value, str) else ""
             bad.append(f"{name}: {value!r} is not a {base.__name__}{hint}.")
+            wrong_type.add(name)
         values[name] = value
-    if bad := bad + out_of_bounds({k: v for k, v in values.items() if not any(k == b.split(":")[0] for b in bad)}):
+    if bad := bad + out_of_bounds({k: v for k, v in values.items() if k not in wrong_type}):
         raise InputError(f"\n  - {source}.".join([f"{source}.{bad[0]}", *bad[1:]]))  # every one at once
     try:
         return cls(**values)

@@ -63,15 +63,6 @@ def split_holdout(
     return ([files[i] for i in kept], labels[kept]), ([files[i] for i in held], labels[held])
 
 
-def save_holdout(
-    folder: Path, images: Rows | np.ndarray, labels: np.ndarray, files: list[str], classes: list[str]
-) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    save_rows(folder / "images.npy", images)
-    record = {"classes": classes, "files": files, "labels": [int(y) for y in labels]}
-    (folder / "holdout.json").write_text(json.dumps(record) + "\n")
-
-
 def write_holdout(
     folder: Path,
     root: Path,
@@ -83,8 +74,11 @@ def write_holdout(
 ) -> None:
     """The holdout's files `held` (of `group`, whose decoded rows are in `decoded`) into `folder`."""
     where = {c.path: i for i, c in enumerate(group)}
-    images = Rows([decoded]).take(np.array([where[c.path] for c in held], dtype=np.int64))
-    save_holdout(folder, images, labels, [c.path.relative_to(root).as_posix() for c in held], classes)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_rows(folder / "images.npy", Rows([decoded]).take(np.array([where[c.path] for c in held], dtype=np.int64)))
+    files = [c.path.relative_to(root).as_posix() for c in held]
+    record = {"classes": classes, "files": files, "labels": [int(y) for y in labels]}
+    (folder / "holdout.json").write_text(json.dumps(record) + "\n")
 
 
 def load_holdout(folder: Path) -> tuple[Rows, np.ndarray] | None:

@@ -188,7 +188,7 @@ def _validate_and_write(
     _write(root, out, held_out, classes, splits, test, test_names, decoded, checked)
     write_holdout(held_out.parent / "holdout", root, decoded["train"], checked["train"], *holdout, classes)
     counts = {k: np.bincount(splits[k][1], minlength=len(classes)).tolist() for k in LABELLED}
-    held = {"holdout": len(holdout[0])} if holdout[0] else {}  # source: stratified holdout_fraction of train
+    held = {"holdout": len(holdout[0])} if holdout[0] else {}
     return {
         "classes": len(classes),
         "image_size": knobs.image_size,

@@ -2,7 +2,6 @@
 
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from tinycls.config import one_of
 from tinycls.errors import InputError
@@ -109,7 +108,6 @@ NO_PASSWORD = (
 
 
 def _password(url: str) -> bool:
-    try:
-        return bool(urlsplit(url).password)
-    except ValueError:  # a malformed port: the URL may still hold one
-        return "@" in url.split("://", 1)[1].split("/", 1)[0] and ":" in url.split("://", 1)[1].split("@", 1)[0]
+    """Whether a URL's user part (before the last @ of its authority) carries a non-empty password."""
+    user = url.split("://", 1)[1].split("/", 1)[0].rpartition("@")[0]
+    return bool(user.partition(":")[2])
