@@ -105,3 +105,30 @@ def test_fashion_mnist_from_idx_files_is_deterministic(tmp_path, monkeypatch):
     b = tmp_path / "b" / "test" / "Bag" / "00008.png"
     materialize(tmp_path / "b", src)
     assert b.read_bytes() == (tmp_path / "a" / "test" / "Bag" / "00008.png").read_bytes()
+
+
+def test_predict_streams_the_folder_in_chunks_and_writes_the_csv_only_when_done(tmp_path, monkeypatch):
+    """A folder of any length costs one chunk of decoded images: here 2 of 16 px (chunk_bytes
+    2 x 16 x 16 x 3), rows identical to one chunk; a bad image in the last chunk leaves no CSV."""
+    import tinycls.data
+
+    whole = tmp_path / "whole.csv"
+    for i in range(5):
+        write_image(tmp_path / "imgs" / f"{i}.png", i, i)
+    ckpt = str(_checkpoint(tmp_path))
+    assert runner.invoke(app, ["predict", ckpt, str(tmp_path / "imgs"), "--out", str(whole)]).exit_code == 0
+    chunks, original = [], tinycls.data.folder_chunks
+
+    def small(image_dir, size):
+        for files, images in original(image_dir, size, chunk_bytes=2 * 16 * 16 * 3):
+            chunks.append(len(images))
+            yield files, images
+
+    monkeypatch.setattr(tinycls.data, "folder_chunks", small)
+    r = runner.invoke(app, ["predict", ckpt, str(tmp_path / "imgs"), "--out", str(tmp_path / "p.csv")])
+    assert r.exit_code == 0 and r.output.strip() == f"5 predictions -> {tmp_path / 'p.csv'}"
+    assert chunks == [2, 2, 1] and (tmp_path / "p.csv").read_text() == whole.read_text()
+    (tmp_path / "imgs" / "4.png").write_bytes(b"not a png")
+    r = runner.invoke(app, ["predict", ckpt, str(tmp_path / "imgs"), "--out", str(tmp_path / "q.csv")])
+    assert r.exit_code != 0 and "4.png: not a readable image" in str(r.exception)
+    assert not (tmp_path / "q.csv").exists() and not (tmp_path / "q.csv.tmp").exists()

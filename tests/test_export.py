@@ -1,11 +1,16 @@
 """ONNX export, INT8 quantization and measured cost (tinycls.export), on tiny models."""
 
 import json
+import re
+import subprocess
+import sys
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from tinycls.errors import InputError
@@ -142,13 +147,60 @@ def test_read_metadata_refuses_files_from_elsewhere(exported, tmp_path):
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps({"classes": []})
     bare.write_bytes(proto.SerializeToString())
-    with pytest.raises(InputError, match="damaged"):
+    with pytest.raises(InputError, match=r"classes \[\] is not what tinycls writes"):
         read_metadata(bare)
     (tmp_path / "junk.onnx").write_bytes(b"\x00not onnx")
     with pytest.raises(InputError, match="not a readable ONNX model"):
         read_metadata(tmp_path / "junk.onnx")
     with pytest.raises(FileNotFoundError, match="no such ONNX file"):
         read_metadata(tmp_path / "missing.onnx")
+
+
+def _crafted(proto: onnx.ModelProto, how: str) -> onnx.ModelProto:
+    """A copy of an exported model changed the way a file from elsewhere might be."""
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    entry = next(p for p in out.metadata_props if p.key == METADATA_KEY)
+    meta = json.loads(entry.value)
+    if how == "std":  # every confidence would be nan
+        meta["std"] = [0, 0, 0]
+    elif how == "size":  # one float batch of 256 images would be 51 GB
+        meta["input_size"] = meta["cache_size"] = 4096
+    elif how == "external":  # ONNX Runtime would read a file the model names
+        w = out.graph.initializer[0]
+        w.data_location = onnx.TensorProto.EXTERNAL
+        w.external_data.add(key="location", value="/dev/zero")
+        w.external_data.add(key="length", value=str(10**11))
+        w.ClearField("raw_data")
+    elif how == "huge":  # a 40 GB tensor from a node of a few bytes
+        shape = onnx.numpy_helper.from_array(np.array([1, 10**5, 10**5], np.int64), "huge_shape")
+        out.graph.initializer.append(shape)
+        out.graph.node.append(onnx.helper.make_node("ConstantOfShape", ["huge_shape"], ["huge"]))
+        out.graph.output.append(onnx.helper.make_tensor_value_info("huge", onnx.TensorProto.FLOAT, None))
+    entry.value = json.dumps(meta)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("how", "message"),
+    [
+        ("std", r"std \[0, 0, 0\] is not what tinycls writes \(three numbers > 0\)"),
+        ("size", r"its inputs .* are not one 'input' of \[batch, 3, 4096, 4096\]"),
+        ("external", r"weights \[.*\] are stored outside the file"),
+        ("huge", r"hold 10,000,\d+,\d+ numbers, above the 200,000,000"),
+    ],
+)
+def test_a_crafted_onnx_file_is_refused_before_onnx_runtime_loads_it(exported, tmp_path, how, message):
+    """Through `tinycls predict`: the metadata by the checkpoint's rules, the graph sized by shape
+    inference before any session exists."""
+    _, path, _ = exported
+    (tmp_path / "crafted.onnx").write_bytes(_crafted(onnx.load(str(path)), how).SerializeToString())
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(_images(1)[0]).save(tmp_path / "imgs" / "0.png")
+    cmd = [sys.executable, "-m", "tinycls.cli", "predict", "crafted.onnx", "imgs", "--out", "p.csv"]
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and re.search(rf"crafted\.onnx: .*{message}", r.stderr), r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and not (tmp_path / "p.csv").exists()
 
 
 @pytest.mark.parametrize(

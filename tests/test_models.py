@@ -1,7 +1,12 @@
+import re
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch import nn
 
+from tests.conftest import write_image
 from tinycls.checkpoint import load_checkpoint, save_checkpoint
 from tinycls.models import ConvHead, build_model
 
@@ -86,7 +91,8 @@ def test_bad_checkpoints(tmp_path):
         ({"input_size": 10**9}, "input_size 1000000000 .* from 8 to 4096 px"),
         ({"input_size": True}, "input_size True"),
         ({"std": [0.25, 0.0, 0.25]}, r"std \[0.25, 0.0, 0.25\] .* > 0"),
-        ({"mean": [0.5, 0.5]}, r"mean \[0.5, 0.5\] .*three numbers, one per RGB channel"),
+        ({"mean": [0.5, 0.5]}, r"mean \[0.5, 0.5\] .*three finite numbers, one per RGB channel"),
+        ({"std": [0.25, float("nan"), 0.25]}, r"std \[0.25, nan, 0.25\] .*three finite numbers"),
     ],
 )
 def test_a_checkpoint_from_elsewhere_is_data_never_instructions(tmp_path, monkeypatch, change, message):
@@ -97,3 +103,38 @@ def test_a_checkpoint_from_elsewhere_is_data_never_instructions(tmp_path, monkey
         load_checkpoint(tmp_path / "crafted.pt")
     assert "Re-create it with `dvc repro`" in str(e.value)
     assert built == []  # refused before any factory saw a key
+
+
+def _nested(depth: int) -> list:
+    shared: list = ["a"]
+    for _ in range(depth):
+        shared = [shared, shared]  # 2**depth items when printed whole, a few bytes pickled
+    return shared
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        # 64 convs of 1024 channels and 15x15 kernels: ~60 GB of weights from a 2 KB file
+        (
+            {"arch": "nas:crafted", "arch_kwargs": {"spec": {"backbone": [[1, "Conv", [1024, 15]]] * 64, "head": 8}}},
+            r"holds 14,864,\d+,\d+ weights, above the 200,000,000",
+        ),
+        # one BatchNorm of 10**10 features: ~40 GB
+        ({"arch_kwargs": {"layers": {"features.init_block.bn": [10**10]}}}, "holds 40,000,0"),
+        # the same network without its weights: refused before anything is allocated
+        ({}, r"its weights are not those of the network its meta records \(\d+ tensors differ; "),
+        # a field whose repr() would print 2**60 items
+        ({"classes": _nested(60)}, r"classes \[\[\[\[\.\.\.\], \[\.\.\.\]\], "),
+    ],
+)
+def test_a_crafted_checkpoint_is_refused_before_it_costs_memory(tmp_path, change, message):
+    """Through `tinycls predict`: each is sized on the meta device (or printed by reprlib) and
+    refused with one line, instead of allocating tens of GB (or printing for days)."""
+    write_image(tmp_path / "imgs" / "0.png", 0, 0)
+    torch.save({**_meta(), **change, "state_dict": {"w": torch.zeros(2)}}, tmp_path / "crafted.pt")
+    assert (tmp_path / "crafted.pt").stat().st_size < 4096
+    cmd = [sys.executable, "-m", "tinycls.cli", "predict", "crafted.pt", "imgs", "--out", "p.csv"]
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and re.search(rf"crafted\.pt: .*{message}", r.stderr), r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and not (tmp_path / "p.csv").exists()

@@ -3,15 +3,17 @@
 trainer writes, the class check every reader makes, and copying weights between models.
 """
 
+import math
 import os
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from tinycls.errors import InputError, MissingInput
+from tinycls.errors import InputError, MissingInput, brief
 from tinycls.models import build_model
 from tinycls.transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -68,10 +70,45 @@ def save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
 REQUIRED_META = ("arch", "arch_kwargs", "classes", "input_size", "mean", "std", "state_dict")
 ARCH_KWARGS = ("keep_blocks", "layers", "spec")  # all tinycls writes: what compression changed, a nas: spec
 MAX_INPUT_SIZE = 4096
+# numbers (weights and buffers) a recorded network may hold: 800 MB as float32, 30x the largest
+# network tinycls trains by default (the teacher, 6M); a larger one is refused before it is built
+MAX_NUMBERS = 200_000_000
 
 
 def _ints(value: Any, low: int) -> bool:
     return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= low for v in value)
+
+
+def refusal(path: Path, key: str, value: Any, want: str) -> InputError:
+    """The error for a model file's field that is not what tinycls writes."""
+    return InputError(
+        f"{path}: {key} {brief(value)} is not what tinycls writes ({want}); a model file from elsewhere is "
+        "loaded as data only. Re-create it with `dvc repro`."
+    )
+
+
+def check_preprocessing(path: Path, meta: dict[str, Any]) -> None:
+    """The fields a checkpoint and its ONNX export share: classes, sizes, mean and std.
+
+    Raises:
+        InputError: the first bad field, named with its value and the fix.
+    """
+    classes = meta.get("classes")
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise refusal(path, "classes", classes, "a non-empty list of class names")
+    if len(set(classes)) != len(classes):
+        raise refusal(path, "classes", classes, "class names, each once")
+    for key in ("input_size", "cache_size"):
+        size = meta.get(key, 8)
+        if isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= MAX_INPUT_SIZE:
+            raise refusal(path, key, size, f"an integer from 8 to {MAX_INPUT_SIZE} px")
+    for key in ("mean", "std"):
+        v = meta.get(key)
+        numbers = isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+        if not numbers or len(v) != 3 or not all(math.isfinite(x) for x in v):
+            raise refusal(path, key, v, "three finite numbers, one per RGB channel")
+        if key == "std" and min(v) <= 0:
+            raise refusal(path, key, v, "three numbers > 0")
 
 
 def check_meta(path: Path, ckpt: dict[str, Any]) -> None:
@@ -83,14 +120,7 @@ def check_meta(path: Path, ckpt: dict[str, Any]) -> None:
         ValueError: the first bad field, named with its value and the fix.
     """
 
-    def bad(key: str, value: Any, want: str) -> InputError:
-        shown = repr(value)
-        shown = shown if len(shown) <= 120 else shown[:117] + "..."
-        return InputError(
-            f"{path}: {key} {shown} is not what tinycls writes ({want}); a checkpoint from elsewhere is "
-            "loaded as data only. Re-create it with `dvc repro`."
-        )
-
+    bad = partial(refusal, path)
     arch, kwargs = ckpt["arch"], ckpt["arch_kwargs"]
     if not isinstance(arch, str) or arch.count(":") != 1:
         raise bad("arch", arch, "SOURCE:NAME, e.g. pytorchcv:shufflenet_g3_wd4")
@@ -117,22 +147,46 @@ def check_meta(path: Path, ckpt: dict[str, Any]) -> None:
         isinstance(k, str) and _ints(v, 1) and 1 <= len(v) <= 3 for k, v in layers.items()
     ):
         raise bad("arch_kwargs.layers", layers, "layer name -> [in, out, groups], [features] or [in, out]")
-    classes = ckpt["classes"]
-    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
-        raise bad("classes", classes, "a non-empty list of class names")
-    if len(set(classes)) != len(classes):
-        raise bad("classes", classes, "class names, each once")
-    for key in ("input_size", "cache_size"):
-        size = ckpt.get(key, 8)
-        if isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= MAX_INPUT_SIZE:
-            raise bad(key, size, f"an integer from 8 to {MAX_INPUT_SIZE} px")
-    for key in ("mean", "std"):
-        v = ckpt[key]
-        numbers = isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
-        if not numbers or len(v) != 3:
-            raise bad(key, v, "three numbers, one per RGB channel")
-        if key == "std" and min(v) <= 0:
-            raise bad(key, v, "three numbers > 0")
+    check_preprocessing(path, ckpt)
+
+
+def check_size(path: Path, ckpt: dict[str, Any]) -> None:
+    """Build the recorded network on the meta device (shapes only, no memory) and refuse it when
+    it holds more than MAX_NUMBERS numbers or its shapes are not those of the file's weights:
+    a few bytes of meta must not make tinycls allocate gigabytes before load_state_dict fails.
+
+    Raises:
+        InputError: too large, or weights of another network.
+    """
+    try:
+        with torch.device("meta"):
+            model = build_model(ckpt["arch"], len(ckpt["classes"]), **ckpt["arch_kwargs"])
+    except InputError as e:  # e.g. a pruned layer the network does not have
+        raise InputError(f"{path}: {e}") from None
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    numbers = sum(math.prod(s) for s in shapes.values())
+    if numbers > MAX_NUMBERS:
+        raise InputError(
+            f"{path}: the network it records ({ckpt['arch']}, arch_kwargs {brief(ckpt['arch_kwargs'])}) holds "
+            f"{numbers:,} weights, above the {MAX_NUMBERS:,} tinycls loads; a checkpoint from elsewhere is "
+            "loaded as data only. Re-create it with `dvc repro`."
+        )
+    weights = ckpt["state_dict"]
+    found = (
+        {k: tuple(v.shape) for k, v in weights.items() if isinstance(v, torch.Tensor)}
+        if isinstance(weights, dict)
+        else {}
+    )
+    if found != shapes:
+        diff = sorted(k for k in set(found) | set(shapes) if found.get(k) != shapes.get(k))
+        show = "; ".join(
+            f"{brief(k)}: {found.get(k, 'missing')} in the file, {shapes.get(k, 'none')} in the network"
+            for k in diff[:3]
+        )
+        raise InputError(
+            f"{path}: its weights are not those of the network its meta records ({len(diff)} tensors differ; "
+            f"{show}). Re-create it with `dvc repro`."
+        )
 
 
 def load_checkpoint(
@@ -163,6 +217,7 @@ def load_checkpoint(
             f"{path}: {role + ' ' if role else ''}classes {ckpt['classes']} differ from the data's {list(classes)}; "
             "retrain it on this dataset (`dvc repro`)."
         )
+    check_size(Path(path), ckpt)
     model = build_model(ckpt["arch"], len(ckpt["classes"]), **ckpt["arch_kwargs"])
     model.load_state_dict(ckpt["state_dict"])
     meta = {k: v for k, v in ckpt.items() if k != "state_dict"}

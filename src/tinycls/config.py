@@ -8,7 +8,7 @@ import dataclasses
 import typing
 from typing import Any, TypeVar
 
-from tinycls.errors import InputError
+from tinycls.errors import InputError, brief
 
 T = TypeVar("T")
 
@@ -64,7 +64,7 @@ def one_of(field: str, value: Any, valid: typing.Iterable[str]) -> None:
     """Raise ValueError unless value is in valid (message lists the valid names)."""
     valid = list(valid)
     if value not in valid:
-        raise InputError(f"{field}: {value!r} is not one of {', '.join(valid)}.")
+        raise InputError(f"{field}: {brief(value)} is not one of {', '.join(valid)}.")
 
 
 def from_section(cls: type[T], section: dict[str, Any] | None, source: str) -> T:
@@ -98,7 +98,7 @@ def from_section(cls: type[T], section: dict[str, Any] | None, source: str) -> T
             not isinstance(value, base) or (base is int and isinstance(value, bool))
         ):
             hint = " (write floats with a dot, e.g. 5.0e-4)" if base is float and isinstance(value, str) else ""
-            bad.append(f"{name}: {value!r} is not a {base.__name__}{hint}.")
+            bad.append(f"{name}: {brief(value)} is not a {base.__name__}{hint}.")
             wrong_type.add(name)
         values[name] = value
     if bad := bad + out_of_bounds({k: v for k, v in values.items() if k not in wrong_type}):

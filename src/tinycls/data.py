@@ -9,6 +9,7 @@ import hashlib
 import multiprocessing
 import os
 import signal
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -241,20 +242,24 @@ def _stop(pool: ProcessPoolExecutor) -> None:
         p.join(5)
 
 
-def load_folder(image_dir: Path, size: int, workers: int = 1) -> tuple[list[Path], np.ndarray]:
+def folder_chunks(image_dir: Path, size: int, chunk_bytes: int = 64 * 2**20) -> Iterator[tuple[list[Path], np.ndarray]]:
     """Every file under image_dir (recursive, sorted, dot-names skipped), decoded and
-    square-padded by the same checks as `prepare`.
+    square-padded by the same checks as `prepare`, a chunk of files at a time: (paths, uint8
+    images (n, size, size, 3)) holding at most `chunk_bytes` of pixels, so a folder of any
+    length costs the memory of one chunk.
 
     Raises:
         FileNotFoundError: image_dir is missing or holds no files.
-        ValueError: a file is not a readable image (named in the message).
+        ValueError: a file is not a readable image (named in the message), when its chunk comes.
     """
     if not image_dir.is_dir():
         raise MissingInput(f"{image_dir}: no such folder of images.")
     files = list_files(image_dir)
     if not files:
         raise MissingInput(f"{image_dir}: holds no files to predict.")
-    checked = check_files(files, size, workers)
-    if bad := next((c for c in checked if c.error), None):
-        raise InputError(f"{bad.path}: {bad.error}; remove or repair it.")
-    return files, np.stack([c.image for c in checked])
+    step = max(1, chunk_bytes // (3 * size * size))
+    for i in range(0, len(files), step):
+        checked = check_files(files[i : i + step], size, workers=1)
+        if bad := next((c for c in checked if c.error), None):
+            raise InputError(f"{bad.path}: {bad.error}; remove or repair it.")
+        yield files[i : i + step], np.stack([c.image for c in checked])

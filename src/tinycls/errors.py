@@ -19,3 +19,15 @@ class DataError(InputError):
 
 
 MAX_LISTED = 10  # bad files named in one error message
+
+
+def brief(value: object) -> str:
+    """repr() of a value a user or a file gave, bounded: a few levels, items and characters
+    (reprlib), so a message about a deeply nested or self-referencing value costs microseconds."""
+    import reprlib
+
+    r = reprlib.Repr()  # Python 3.11: limits are attributes
+    r.maxlevel, r.maxlist, r.maxtuple, r.maxdict, r.maxset = 3, 8, 8, 8, 8
+    r.maxstring, r.maxother, r.maxlong = 80, 80, 40
+    shown = r.repr(value)
+    return shown if len(shown) <= 160 else shown[:157] + "..."

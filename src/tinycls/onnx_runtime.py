@@ -2,6 +2,7 @@
 for uint8 images prepared exactly as for the PyTorch model, and the parity between the two."""
 
 import json
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,7 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from tinycls.errors import InputError, MissingInput
+from tinycls.checkpoint import MAX_NUMBERS, check_preprocessing
+from tinycls.errors import InputError, MissingInput, brief
 from tinycls.transforms import to_input
 
 METADATA_KEY = "tinycls"  # the ONNX metadata entry (JSON) that carries classes, sizes and preprocessing
@@ -42,13 +44,75 @@ def read_metadata(path: Path) -> dict[str, Any]:
         )
     try:
         meta = json.loads(found[METADATA_KEY])
-        classes, size, cache = meta["classes"], int(meta["input_size"]), int(meta["cache_size"])
-        ok = isinstance(classes, list) and classes and len(meta["mean"]) == 3 and len(meta["std"]) == 3
-    except (ValueError, KeyError, TypeError):
-        ok = False
-    if not ok or not 8 <= size <= 4096 or not 8 <= cache <= 4096:
-        raise InputError(f"{path}: its {METADATA_KEY!r} metadata is damaged; re-export it with `dvc repro`.")
+    except (ValueError, RecursionError):
+        meta = None
+    if not isinstance(meta, dict):
+        raise InputError(f"{path}: its {METADATA_KEY!r} metadata is not a JSON object; re-export it with `dvc repro`.")
+    check_preprocessing(path, meta)
+    check_graph(path, proto, meta)
     return meta
+
+
+CONTROL_FLOW = ("If", "Loop", "Scan")  # run subgraphs a data-dependent number of times: cannot be sized
+
+
+def check_graph(path: Path, proto: Any, meta: dict[str, Any]) -> None:
+    """Size an ONNX graph before ONNX Runtime loads it: one image input of the metadata's size,
+    one output of a logit per class, weights inside the file (external data could name any file),
+    no control flow, and every tensor's shape inferred (onnx shape inference, batch 1): their
+    numbers together at most tinycls.checkpoint.MAX_NUMBERS.
+
+    Raises:
+        InputError: the first rule broken, named, with the fix.
+    """
+    import onnx
+    from onnx import shape_inference
+
+    def refuse(what: str) -> InputError:
+        return InputError(
+            f"{path}: {what}; a model file from elsewhere is loaded as data only. Re-export it with `dvc repro`."
+        )
+
+    graph = proto.graph
+    if ext := [t.name for t in graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]:
+        raise refuse(f"weights {brief(ext)} are stored outside the file (tinycls writes one self-contained file)")
+    if flow := sorted({n.op_type for n in graph.node if n.op_type in CONTROL_FLOW}):
+        raise refuse(f"its graph has control flow ({', '.join(flow)}), which tinycls never exports")
+    weights = {t.name for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in weights]
+    size = meta["input_size"]
+    dims = (
+        [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
+        if inputs
+        else []
+    )
+    if len(inputs) != 1 or inputs[0].name != meta.get("input", INPUT) or dims[1:] != [3, size, size]:
+        shown = [(i.name, dims) for i in inputs[:2]]
+        raise refuse(
+            f"its inputs {brief(shown)} are not one {meta.get('input', INPUT)!r} of [batch, 3, {size}, {size}]"
+        )
+    one = onnx.ModelProto()
+    one.CopyFrom(proto)
+    one.graph.input[list(graph.input).index(inputs[0])].type.tensor_type.shape.dim[0].dim_value = 1
+    del one.graph.value_info[:]  # inferred afresh, never taken from the file
+    try:
+        inferred = shape_inference.infer_shapes(one, strict_mode=True, data_prop=True).graph
+    except Exception as e:  # onnx raises its own InferenceError, or ValueError, per rule broken
+        raise refuse(f"its graph fails ONNX shape inference ({type(e).__name__}: {brief(str(e))})") from None
+    numbers = sum(math.prod(t.dims) for t in graph.initializer)
+    for v in [*inferred.value_info, *inferred.output]:
+        shape = v.type.tensor_type.shape
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in shape.dim]
+        if not v.type.tensor_type.HasField("shape") or None in dims:
+            raise refuse(f"the shape of its tensor {v.name!r} is not known before it runs, so it cannot be sized")
+        numbers += math.prod(dims)
+    if numbers > MAX_NUMBERS:
+        raise refuse(
+            f"its weights and one image's tensors hold {numbers:,} numbers, above the {MAX_NUMBERS:,} tinycls loads"
+        )
+    out = [[d.dim_value for d in o.type.tensor_type.shape.dim] for o in inferred.output]
+    if len(out) != 1 or out[0] != [1, len(meta["classes"])]:
+        raise refuse(f"its outputs {brief(out)} (batch 1) are not one logit per class ({len(meta['classes'])})")
 
 
 def session(path: Path, threads: int = 0) -> "Any":

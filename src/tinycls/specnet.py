@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tinycls.errors import InputError
+from tinycls.errors import InputError, brief
 from tinycls.heads import ConvHead
 
 ACTIVATIONS = {"ReLU": nn.ReLU, "ReLU6": nn.ReLU6, "Hardswish": nn.Hardswish, "SiLU": nn.SiLU, "Identity": nn.Identity}
@@ -96,11 +96,13 @@ def parse_spec(spec: Any, source: str, lines: list[int] | None = None) -> dict[s
     for key in ("depth_multiple", "width_multiple"):
         v = spec.get(key, 1.0)
         if not _number(v) or not 0 < v <= 10:
-            raise InputError(f"{source}: {key} {v!r} must be a number in (0, 10].")
+            raise InputError(f"{source}: {key} {brief(v)} must be a number in (0, 10].")
         out[key] = float(v)
     head = spec.get("head", 1024)
     if not _int(head) or not 1 <= head <= MAX_HEAD:
-        raise InputError(f"{source}: head {head!r} must be the 1x1 conv's channel count, an integer in 1..{MAX_HEAD}.")
+        raise InputError(
+            f"{source}: head {brief(head)} must be the 1x1 conv's channel count, an integer in 1..{MAX_HEAD}."
+        )
     out["head"] = head
     backbone = spec.get("backbone")
     if not isinstance(backbone, list) or not 1 <= len(backbone) <= MAX_ITEMS:
@@ -108,40 +110,43 @@ def parse_spec(spec: Any, source: str, lines: list[int] | None = None) -> dict[s
     rows = []
     for i, item in enumerate(backbone):
         if not (isinstance(item, list) and len(item) == 3 and isinstance(item[2], list)):
-            raise InputError(f"{where(i)}: {item!r} is not [repeat, Module, [args]].")
+            raise InputError(f"{where(i)}: {brief(item)} is not [repeat, Module, [args]].")
         repeat, name, args = item
         if not isinstance(name, str) or name not in MODULES:
-            raise InputError(f"{where(i)}: unknown module {name!r}; one of {', '.join(MODULES)}.")
+            raise InputError(f"{where(i)}: unknown module {brief(name)}; one of {', '.join(MODULES)}.")
         if not _int(repeat) or not 1 <= repeat <= LIMITS["repeat"]:
-            raise InputError(f"{where(i)}: repeat {repeat!r} must be an integer in 1..{LIMITS['repeat']}.")
+            raise InputError(f"{where(i)}: repeat {brief(repeat)} must be an integer in 1..{LIMITS['repeat']}.")
         names, required, defaults = MODULES[name]
         if not required <= len(args) <= len(names):
             count = str(required) if required == len(names) else f"{required} to {len(names)}"
             raise InputError(
-                f"{where(i)}: {name} takes {count} argument(s) [{', '.join(names)}], got {len(args)}: {args!r}."
+                f"{where(i)}: {name} takes {count} argument(s) [{', '.join(names)}], got {len(args)}: {brief(args)}."
             )
         full = list(args) + list(defaults[len(args) - required :])
         for arg, v in zip(names, full, strict=True):
             if arg == "act":
                 v = "Identity" if v is None else v
                 if not isinstance(v, str) or v not in ACTIVATIONS:
-                    raise InputError(f"{where(i)}: {name} act {v!r} is not one of {', '.join(ACTIVATIONS)}.")
+                    raise InputError(f"{where(i)}: {name} act {brief(v)} is not one of {', '.join(ACTIVATIONS)}.")
                 full[names.index(arg)] = v
             elif arg == "padding":
                 if v is not None and (not _int(v) or not 0 <= v <= LIMITS["padding"]):
                     raise InputError(
-                        f"{where(i)}: {name} padding {v!r} must be null (same) or an integer in 0..{LIMITS['padding']}."
+                        f"{where(i)}: {name} padding {brief(v)} must be null (same) "
+                        f"or an integer in 0..{LIMITS['padding']}."
                     )
             elif arg == "t":
                 if not _number(v) or not 1 <= v <= LIMITS["t"]:  # also refuses .inf and .nan
-                    raise InputError(f"{where(i)}: {name} expansion t {v!r} must be a number in 1..{LIMITS['t']:g}.")
+                    raise InputError(
+                        f"{where(i)}: {name} expansion t {brief(v)} must be a number in 1..{LIMITS['t']:g}."
+                    )
                 full[names.index(arg)] = float(v)
             elif arg in ("SE", "HS"):
                 if v not in (0, 1) or isinstance(v, float):
-                    raise InputError(f"{where(i)}: {name} {arg} {v!r} must be 0 or 1.")
+                    raise InputError(f"{where(i)}: {name} {arg} {brief(v)} must be 0 or 1.")
                 full[names.index(arg)] = int(v)
             elif not _int(v) or not 1 <= v <= LIMITS[arg]:
-                raise InputError(f"{where(i)}: {name} {arg} {v!r} must be an integer in 1..{LIMITS[arg]} (zero "
+                raise InputError(f"{where(i)}: {name} {arg} {brief(v)} must be an integer in 1..{LIMITS[arg]} (zero "
                                  "channels, kernel or stride is not a layer).")  # fmt: skip
         a = dict(zip(names, full, strict=True))
         if "kernel" in a and a["kernel"] % 2 == 0 and a.get("padding") is None:

@@ -1,6 +1,5 @@
 """Commands on one model or dataset: MACs, predictions, the score, presets, the quick-start data."""
 
-import csv
 from pathlib import Path
 
 import typer
@@ -59,35 +58,12 @@ def predict(
     out: Path = typer.Option(..., "--out", help="CSV to write: file, prediction, confidence"),
     device: str = typer.Option("auto", help="auto | cpu | cuda (a .onnx file runs on ONNX Runtime's CPU)"),
 ) -> None:
-    """Predict every image under IMAGE_DIR with CHECKPOINT and write a CSV."""
-    import torch
+    """Predict every image under IMAGE_DIR with CHECKPOINT and write a CSV (streamed: memory does
+    not grow with the folder)."""
+    from tinycls.predict_folder import predict_folder
 
-    from tinycls.data import load_folder
-
-    if checkpoint.suffix == ".onnx":
-        from tinycls.onnx_runtime import onnx_logits, read_metadata, session
-
-        meta = read_metadata(checkpoint)
-        files, images = load_folder(image_dir, meta["cache_size"])
-        probs = torch.from_numpy(onnx_logits(session(checkpoint), meta, images)).softmax(1)
-    else:
-        from tinycls.checkpoint import load_checkpoint
-        from tinycls.device import resolve_device
-        from tinycls.predict import predict_checkpoint
-
-        dev = resolve_device(device)
-        model, meta = load_checkpoint(checkpoint, dev)
-        # as the pipeline: square-pad and resize to the cache's side, then (in predict_checkpoint) to the model's
-        files, images = load_folder(image_dir, meta.get("cache_size", meta["input_size"]))
-        probs = predict_checkpoint(model, meta, images, dev).softmax(1)
-    conf, pred = probs.max(1)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["file", "prediction", "confidence"])
-        for path, c, p in zip(files, pred.tolist(), conf.tolist(), strict=True):
-            w.writerow([path.relative_to(image_dir).as_posix(), meta["classes"][c], f"{p:.6f}"])
-    typer.echo(f"{len(files)} predictions -> {out}")
+    n = predict_folder(checkpoint, image_dir, out, device)
+    typer.echo(f"{n} predictions -> {out}")
 
 
 @app.command()
