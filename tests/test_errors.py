@@ -1,6 +1,7 @@
 """Bad params, data and files end a stage, `dvc repro` or the CLI with the message alone and a
 non-zero exit, before any work; bugs keep their traceback. Run through the real entry points."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -141,6 +142,24 @@ def test_a_stage_on_bad_data_prints_the_message_alone_and_leaves_data_alone(tmp_
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.startswith("Error: ") and all(m in r.stderr for m in messages), r.stderr
     assert tree_digest(root) == before and not (tmp_path / "artifacts").exists()
+
+
+def test_labelled_twice_drop_leaves_every_copy_out_and_counts_them(tmp_path):
+    """The way on past an image in two class folders without editing the data: both copies are
+    left out of every split (counted, not as bad files), the rest is prepared as usual."""
+    _params(tmp_path, prepare={"dataset": "tiny", "workers": 1, "labelled_twice": "drop"})
+    root = make_imagefolder(tmp_path / "data" / "tiny")
+    _one_image_two_classes(root)
+    before = tree_digest(root)
+    r = _run(tmp_path, sys.executable, "-m", "stages.prepare")
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((tmp_path / "metrics" / "prepare.json").read_text())
+    assert metrics["labelled_twice_dropped"] == 2 and metrics["bad_files_skipped"] == 0
+    assert metrics["images"]["train"] + metrics["images"]["val"] == 3 * 8 - 1  # 24 files, ant/0.png and its copy out
+    assert tree_digest(root) == before
+    _params(tmp_path, prepare={"dataset": "tiny", "workers": 1, "labelled_twice": "keep"})
+    r = _run(tmp_path, sys.executable, "-m", "stages.check")
+    assert r.returncode == 2 and "[prepare].labelled_twice: 'keep' is not one of stop, drop" in r.stderr, r.stderr
 
 
 def test_the_cli_prints_the_message_alone(tmp_path):

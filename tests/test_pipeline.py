@@ -321,6 +321,14 @@ def test_dvc_repro_end_to_end(tmp_path):
     assert "Data and pipelines are up to date" in _sh(repo, "dvc", "status")
     again = _sh(repo, "dvc", "repro")
     assert "Running stage" not in again
+    # Finding 8 of the hardening issue: a spec edited in place reruns every stage that builds a
+    # spec network (pretrain too, whose weights the student starts from), never the teacher
+    spec = repo / "specs" / "nas.yaml"
+    spec.write_text(spec.read_text() + "# edited\n")
+    status = json.loads(_sh(repo, "dvc", "status", "--json"))
+    edited = {s for s, cs in status.items() for c in cs if isinstance(c, dict) and "specs" in c.get("changed deps", {})}
+    assert edited == {"check", "pretrain", "assistant", "student"}, status
+    _sh(repo, "git", "checkout", "--", "specs")
     _sh(repo, "git", "add", "-A")
     _sh(repo, "git", "commit", "-qm", "baseline")
 

@@ -25,6 +25,7 @@ from tinycls.data import (
     scan_labelled,
     scan_test,
 )
+from tinycls.duplicates import TWICE, in_two_classes, refuse_copies
 from tinycls.errors import MissingInput
 from tinycls.holdout import split_holdout, stratified, write_holdout
 from tinycls.rows import Rows, save_rows
@@ -40,35 +41,6 @@ def _bad_report(bad: list[Checked], total: int, max_bad_fraction: float, split: 
         f"{max_bad_fraction:.2%}):\n{lines}{more}\nFix: repair or delete these files, or "
         "raise prepare.max_bad_fraction in params.yaml to skip them."
     )
-
-
-def _duplicates(reference: list[Checked], candidates: list[Checked], what: str, fix: str) -> None:
-    """Raise DataError when a candidate file is byte-identical to a reference file."""
-    seen = {c.sha256: c.path for c in reference}
-    pairs = [f"  {c.path} == {seen[c.sha256]}" for c in candidates if c.sha256 in seen]
-    if pairs:
-        raise DataError(f"{len(pairs)} {what}:\n" + "\n".join(pairs[:MAX_LISTED]) + f"\nFix: {fix}")
-
-
-def _in_two_classes(
-    classes: list[str], groups: dict[str, tuple[list[Path], np.ndarray]], checked: dict[str, list[Checked]]
-) -> None:
-    """Raise DataError when one image (byte-identical) is labelled with two classes in train/val."""
-    first: dict[str, tuple[Path, int]] = {}
-    pairs = []
-    for k, cs in checked.items():
-        for c, y in zip(cs, groups[k][1], strict=True):
-            if not c.sha256 or c.error == "zero-byte file":
-                continue
-            seen = first.setdefault(c.sha256, (c.path, int(y)))
-            if seen[1] != y:
-                pairs.append(f"  {c.path} ({classes[y]}) == {seen[0]} ({classes[seen[1]]})")
-    if pairs:
-        raise DataError(
-            f"{len(pairs)} image(s) are labelled with two classes (byte-identical files):\n"
-            + "\n".join(pairs[:MAX_LISTED])
-            + "\nFix: keep each image in its one right class folder and delete the other copy."
-        )
 
 
 def _labelled(per_class: dict[str, list[Path]], classes: list[str]) -> tuple[list[Path], np.ndarray]:
@@ -87,6 +59,7 @@ def prepare_dataset(
     seed: int,
     workers: int = 1,
     holdout_fraction: float = 0.0,
+    labelled_twice: str = "stop",
 ) -> dict:
     """Scan, validate, split, cap and cache a dataset; returns the metrics dict.
 
@@ -105,6 +78,8 @@ def prepare_dataset(
         seed: for the val split, the holdout and the caps.
         workers: processes that decode.
         holdout_fraction: share of train held out per class (to held_out's holdout/) when test/ is unlabelled.
+        labelled_twice: an image byte-identical in two class folders: "stop" (a DataError naming
+            them) or "drop" (every copy left out, counted as labelled_twice_dropped).
 
     Raises:
         FileNotFoundError: root, train/ or test/ is missing.
@@ -125,7 +100,9 @@ def prepare_dataset(
             decoded = {k: Path(tmp) / f"{k}.npy" for k in (*groups, "test")}
             checked = {k: check_files(fs, image_size, workers, decoded[k]) for k, (fs, _) in groups.items()}
             test = check_files(test_files, image_size, workers, decoded["test"])
-            knobs = _Knobs(image_size, val_fraction, max_per_class, max_bad_fraction, seed, holdout_fraction)
+            knobs = _Knobs(
+                image_size, val_fraction, max_per_class, max_bad_fraction, seed, holdout_fraction, labelled_twice
+            )
             return _validate_and_write(root, out, held_out, knobs, classes, groups, checked, test, test_names, decoded)
     except BaseException:
         if made and not any(out.parent.iterdir()):  # leave nothing behind on bad data
@@ -143,6 +120,7 @@ class _Knobs:
     max_bad_fraction: float
     seed: int
     holdout_fraction: float
+    labelled_twice: str
 
 
 def _validate_and_write(
@@ -164,8 +142,8 @@ def _validate_and_write(
             _bad_report(bad_test, len(test), 0.0, "test")
             + " (Bad test files cannot be skipped: every test image needs a prediction.)"
         )
-    _in_two_classes(classes, groups, checked)
-    bad = [c for cs in checked.values() for c in cs if c.error]
+    checked, twice = in_two_classes(classes, groups, checked, knobs.labelled_twice == "drop")
+    bad = [c for cs in checked.values() for c in cs if c.error and c.error != TWICE]
     total = sum(len(cs) for cs in checked.values())
     if len(bad) > max_bad_fraction * total:
         raise DataError(_bad_report(bad, total, max_bad_fraction))
@@ -173,13 +151,13 @@ def _validate_and_write(
     holdout: tuple[list[Checked], np.ndarray] = ([], np.zeros(0, dtype=np.int64))
     if test_names is None and knobs.holdout_fraction > 0:  # else no labelled image is left unseen
         splits["train"], holdout = split_holdout(*splits["train"], knobs.holdout_fraction, knobs.seed)
-    _duplicates(
+    refuse_copies(
         splits["train"][0] + holdout[0],
         splits["val"][0],
         "val images are byte-identical to train images (they would inflate the F1 that picks the best epoch)",
         "delete one copy of each.",
     )
-    _duplicates(
+    refuse_copies(
         [c for k in LABELLED for c in splits[k][0]] + holdout[0],
         test,
         "test images are byte-identical to train/val images (leakage)",
@@ -194,6 +172,7 @@ def _validate_and_write(
         "image_size": knobs.image_size,
         "files_scanned": total + len(test),
         "bad_files_skipped": len(bad),
+        **({"labelled_twice_dropped": twice} if knobs.labelled_twice == "drop" else {}),
         "val_source": "val/" if "val" in groups else f"stratified {val_fraction} of train/",
         "test_labelled": test_names is not None,
         "images": {k: len(splits[k][0]) for k in LABELLED} | {"test": len(test)} | held,

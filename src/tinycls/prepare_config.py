@@ -3,6 +3,7 @@ stage validates it without depending on them."""
 
 from dataclasses import dataclass
 
+from tinycls.config import one_of
 from tinycls.errors import InputError
 
 
@@ -18,8 +19,10 @@ class PrepareConfig:
     seed: int
     workers: int  # decoding processes
     holdout_fraction: float = 0.1  # test/ unlabelled: held out of train per class for the final score alone
+    labelled_twice: str = "stop"  # an image in two class folders: stop (name them) or drop (leave every copy out)
 
     def __post_init__(self) -> None:
+        one_of("labelled_twice", self.labelled_twice, ("stop", "drop"))
         if self.image_size < 8:
             raise InputError(f"image_size: {self.image_size} must be >= 8.")
         if self.dataset in ("", ".", "..") or "/" in self.dataset or "\\" in self.dataset:
