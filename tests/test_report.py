@@ -1,12 +1,13 @@
 """`tinycls report` from DVC's JSON (a real `dvc exp run` is reported in test_pipeline's end-to-end run)."""
 
 import json
+import re
 from collections import Counter
 
 import pytest
 
 from tinycls.errors import InputError
-from tinycls.report import collect, plot_confusion, to_markdown
+from tinycls.report import Report, collect, plot_confusion, to_markdown
 
 HEADLINE = {
     "f1": {"old": 0.8421, "new": 0.8405, "diff": -0.0016},
@@ -109,3 +110,21 @@ def test_the_teachers_lead_kept_needs_a_run_without_kd_that_differs_in_kd_alone(
     assert teacher_lead_kept(r) is None
     other = {**head, "teacher_f1": {"old": 0.89, "new": 0.90, "diff": 0.01}}  # another teacher
     assert teacher_lead_kept(Report("HEAD", "x", other, {"kd.mode": {"old": "none", "new": "vanilla"}}, {})) is None
+
+
+def test_names_are_escaped_in_markdown_and_plots(tmp_path):
+    """A class folder or experiment name is shown as written: it cannot split a table cell, open
+    an HTML tag in a pull-request comment, or break a plot as mathtext (finding 11 of issue 28)."""
+    from tinycls.pareto import Run, mark_front, plot
+
+    cls, exp = "a|b <img src=x onerror=alert(1)>", "exp`$x|y"
+    per_class = {cls: {"old": 0.5, "new": 0.6, "diff": 0.1}}
+    md = to_markdown(Report("HEAD", exp, HEADLINE, {"kd.mode": {"old": "none", "new": "a|b"}}, per_class))
+    assert not re.search(r"(?<!\\)<", md) and r"| a\|b \<img src=x onerror=alert(1)\> | 0.5000 | 0.6000 |" in md
+    assert "## tinycls: ``exp`$x\\|y`` against `HEAD`" in md and "| `kd.mode` | none | a\\|b |" in md
+    table = [ln for ln in md.splitlines() if ln.startswith("| a")]
+    assert len(table) == 1 and len(table[0].replace("\\|", "").split("|")) == 6  # 4 cells: no extra column
+    plot_confusion(Counter({(cls, "$x"): 1, ("$x", "$x"): 2, ("_c", cls): 1}), f"{exp}: actual", tmp_path / "c.png")
+    runs = [Run(n, "nas:x", 32, m, f, 0.0, "none") for n, m, f in (("$x", 10, 0.5), ("_y", 20, 0.6))]
+    plot(mark_front(runs), tmp_path / "p.png", highlight=["$x"])
+    assert all((tmp_path / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in ("c.png", "p.png"))

@@ -268,13 +268,21 @@ def test_a_dead_workers_running_trial_is_marked_failed(tmp_path):
     study = nas_study.open_study(NasConfig(), nas_study.open_storage(str(tmp_path / "j.log"), tmp_path))
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    dead, alive = study.ask(), study.ask()
-    for t, pid in ((dead, gone.pid), (alive, os.getpid())):
+    dead, alive, elsewhere = study.ask(), study.ask(), study.ask()
+    # elsewhere: another machine (or container) with this hostname, whose live worker has a pid
+    # that is free here; only the RDB heartbeat may fail its trial
+    for t, pid, space in (
+        (dead, gone.pid, nas_study.pid_space()),
+        (alive, os.getpid(), nas_study.pid_space()),
+        (elsewhere, gone.pid, "another-boot-id/pid:[4026531836]"),
+    ):
         t.set_user_attr("host", socket.gethostname())
+        t.set_user_attr("pid_space", space)
         t.set_user_attr("pid", pid)
     assert nas_study.fail_dead_trials(study) == 1
     states = {t.number: t.state for t in study.get_trials()}
     assert states[dead.number] == TrialState.FAIL and states[alive.number] == TrialState.RUNNING
+    assert states[elsewhere.number] == TrialState.RUNNING
 
 
 def test_two_workers_share_a_journal_study(tmp_path):

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tinycls.errors import InputError
+from tinycls.text import plot_label
 
 # the headline DVC shows as metrics; commits before it existed declared the whole score file
 SCORE_FILES = ("metrics/headline.json", "metrics/score.json")
@@ -128,9 +129,11 @@ def plot(found: Sequence[Run], path: Path, x: str = "macs", highlight: Sequence[
     ringed = [r for r in found if r.name in highlight]
     if ringed:
         xs, ys = [getattr(r, field) for r in ringed], [r.f1 for r in ringed]
-        ax.scatter(xs, ys, s=160, facecolors="none", edgecolors="tab:blue", linewidths=1.5, label=", ".join(highlight))
+        ringed_label = plot_label(", ".join(highlight))
+        ax.scatter(xs, ys, s=160, facecolors="none", edgecolors="tab:blue", linewidths=1.5, label=ringed_label)
     for r in found:
-        ax.annotate(r.name, (getattr(r, field), r.f1), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        at = (getattr(r, field), r.f1)
+        ax.annotate(plot_label(r.name), at, fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel(label)
     ax.set_ylabel("macro F1")
     ax.set_title(f"F1 against {x}")

@@ -15,6 +15,7 @@ from typing import Any
 
 from tinycls.errors import InputError
 from tinycls.evaluate import HEADLINE
+from tinycls.text import md, md_code, plot_label
 
 HEADLINE_FILE = "metrics/headline.json"
 DETAIL_FILE = "metrics/score.json"  # per-class F1
@@ -147,16 +148,16 @@ def teacher_lead_kept(r: Report) -> str | None:
     name = {"old": r.baseline, "new": r.target}
     share = (s[kd] - s[none]) / (teacher - s[none])
     return (
-        f"**Distillation**: `{name[kd]}` keeps {share:.0%} of the teacher's lead over the same student without KD "
-        f"(`{name[none]}`): ({s[kd]:.4f} - {s[none]:.4f}) / ({teacher:.4f} - {s[none]:.4f})."
+        f"**Distillation**: {md_code(name[kd])} keeps {share:.0%} of the teacher's lead over the same student "
+        f"without KD ({md_code(name[none])}): ({s[kd]:.4f} - {s[none]:.4f}) / ({teacher:.4f} - {s[none]:.4f})."
     )
 
 
 def to_markdown(r: Report, top_classes: int = 5) -> str:
     """The report as GitHub-flavoured Markdown; images and curves linked relative to the report's folder."""
-    new = r.target
-    lines = [f"## tinycls: `{new}` against `{r.baseline}`", ""]
-    lines += [f"| | `{r.baseline}` | `{new}` | change |", "|---|---:|---:|---:|"]
+    new, base = md_code(r.target), md_code(r.baseline)
+    lines = [f"## tinycls: {new} against {base}", ""]
+    lines += [f"| | {base} | {new} | change |", "|---|---:|---:|---:|"]
     for key in HEADLINE:
         if key in r.headline and key in LABELS:
             d = r.headline[key]
@@ -167,25 +168,25 @@ def to_markdown(r: Report, top_classes: int = 5) -> str:
     if kept := teacher_lead_kept(r):
         lines += [kept, ""]
     if r.params:
-        lines += ["**Params changed**", "", f"| param | `{r.baseline}` | `{new}` |", "|---|---|---|"]
+        lines += ["**Params changed**", "", f"| param | {base} | {new} |", "|---|---|---|"]
         for key, d in sorted(r.params.items()):
-            lines.append(f"| `{key}` | {d.get('old')} | {d.get('new')} |")
+            lines.append(f"| {md_code(key)} | {md(d.get('old'))} | {md(d.get('new'))} |")
     else:
         lines.append("**Params changed**: none (same params.yaml)")
     lines.append("")
     if r.per_class:
         moved = sorted(r.per_class.items(), key=lambda kv: (-abs(kv[1].get("diff") or 0), kv[0]))[:top_classes]
         lines += [f"**Per-class F1**, the {len(moved)} largest changes of {len(r.per_class)}", ""]
-        lines += [f"| class | `{r.baseline}` | `{new}` | change |", "|---|---:|---:|---:|"]
+        lines += [f"| class | {base} | {new} | change |", "|---|---:|---:|---:|"]
         for cls, d in moved:
-            lines.append(f"| {cls} | {_num('f1', d.get('old'))} | {_num('f1', d.get('new'))} | {_delta('f1', d)} |")
+            lines.append(f"| {md(cls)} | {_num('f1', d.get('old'))} | {_num('f1', d.get('new'))} | {_delta('f1', d)} |")
         lines.append("")
     for caption, path in r.images.items():
-        lines += [f"![{caption}]({path.name})", ""]
+        lines += [f"![{md(caption)}]({path.name})", ""]
     if r.curves is not None:
         link = f"{r.curves.parent.name}/{r.curves.name}"
         revs = " ".join(_revs(r.baseline, r.target))
-        lines.append(f"Training curves, both runs: [{link}]({link}) (`dvc plots diff {revs}`).")
+        lines.append(f"Training curves, both runs: [{link}]({link}) ({md_code(f'dvc plots diff {revs}')}).")
     return "\n".join(lines) + "\n"
 
 
@@ -201,8 +202,9 @@ def plot_confusion(counts: Counter, title: str, path: Path) -> None:
     m = np.array([[counts[(a, p)] for p in classes] for a in classes])
     fig, ax = plt.subplots(figsize=(1.0 + 0.55 * len(classes), 0.8 + 0.5 * len(classes)), dpi=110)
     ax.imshow(m, cmap="Blues")
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(len(classes)), classes, fontsize=8)
+    shown = [plot_label(c) for c in classes]
+    ax.set_xticks(range(len(classes)), shown, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(classes)), shown, fontsize=8)
     for i in range(len(classes)):
         for j in range(len(classes)):
             ax.text(
@@ -216,7 +218,7 @@ def plot_confusion(counts: Counter, title: str, path: Path) -> None:
             )
     ax.set_xlabel("predicted")
     ax.set_ylabel("actual")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(plot_label(title), fontsize=10)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path)

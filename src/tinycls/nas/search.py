@@ -14,7 +14,7 @@ import numpy as np
 from tinycls.errors import InputError
 from tinycls.nas.config import MAX_REJECTED, NasConfig
 from tinycls.nas.space import fit_width, sample
-from tinycls.nas.study import fail_dead_trials, open_storage, open_study, redact
+from tinycls.nas.study import fail_dead_trials, open_storage, open_study, pid_space, redact
 
 
 @dataclass
@@ -65,7 +65,8 @@ def objective(cfg: NasConfig, data: Data, log: Callable[[str], None] = print) ->
         from tinycls.specnet import build
         from tinycls.train import TrainConfig, fit, seed_everything
 
-        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("host", socket.gethostname())  # for people; pid_space for fail_dead_trials
+        trial.set_user_attr("pid_space", pid_space())
         trial.set_user_attr("pid", os.getpid())
         raw, size = sample(trial, cfg)
         try:

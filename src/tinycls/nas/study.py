@@ -121,14 +121,26 @@ def open_study(cfg: NasConfig, storage: Any, worker: int = 0, where: str = "") -
     return study
 
 
+def pid_space() -> str:
+    """Where a pid names one process: this boot of this kernel (its random boot_id) and this pid
+    namespace (a container has its own). Two machines, or two containers, with one hostname differ
+    here; without /proc (macOS), the hostname."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}/{os.readlink('/proc/self/ns/pid')}"
+    except OSError:
+        return f"host:{socket.gethostname()}"
+
+
 def fail_dead_trials(study: Any) -> int:
-    """Mark failed the RUNNING trials whose worker process on this machine is gone (killed
-    mid-trial); their number. Trials of other machines are left to the RDB heartbeat."""
+    """Mark failed the RUNNING trials whose worker process is gone (killed mid-trial), when it ran
+    where this process sees its pid (pid_space); their number. Other trials (other machines or
+    containers, whatever their hostname) are left to the RDB heartbeat."""
     from optuna.trial import TrialState
 
-    host, n = socket.gethostname(), 0
+    here, n = pid_space(), 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if t.user_attrs.get("host") != host or _alive(int(t.user_attrs.get("pid", -1))):
+        if t.user_attrs.get("pid_space") != here or _alive(int(t.user_attrs.get("pid", -1))):
             continue
         study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)  # another worker may be first
         print(f"trial {t.number}: its worker (pid {t.user_attrs.get('pid')}) is gone; marked failed")

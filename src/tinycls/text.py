@@ -1,0 +1,34 @@
+"""Names a user chose (class folders, experiment names, revisions) written into Markdown and plots:
+escaped so that they show as written and can neither change the document (a `|` splitting a
+table cell, `<img>` in a pull-request comment) nor break the plot (an odd `$` is mathtext)."""
+
+import re
+
+# CommonMark renders each literally after a backslash; `_` only where it could open or close
+# emphasis (not inside a word: true_label stays as it is)
+PUNCTUATION = re.compile(r"([\\`*\[\]<>|~&]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split("\n")).replace("\r", " ")
+
+
+def md(text: object) -> str:
+    """`text` as literal Markdown text (a table cell or a line): punctuation backslash-escaped."""
+    return PUNCTUATION.sub(r"\\\1", _one_line(text))
+
+
+def md_code(text: object) -> str:
+    """`text` as an inline code span in a table cell: a fence longer than any run of backticks
+    inside, and `|` escaped (GitHub splits table cells on it even inside code spans)."""
+    s = _one_line(text).replace("|", "\\|")
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", s)), default=0) + 1)
+    pad = " " if s.startswith("`") or s.endswith("`") else ""
+    return f"{fence}{pad}{s}{pad}{fence}"
+
+
+def plot_label(text: object) -> str:
+    """`text` for a matplotlib label: `$` shown as a dollar sign, not mathtext; a leading `_`
+    kept (matplotlib's legend hides such labels)."""
+    s = _one_line(text).replace("$", r"\$")
+    return " " + s if s.startswith("_") else s
