@@ -35,6 +35,7 @@ from stages.training import split_section
 from tinycls.cache import load_classes, load_split
 from tinycls.checkpoint import checkpoint_meta
 from tinycls.models import build_model
+from tinycls.pseudo import DataConfig
 from tinycls.resume import fingerprint
 from tinycls.train import fit, seed_everything
 
@@ -65,7 +66,8 @@ def params_error() -> float:
 def student_fit(epochs: int, resume: Path | None) -> tuple[float, float]:
     """(seconds, best val F1) of the quick start's student fitted for `epochs`."""
     student = yaml.safe_load((ROOT / "params.yaml").read_text())["student"]
-    m, cfg, _ = split_section("student", {**student, "epochs": epochs}, ("train_on", "allow_unmatched_init"))
+    data = [(DataConfig, ("train_on", "allow_unmatched_init"))]
+    m, cfg, _ = split_section("student", {**student, "epochs": epochs}, data)
     classes = load_classes(CACHE)
     train, val = load_split(CACHE, "train"), load_split(CACHE, "val")
     seed_everything(cfg.seed)
@@ -104,7 +106,7 @@ def main() -> None:
     with page("hardening", title="bad params and resuming") as emit:
         emit(f"params error: dvc repro exits after {params_error():.1f} s, in the check stage")
         student = yaml.safe_load((ROOT / "params.yaml").read_text())["student"]
-        m, cfg, _ = split_section("student", student, ("train_on", "allow_unmatched_init"))
+        m, cfg, _ = split_section("student", student, [(DataConfig, ("train_on", "allow_unmatched_init"))])
         train, val = load_split(CACHE, "train"), load_split(CACHE, "val")
         meta = checkpoint_meta(m.arch, load_classes(CACHE), m.input_size)
         start = time.perf_counter()

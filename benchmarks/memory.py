@@ -43,13 +43,14 @@ import json, sys, time
 from pathlib import Path
 import yaml
 from stages.training import split_section
+from tinycls.pseudo import DataConfig
 from tinycls.checkpoint import checkpoint_meta
 from tinycls.models import build_model
 from tinycls.cache import load_classes, load_split
 from tinycls.train import fit, seed_everything
 cache = Path("artifacts/prepare")
 student = yaml.safe_load(Path("params.yaml").read_text())["student"]
-m, cfg, _ = split_section("student", {**student, "epochs": 1}, ("train_on", "allow_unmatched_init"))
+m, cfg, _ = split_section("student", {**student, "epochs": 1}, [(DataConfig, ("train_on", "allow_unmatched_init"))])
 classes = load_classes(cache)
 train, val = load_split(cache, "train"), load_split(cache, "val")
 seed_everything(0)

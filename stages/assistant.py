@@ -9,7 +9,7 @@ from stages.curves import no_curves
 from stages.params import ASSISTANT, CACHE, PSEUDO, TEACHER, TEACHER_OUTPUTS, section, source, value
 from stages.runner import resumable, run, write_json
 from stages.training import live_log, split_section
-from tinycls.config import from_section, from_sections
+from tinycls.config import from_section
 from tinycls.distill import KDConfig
 from tinycls.errors import InputError
 from tinycls.pseudo import DataConfig, PseudoConfig, training_data
@@ -22,11 +22,8 @@ METRICS = Path("metrics/assistant.json")
 
 def settings() -> tuple[ModelConfig, TrainConfig, KDConfig, DataConfig, PseudoConfig, object]:
     """The params this stage reads, checked (stage `check` calls it before any stage runs)."""
-    m, cfg, other = split_section("assistant", section("assistant"), ("train_on", "kd"))
-    kd_section = other.pop("kd", None)
-    kd, data = from_sections(
-        [(KDConfig, kd_section, source("assistant") + ".kd"), (DataConfig, other)], source("assistant")
-    )
+    extras = [(KDConfig, "kd"), (DataConfig, ("train_on",))]  # its own [kd] under assistant.kd
+    m, cfg, (kd, data) = split_section("assistant", section("assistant"), extras)
     if kd.teachers != ["teacher"]:
         raise InputError(f"{source('assistant')}.kd.teachers: {kd.teachers}: the assistant learns from [teacher] only.")
     pseudo = from_section(PseudoConfig, section("pseudo"), source("pseudo"))

@@ -23,8 +23,7 @@ LIVE, METRICS, OUT = Path("live/compress"), Path("metrics/compress.json"), COMPR
 def settings() -> tuple[CompressConfig, ModelConfig, TrainConfig, DataConfig, PseudoConfig, KDConfig]:
     """The params this stage reads, checked (stage `check` calls it before any stage runs)."""
     p = from_section(CompressConfig, section("compress"), source("compress"))
-    m, cfg, other = split_section("student", section("student"), ("train_on", "allow_unmatched_init"))
-    data = from_section(DataConfig, other, source("student"))
+    m, cfg, (data,) = split_section("student", section("student"), [(DataConfig, ("train_on", "allow_unmatched_init"))])
     pseudo = from_section(PseudoConfig, section("pseudo"), source("pseudo"))
     kd = p.fine_tune_kd(from_section(KDConfig, section("kd"), source("kd")), source("compress"))
     return p, m, cfg, data, pseudo, kd

@@ -20,8 +20,7 @@ METRICS = Path("metrics/student.json")
 
 def settings() -> tuple[ModelConfig, TrainConfig, DataConfig, PseudoConfig, KDConfig]:
     """The params this stage reads, checked (stage `check` calls it before any stage runs)."""
-    m, cfg, other = split_section("student", section("student"), ("train_on", "allow_unmatched_init"))
-    data = from_section(DataConfig, other, source("student"))
+    m, cfg, (data,) = split_section("student", section("student"), [(DataConfig, ("train_on", "allow_unmatched_init"))])
     pseudo = from_section(PseudoConfig, section("pseudo"), source("pseudo"))
     kd = from_section(KDConfig, section("kd"), source("kd"))
     if "student" in kd.teachers:

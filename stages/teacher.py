@@ -1,14 +1,14 @@
 """Stage `teacher`: train or fine-tune the big teacher (ImageNet EfficientNet-Lite0 from a PyPI
 package by default, an EfficientNetV2 for the full recipe) with random-box CutMix."""
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stages.params import CACHE, TEACHER, section, source
+from stages.params import CACHE, TEACHER, section
 from stages.runner import resumable, run, write_json
 from stages.training import live_log, split_section
 from tinycls.cache import Split, cap_per_class, load_classes, load_split
-from tinycls.errors import InputError
 from tinycls.run import ModelConfig, train_model
 from tinycls.train import TrainConfig
 
@@ -16,13 +16,15 @@ LIVE = Path("live/teacher")
 METRICS = Path("metrics/teacher.json")
 
 
+@dataclass(frozen=True)
+class Cap:
+    max_per_class: int = 0  # train images per class the teacher sees; 0 = every image
+
+
 def settings(params: dict[str, Any]) -> tuple[ModelConfig, TrainConfig, int]:
     """A [teacher] section, checked: model, loop, max_per_class (stage `check` calls it too)."""
-    m, cfg, other = split_section("teacher", params, ("max_per_class",))
-    cap = other.get("max_per_class", 0)
-    if isinstance(cap, bool) or not isinstance(cap, int) or cap < 0:
-        raise InputError(f"{source('teacher')}.max_per_class: {cap!r} must be an integer >= 0 (0 = every image).")
-    return m, cfg, cap
+    m, cfg, (cap,) = split_section("teacher", params, [(Cap, ("max_per_class",))])
+    return m, cfg, cap.max_per_class
 
 
 def train_teacher(params: dict[str, Any], checkpoint: Path, live: Path, metrics: Path | None) -> dict[str, Any]:

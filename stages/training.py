@@ -1,7 +1,6 @@
-"""Shared by the stages that train a model (pretrain, teacher, assistant, student, compress):
-a params section split into the library's model and loop configs, and a dvclive logger."""
+"""For the stages that train a model: a params section split into configs, and a dvclive logger."""
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,20 +19,23 @@ WEIGHTS = Path("weights")  # local ImageNet weights files: a dvc.yaml dependency
 
 
 def split_section(
-    name: str, section: dict[str, Any], other_keys: tuple[str, ...] = ()
-) -> tuple[ModelConfig, TrainConfig, dict[str, Any]]:
-    """(model keys, loop keys, the `other_keys`) of a params section, each validated."""
+    name: str, section: dict[str, Any], extras: Sequence[tuple[Any, tuple[str, ...] | str]] = ()
+) -> tuple[ModelConfig, TrainConfig, list[Any]]:
+    """(model config, loop config, a config per `extras` entry: (cls, keys) from those keys, (cls,
+    "key") from the sub-section under it) of a params section, every problem of all at once."""
     pick = lambda keys: {k: v for k, v in section.items() if k in keys}  # noqa: E731
-    rest = {k: v for k, v in section.items() if k not in MODEL_KEYS + other_keys}
-    model, train = from_sections([(ModelConfig, pick(MODEL_KEYS)), (TrainConfig, rest)], source(name))
+    taken = MODEL_KEYS + tuple(k for _, keys in extras for k in ((keys,) if isinstance(keys, str) else keys))
+    parts = [(ModelConfig, pick(MODEL_KEYS)), (TrainConfig, pick(set(section) - set(taken)))] + [
+        (cls, section.get(k), f"{source(name)}.{k}") if isinstance(k, str) else (cls, pick(k)) for cls, k in extras
+    ]
+    model, train, *more = from_sections(parts, source(name))
     w, local = Path(model.weights), model.weights and not model.weights.startswith(PACKAGE_PREFIX)
     if local and (w.parts[:1] != (WEIGHTS.name,) or ".." in w.parts):
         raise InputError(
-            f"{source(name)}.weights: {model.weights!r}: a local weights file must sit in {WEIGHTS}/ (e.g. "
-            f"{WEIGHTS}/model.safetensors), the folder the stages that load weights depend on, so that "
-            f"replacing it reruns them. Copy it there and set weights: {WEIGHTS}/{w.name}."
+            f"{source(name)}.weights: {model.weights!r}: a local weights file must sit in {WEIGHTS}/, which the stages "
+            f"that load weights depend on (replacing it reruns them). Copy it there; set weights: {WEIGHTS}/{w.name}."
         )
-    return model, train, pick(other_keys)
+    return model, train, more
 
 
 @contextmanager

@@ -128,7 +128,7 @@ def test_teacher_fine_tunes_packaged_imagenet_weights(workdir):
             r"efficientnet_lite1.*: tensor \d+ .* does not fit timm:efficientnet_lite0's",
         ),
         ({"arch": "timm:efficientnet_lite0", "pretrained": False}, "is set but pretrained is false"),
-        ({"max_per_class": -1}, r"\[teacher\].max_per_class: -1 must be an integer >= 0"),
+        ({"max_per_class": -1}, r"\[teacher\].max_per_class: -1 must be >= 0"),
     ],
 )
 def test_bad_teacher_weights_fail_before_training(workdir, values, error):

@@ -44,6 +44,7 @@ BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "val_per_class": (0, None),
     "train_per_class": (1, None),
     "startup_trials": (0, None),
+    "max_per_class": (0, None),  # 0 = every image
 }
 
 
