@@ -75,3 +75,4 @@ bench: data
 	$(BIN)/python -m benchmarks.fresh_clone --revs "$$(git rev-list -1 --until=2026-12-01 HEAD),HEAD"
 	$(BIN)/python -m benchmarks.hardening
 	$(BIN)/python -m benchmarks.memory --base e94426e
+	$(BIN)/python -m benchmarks.untrusted --base 3f327da
