@@ -48,10 +48,11 @@ WRAPPER = (
 
 
 def command(args: list[str], cwd: Path, src: Path = ROOT / "src") -> tuple[int, float, float, str]:
-    """(exit status, seconds, peak RSS in MB, last line of stderr) of `python -m tinycls.cli ARGS`."""
+    """(exit status, seconds, peak RSS in MB, last line of stderr) of `python -m tinycls.cli ARGS`
+    (of `python ARGS` when ARGS starts with -c)."""
     env = {**os.environ, "PYTHONPATH": str(src)}
     start = time.perf_counter()
-    cmd = [sys.executable, "-c", WRAPPER, sys.executable, "-m", "tinycls.cli", *args]
+    cmd = [sys.executable, "-c", WRAPPER, sys.executable, *([] if args[0] == "-c" else ["-m", "tinycls.cli"]), *args]
     r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     last = (r.stderr.strip().splitlines() or [""])[-1].replace(f"{cwd}/", "")
@@ -125,6 +126,8 @@ def main() -> None:
         # the floor: the same command on real files (most of it is importing the CUDA build of torch)
         real = {f"real: the student, {arch}": tmp / "student.pt", "real: ShuffleNetV1 x0.25": tmp / "real.pt",
                 "real: the student's ONNX export": tmp / "student.onnx"}  # fmt: skip
+        rc, s, rss, _ = command(["-c", "import torch"], tmp)
+        emit(f"| the floor: `python -c 'import torch'` (the CUDA build) | | {rc} | {s:.1f} | {rss:.0f} MB | |")
         for name, path in {**crafted(tmp), **real}.items():
             rc, s, rss, line = command(["predict", str(path), "one", "--out", "p.csv"], tmp)
             assert (rc == 0) == name.startswith("real") and "Traceback" not in line, line
