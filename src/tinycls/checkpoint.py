@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from tinycls.errors import InputError, MissingInput, brief
+from tinycls.model_meta import MAX_NUMBERS, check_preprocessing, refusal
 from tinycls.models import build_model
 from tinycls.transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -69,46 +70,10 @@ def save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
 
 REQUIRED_META = ("arch", "arch_kwargs", "classes", "input_size", "mean", "std", "state_dict")
 ARCH_KWARGS = ("keep_blocks", "layers", "spec")  # all tinycls writes: what compression changed, a nas: spec
-MAX_INPUT_SIZE = 4096
-# numbers (weights and buffers) a recorded network may hold: 800 MB as float32, 30x the largest
-# network tinycls trains by default (the teacher, 6M); a larger one is refused before it is built
-MAX_NUMBERS = 200_000_000
 
 
 def _ints(value: Any, low: int) -> bool:
     return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= low for v in value)
-
-
-def refusal(path: Path, key: str, value: Any, want: str) -> InputError:
-    """The error for a model file's field that is not what tinycls writes."""
-    return InputError(
-        f"{path}: {key} {brief(value)} is not what tinycls writes ({want}); a model file from elsewhere is "
-        "loaded as data only. Re-create it with `dvc repro`."
-    )
-
-
-def check_preprocessing(path: Path, meta: dict[str, Any]) -> None:
-    """The fields a checkpoint and its ONNX export share: classes, sizes, mean and std.
-
-    Raises:
-        InputError: the first bad field, named with its value and the fix.
-    """
-    classes = meta.get("classes")
-    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
-        raise refusal(path, "classes", classes, "a non-empty list of class names")
-    if len(set(classes)) != len(classes):
-        raise refusal(path, "classes", classes, "class names, each once")
-    for key in ("input_size", "cache_size"):
-        size = meta.get(key, 8)
-        if isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= MAX_INPUT_SIZE:
-            raise refusal(path, key, size, f"an integer from 8 to {MAX_INPUT_SIZE} px")
-    for key in ("mean", "std"):
-        v = meta.get(key)
-        numbers = isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
-        if not numbers or len(v) != 3 or not all(math.isfinite(x) for x in v):
-            raise refusal(path, key, v, "three finite numbers, one per RGB channel")
-        if key == "std" and min(v) <= 0:
-            raise refusal(path, key, v, "three numbers > 0")
 
 
 def check_meta(path: Path, ckpt: dict[str, Any]) -> None:

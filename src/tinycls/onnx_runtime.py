@@ -10,11 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from tinycls.checkpoint import MAX_NUMBERS, check_preprocessing
 from tinycls.errors import InputError, MissingInput, brief
-from tinycls.transforms import to_input
+from tinycls.model_meta import MAX_NUMBERS, check_preprocessing
 
 METADATA_KEY = "tinycls"  # the ONNX metadata entry (JSON) that carries classes, sizes and preprocessing
 INPUT, OUTPUT = "input", "logits"
@@ -60,7 +58,7 @@ def check_graph(path: Path, proto: Any, meta: dict[str, Any]) -> None:
     """Size an ONNX graph before ONNX Runtime loads it: one image input of the metadata's size,
     one output of a logit per class, weights inside the file (external data could name any file),
     no control flow, and every tensor's shape inferred (onnx shape inference, batch 1): their
-    numbers together at most tinycls.checkpoint.MAX_NUMBERS.
+    numbers together at most tinycls.model_meta.MAX_NUMBERS.
 
     Raises:
         InputError: the first rule broken, named, with the fix.
@@ -129,6 +127,10 @@ def session(path: Path, threads: int = 0) -> "Any":
 def graph_inputs(meta: dict[str, Any], images: Any, batch_size: int) -> Iterator[np.ndarray]:
     """Batches of uint8 images (N, S, S, 3) at the cache side (an array or tinycls Rows) as the
     graph's float input, prepared exactly as for the PyTorch model (tinycls.transforms.to_input)."""
+    import torch  # here, not above: a file is checked (read_metadata) before PyTorch is imported
+
+    from tinycls.transforms import to_input
+
     for i in range(0, len(images), batch_size):
         x = torch.from_numpy(np.asarray(images[i : i + batch_size]))
         yield to_input(x, meta["input_size"], tuple(meta["mean"]), tuple(meta["std"])).numpy()

@@ -4,11 +4,9 @@ streamed in chunks to a CSV, in bounded memory."""
 import csv
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
-
-from tinycls.predict import predict_checkpoint
 
 BATCH_BYTES = 64 * 2**20  # float input of one forward pass in predict_folder, whatever the model's input_size
 
@@ -28,15 +26,21 @@ def predict_folder(model_file: Path, image_dir: Path, out: Path, device: str = "
     Returns:
         The number of images predicted.
     """
-    from tinycls.data import folder_chunks
-
-    if model_file.suffix == ".onnx":
-        from tinycls.onnx_runtime import onnx_logits, read_metadata, session
+    if model_file.suffix == ".onnx":  # checked before PyTorch is imported: a refusal costs little
+        from tinycls.onnx_runtime import read_metadata
 
         meta = read_metadata(model_file)
+    import torch
+
+    from tinycls.data import folder_chunks
+    from tinycls.predict import predict_checkpoint
+
+    if model_file.suffix == ".onnx":
+        from tinycls.onnx_runtime import onnx_logits, session
+
         sess, side = session(model_file), meta["cache_size"]
 
-        def logits(images: np.ndarray) -> torch.Tensor:
+        def logits(images: np.ndarray) -> Any:
             return torch.from_numpy(onnx_logits(sess, meta, images, bounded_batch(meta["input_size"], 256)))
     else:
         from tinycls.checkpoint import load_checkpoint
@@ -47,7 +51,7 @@ def predict_folder(model_file: Path, image_dir: Path, out: Path, device: str = "
         # as the pipeline: square-pad and resize to the cache's side, then (in predict_checkpoint) to the model's
         side = meta.get("cache_size", meta["input_size"])
 
-        def logits(images: np.ndarray) -> torch.Tensor:
+        def logits(images: np.ndarray) -> Any:
             return predict_checkpoint(model, meta, images, dev, bounded_batch(meta["input_size"]))
 
     out.parent.mkdir(parents=True, exist_ok=True)
