@@ -128,7 +128,11 @@ def test_predict_streams_the_folder_in_chunks_and_writes_the_csv_only_when_done(
     r = runner.invoke(app, ["predict", ckpt, str(tmp_path / "imgs"), "--out", str(tmp_path / "p.csv")])
     assert r.exit_code == 0 and r.output.strip() == f"5 predictions -> {tmp_path / 'p.csv'}"
     assert chunks == [2, 2, 1] and (tmp_path / "p.csv").read_text() == whole.read_text()
+    inside = tmp_path / "imgs" / "p.csv"  # the CSV (and its temporary file) in the folder it predicts
+    assert runner.invoke(app, ["predict", ckpt, str(tmp_path / "imgs"), "--out", str(inside)]).exit_code == 0
+    assert inside.read_text() == whole.read_text()
+    inside.unlink()
     (tmp_path / "imgs" / "4.png").write_bytes(b"not a png")
     r = runner.invoke(app, ["predict", ckpt, str(tmp_path / "imgs"), "--out", str(tmp_path / "q.csv")])
     assert r.exit_code != 0 and "4.png: not a readable image" in str(r.exception)
-    assert not (tmp_path / "q.csv").exists() and not (tmp_path / "q.csv.tmp").exists()
+    assert not (tmp_path / "q.csv").exists() and not (tmp_path / ".q.csv.tmp").exists()

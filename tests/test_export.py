@@ -177,6 +177,15 @@ def _crafted(proto: onnx.ModelProto, how: str) -> onnx.ModelProto:
         out.graph.initializer.append(shape)
         out.graph.node.append(onnx.helper.make_node("ConstantOfShape", ["huge_shape"], ["huge"]))
         out.graph.output.append(onnx.helper.make_tensor_value_info("huge", onnx.TensorProto.FLOAT, None))
+    elif how == "function":  # a model-local function can hide tensors from the sizing
+        body = [onnx.helper.make_node("Identity", ["x"], ["y"])]
+        opset = [onnx.helper.make_opsetid("", 18)]
+        out.functions.append(onnx.helper.make_function("local", "F", ["x"], ["y"], body, opset_imports=opset))
+    elif how == "unknown_op":  # no schema, so no inferred shape
+        out.opset_import.append(onnx.helper.make_opsetid("elsewhere", 1))
+        out.graph.node.append(onnx.helper.make_node("Mystery", [out.graph.input[0].name], ["m"], domain="elsewhere"))
+    elif how == "no_cache_size":
+        del meta["cache_size"]
     entry.value = json.dumps(meta)
     return out
 
@@ -188,6 +197,9 @@ def _crafted(proto: onnx.ModelProto, how: str) -> onnx.ModelProto:
         ("size", r"its inputs .* are not one 'input' of \[batch, 3, 4096, 4096\]"),
         ("external", r"weights \[.*\] are stored outside the file"),
         ("huge", r"hold 10,000,\d+,\d+ numbers, above the 200,000,000"),
+        ("function", "sparse weights or model-local functions, which tinycls never exports"),
+        ("unknown_op", r"ONNX shape inference gives no shape for \['m'\]"),
+        ("no_cache_size", "cache_size None is not what tinycls writes"),
     ],
 )
 def test_a_crafted_onnx_file_is_refused_before_onnx_runtime_loads_it(exported, tmp_path, how, message):

@@ -93,6 +93,7 @@ def test_bad_checkpoints(tmp_path):
         ({"std": [0.25, 0.0, 0.25]}, r"std \[0.25, 0.0, 0.25\] .* > 0"),
         ({"mean": [0.5, 0.5]}, r"mean \[0.5, 0.5\] .*three finite numbers, one per RGB channel"),
         ({"std": [0.25, float("nan"), 0.25]}, r"std \[0.25, nan, 0.25\] .*three finite numbers"),
+        ({"mean": [10**400, 0.5, 0.5]}, r"mean \[1000.*\] .*three finite numbers"),  # float() overflows
     ],
 )
 def test_a_checkpoint_from_elsewhere_is_data_never_instructions(tmp_path, monkeypatch, change, message):

@@ -121,7 +121,8 @@ def test_names_are_escaped_in_markdown_and_plots(tmp_path):
     per_class = {cls: {"old": 0.5, "new": 0.6, "diff": 0.1}}
     md = to_markdown(Report("HEAD", exp, HEADLINE, {"kd.mode": {"old": "none", "new": "a|b"}}, per_class))
     assert not re.search(r"(?<!\\)<", md) and r"| a\|b \<img src=x onerror=alert(1)\> | 0.5000 | 0.6000 |" in md
-    assert "## tinycls: ``exp`$x\\|y`` against `HEAD`" in md and "| `kd.mode` | none | a\\|b |" in md
+    assert "## tinycls: ``exp`$x|y`` against `HEAD`" in md and "| `kd.mode` | none | a\\|b |" in md
+    assert "| | `HEAD` | ``exp`$x\\|y`` | change |" in md  # in a table cell the | is escaped
     table = [ln for ln in md.splitlines() if ln.startswith("| a")]
     assert len(table) == 1 and len(table[0].replace("\\|", "").split("|")) == 6  # 4 cells: no extra column
     plot_confusion(Counter({(cls, "$x"): 1, ("$x", "$x"): 2, ("_c", cls): 1}), f"{exp}: actual", tmp_path / "c.png")

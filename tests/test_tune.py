@@ -268,7 +268,7 @@ def test_a_dead_workers_running_trial_is_marked_failed(tmp_path):
     study = nas_study.open_study(NasConfig(), nas_study.open_storage(str(tmp_path / "j.log"), tmp_path))
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    dead, alive, elsewhere = study.ask(), study.ask(), study.ask()
+    dead, alive, elsewhere, older = study.ask(), study.ask(), study.ask(), study.ask()
     # elsewhere: another machine (or container) with this hostname, whose live worker has a pid
     # that is free here; only the RDB heartbeat may fail its trial
     for t, pid, space in (
@@ -279,8 +279,11 @@ def test_a_dead_workers_running_trial_is_marked_failed(tmp_path):
         t.set_user_attr("host", socket.gethostname())
         t.set_user_attr("pid_space", space)
         t.set_user_attr("pid", pid)
-    assert nas_study.fail_dead_trials(study) == 1
+    older.set_user_attr("host", socket.gethostname())  # a trial of a tinycls that recorded no pid_space
+    older.set_user_attr("pid", gone.pid)
+    assert nas_study.fail_dead_trials(study) == 2
     states = {t.number: t.state for t in study.get_trials()}
+    assert states[older.number] == TrialState.FAIL
     assert states[dead.number] == TrialState.FAIL and states[alive.number] == TrialState.RUNNING
     assert states[elsewhere.number] == TrialState.RUNNING
 

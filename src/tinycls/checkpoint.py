@@ -138,12 +138,12 @@ def check_size(path: Path, ckpt: dict[str, Any]) -> None:
         )
     weights = ckpt["state_dict"]
     found = (
-        {k: tuple(v.shape) for k, v in weights.items() if isinstance(v, torch.Tensor)}
+        {k: tuple(v.shape) if isinstance(v, torch.Tensor) else "not a tensor" for k, v in weights.items()}
         if isinstance(weights, dict)
         else {}
     )
     if found != shapes:
-        diff = sorted(k for k in set(found) | set(shapes) if found.get(k) != shapes.get(k))
+        diff = sorted((k for k in set(found) | set(shapes) if found.get(k) != shapes.get(k)), key=str)
         show = "; ".join(
             f"{brief(k)}: {found.get(k, 'missing')} in the file, {shapes.get(k, 'none')} in the network"
             for k in diff[:3]
@@ -179,7 +179,8 @@ def load_checkpoint(
     check_meta(Path(path), ckpt)
     if classes is not None and list(ckpt["classes"]) != list(classes):
         raise InputError(
-            f"{path}: {role + ' ' if role else ''}classes {ckpt['classes']} differ from the data's {list(classes)}; "
+            f"{path}: {role + ' ' if role else ''}classes {brief(ckpt['classes'])} differ from the data's "
+            f"{brief(list(classes))}; "
             "retrain it on this dataset (`dvc repro`)."
         )
     check_size(Path(path), ckpt)

@@ -51,5 +51,6 @@ def in_two_classes(
             + "\nFix: keep each image in its one right class folder and delete the other copy, or set "
             "prepare.labelled_twice: drop in params.yaml to leave every copy out (counted in metrics/prepare.json)."
         )
-    marked = {k: [replace(c, error=TWICE) if c.sha256 in twice else c for c in cs] for k, cs in checked.items()}
+    out = lambda c: c.sha256 in twice and not c.error  # noqa: E731  (a bad file stays a bad file)
+    marked = {k: [replace(c, error=TWICE) if out(c) else c for c in cs] for k, cs in checked.items()}
     return marked, sum(c.error == TWICE for cs in marked.values() for c in cs)

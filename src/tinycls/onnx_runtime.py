@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from tinycls.errors import InputError, MissingInput, brief
-from tinycls.model_meta import MAX_NUMBERS, check_preprocessing
+from tinycls.model_meta import MAX_NUMBERS, check_preprocessing, refusal
 
 METADATA_KEY = "tinycls"  # the ONNX metadata entry (JSON) that carries classes, sizes and preprocessing
 INPUT, OUTPUT = "input", "logits"
@@ -47,18 +47,21 @@ def read_metadata(path: Path) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise InputError(f"{path}: its {METADATA_KEY!r} metadata is not a JSON object; re-export it with `dvc repro`.")
     check_preprocessing(path, meta)
-    check_graph(path, proto, meta)
+    if "cache_size" not in meta:  # optional in a checkpoint (input_size then), always in tinycls's exports
+        raise refusal(path, "cache_size", None, "the side the images were cached at, 8 to 4096 px")
+    meta["numbers_per_image"] = check_graph(path, proto, meta)
     return meta
 
 
 CONTROL_FLOW = ("If", "Loop", "Scan")  # run subgraphs a data-dependent number of times: cannot be sized
 
 
-def check_graph(path: Path, proto: Any, meta: dict[str, Any]) -> None:
+def check_graph(path: Path, proto: Any, meta: dict[str, Any]) -> int:
     """Size an ONNX graph before ONNX Runtime loads it: one image input of the metadata's size,
     one output of a logit per class, weights inside the file (external data could name any file),
     no control flow, and every tensor's shape inferred (onnx shape inference, batch 1): their
-    numbers together at most tinycls.model_meta.MAX_NUMBERS.
+    numbers together at most tinycls.model_meta.MAX_NUMBERS. Returns the numbers of one image's
+    tensors, which bound the batch a caller runs.
 
     Raises:
         InputError: the first rule broken, named, with the fix.
@@ -72,6 +75,8 @@ def check_graph(path: Path, proto: Any, meta: dict[str, Any]) -> None:
         )
 
     graph = proto.graph
+    if graph.sparse_initializer or proto.functions:  # tinycls writes neither; both hide tensors from the sizing
+        raise refuse("it has sparse weights or model-local functions, which tinycls never exports")
     if ext := [t.name for t in graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]:
         raise refuse(f"weights {brief(ext)} are stored outside the file (tinycls writes one self-contained file)")
     if flow := sorted({n.op_type for n in graph.node if n.op_type in CONTROL_FLOW}):
@@ -87,7 +92,7 @@ def check_graph(path: Path, proto: Any, meta: dict[str, Any]) -> None:
     if len(inputs) != 1 or inputs[0].name != meta.get("input", INPUT) or dims[1:] != [3, size, size]:
         shown = [(i.name, dims) for i in inputs[:2]]
         raise refuse(
-            f"its inputs {brief(shown)} are not one {meta.get('input', INPUT)!r} of [batch, 3, {size}, {size}]"
+            f"its inputs {brief(shown)} are not one {brief(meta.get('input', INPUT))} of [batch, 3, {size}, {size}]"
         )
     one = onnx.ModelProto()
     one.CopyFrom(proto)
@@ -97,20 +102,26 @@ def check_graph(path: Path, proto: Any, meta: dict[str, Any]) -> None:
         inferred = shape_inference.infer_shapes(one, strict_mode=True, data_prop=True).graph
     except Exception as e:  # onnx raises its own InferenceError, or ValueError, per rule broken
         raise refuse(f"its graph fails ONNX shape inference ({type(e).__name__}: {brief(str(e))})") from None
-    numbers = sum(math.prod(t.dims) for t in graph.initializer)
+    if any(d < 0 for t in graph.initializer for d in t.dims):
+        raise refuse("a weight has a negative dimension")
+    weights_numbers, per_image, sized = sum(math.prod(t.dims) for t in graph.initializer), 0, set()
     for v in [*inferred.value_info, *inferred.output]:
         shape = v.type.tensor_type.shape
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in shape.dim]
+        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else None for d in shape.dim]
         if not v.type.tensor_type.HasField("shape") or None in dims:
-            raise refuse(f"the shape of its tensor {v.name!r} is not known before it runs, so it cannot be sized")
-        numbers += math.prod(dims)
-    if numbers > MAX_NUMBERS:
+            raise refuse(f"the shape of its tensor {brief(v.name)} is not known before it runs, so it cannot be sized")
+        per_image += math.prod(dims)
+        sized.add(v.name)
+    if unsized := [o for n in graph.node for o in n.output if o and o not in sized | weights]:
+        raise refuse(f"ONNX shape inference gives no shape for {brief(unsized)} (an operator it does not know)")
+    if (numbers := weights_numbers + per_image) > MAX_NUMBERS:
         raise refuse(
             f"its weights and one image's tensors hold {numbers:,} numbers, above the {MAX_NUMBERS:,} tinycls loads"
         )
     out = [[d.dim_value for d in o.type.tensor_type.shape.dim] for o in inferred.output]
     if len(out) != 1 or out[0] != [1, len(meta["classes"])]:
         raise refuse(f"its outputs {brief(out)} (batch 1) are not one logit per class ({len(meta['classes'])})")
+    return max(per_image, 1)
 
 
 def session(path: Path, threads: int = 0) -> "Any":

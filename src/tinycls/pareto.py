@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tinycls.errors import InputError
-from tinycls.text import plot_label
+from tinycls.text import md, plot_label
 
 # the headline DVC shows as metrics; commits before it existed declared the whole score file
 SCORE_FILES = ("metrics/headline.json", "metrics/score.json")
@@ -154,7 +154,8 @@ def to_markdown(found: Sequence[Run]) -> str:
         ms = f"{r.latency_ms:.3f}" if r.latency_ms is not None else ""
         size = f"{r.onnx_bytes:,}" if r.onnx_bytes is not None else ""
         lines.append(
-            f"| {r.name} | {r.arch} | {r.input_size} | {r.macs:,} | {ms} | {size} | {r.f1:.4f} | {r.score:.4f} | "
+            f"| {md(r.name)} | {md(r.arch)} | {r.input_size} | {r.macs:,} | {ms} | {size} | {r.f1:.4f} | "
+            f"{r.score:.4f} | "
             f"{r.compression} | {'*' if r.pareto else ''} |"
         )
     return "\n".join(lines)

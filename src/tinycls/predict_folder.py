@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 BATCH_BYTES = 64 * 2**20  # float input of one forward pass in predict_folder, whatever the model's input_size
+BATCH_NUMBERS = 50_000_000  # an ONNX graph's tensors over one batch (200 MB as float32), by its sizing at batch 1
 
 
 def bounded_batch(input_size: int, batch_size: int = 512) -> int:
@@ -41,7 +42,8 @@ def predict_folder(model_file: Path, image_dir: Path, out: Path, device: str = "
         sess, side = session(model_file), meta["cache_size"]
 
         def logits(images: np.ndarray) -> Any:
-            return torch.from_numpy(onnx_logits(sess, meta, images, bounded_batch(meta["input_size"], 256)))
+            batch = min(bounded_batch(meta["input_size"], 256), max(1, BATCH_NUMBERS // meta["numbers_per_image"]))
+            return torch.from_numpy(onnx_logits(sess, meta, images, batch))
     else:
         from tinycls.checkpoint import load_checkpoint
         from tinycls.device import resolve_device
@@ -55,7 +57,7 @@ def predict_folder(model_file: Path, image_dir: Path, out: Path, device: str = "
             return predict_checkpoint(model, meta, images, dev, bounded_batch(meta["input_size"]))
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp, done = out.with_name(out.name + ".tmp"), 0
+    tmp, done = out.with_name(f".{out.name}.tmp"), 0  # a dot-name: never listed as an image, even in image_dir
     try:
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)

@@ -147,16 +147,17 @@ def teacher_lead_kept(r: Report) -> str | None:
         return None  # no lead to keep
     name = {"old": r.baseline, "new": r.target}
     share = (s[kd] - s[none]) / (teacher - s[none])
+    kd_run, none_run = md_code(name[kd], cell=False), md_code(name[none], cell=False)
     return (
-        f"**Distillation**: {md_code(name[kd])} keeps {share:.0%} of the teacher's lead over the same student "
-        f"without KD ({md_code(name[none])}): ({s[kd]:.4f} - {s[none]:.4f}) / ({teacher:.4f} - {s[none]:.4f})."
+        f"**Distillation**: {kd_run} keeps {share:.0%} of the teacher's lead over the same student without KD "
+        f"({none_run}): ({s[kd]:.4f} - {s[none]:.4f}) / ({teacher:.4f} - {s[none]:.4f})."
     )
 
 
 def to_markdown(r: Report, top_classes: int = 5) -> str:
     """The report as GitHub-flavoured Markdown; images and curves linked relative to the report's folder."""
     new, base = md_code(r.target), md_code(r.baseline)
-    lines = [f"## tinycls: {new} against {base}", ""]
+    lines = [f"## tinycls: {md_code(r.target, cell=False)} against {md_code(r.baseline, cell=False)}", ""]
     lines += [f"| | {base} | {new} | change |", "|---|---:|---:|---:|"]
     for key in HEADLINE:
         if key in r.headline and key in LABELS:
@@ -186,7 +187,7 @@ def to_markdown(r: Report, top_classes: int = 5) -> str:
     if r.curves is not None:
         link = f"{r.curves.parent.name}/{r.curves.name}"
         revs = " ".join(_revs(r.baseline, r.target))
-        lines.append(f"Training curves, both runs: [{link}]({link}) ({md_code(f'dvc plots diff {revs}')}).")
+        lines.append(f"Training curves, both runs: [{link}]({link}) ({md_code(f'dvc plots diff {revs}', cell=False)}).")
     return "\n".join(lines) + "\n"
 
 

@@ -18,10 +18,11 @@ def md(text: object) -> str:
     return PUNCTUATION.sub(r"\\\1", _one_line(text))
 
 
-def md_code(text: object) -> str:
-    """`text` as an inline code span in a table cell: a fence longer than any run of backticks
-    inside, and `|` escaped (GitHub splits table cells on it even inside code spans)."""
-    s = _one_line(text).replace("|", "\\|")
+def md_code(text: object, cell: bool = True) -> str:
+    """`text` as an inline code span: a fence longer than any run of backticks inside; in a table
+    `cell`, `|` escaped (GitHub splits table cells on it even inside code spans, and shows the
+    backslash anywhere else)."""
+    s = _one_line(text).replace("|", "\\|") if cell else _one_line(text)
     fence = "`" * (max((len(run) for run in re.findall(r"`+", s)), default=0) + 1)
     pad = " " if s.startswith("`") or s.endswith("`") else ""
     return f"{fence}{pad}{s}{pad}{fence}"

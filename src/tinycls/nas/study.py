@@ -140,7 +140,8 @@ def fail_dead_trials(study: Any) -> int:
 
     here, n = pid_space(), 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if t.user_attrs.get("pid_space") != here or _alive(int(t.user_attrs.get("pid", -1))):
+        space = t.user_attrs.get("pid_space") or f"host:{t.user_attrs.get('host')}"  # a trial of an older tinycls
+        if space not in (here, f"host:{socket.gethostname()}") or _alive(int(t.user_attrs.get("pid", -1))):
             continue
         study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)  # another worker may be first
         print(f"trial {t.number}: its worker (pid {t.user_attrs.get('pid')}) is gone; marked failed")
