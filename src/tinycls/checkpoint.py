@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from tinycls.errors import InputError, MissingInput, brief
-from tinycls.model_meta import MAX_NUMBERS, check_preprocessing, refusal
+from tinycls.model_meta import MAX_NUMBERS, check_preprocessing, foreign, refusal
 from tinycls.models import build_model
 from tinycls.transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -131,10 +131,10 @@ def check_size(path: Path, ckpt: dict[str, Any]) -> None:
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     numbers = sum(math.prod(s) for s in shapes.values())
     if numbers > MAX_NUMBERS:
-        raise InputError(
-            f"{path}: the network it records ({ckpt['arch']}, arch_kwargs {brief(ckpt['arch_kwargs'])}) holds "
-            f"{numbers:,} weights, above the {MAX_NUMBERS:,} tinycls loads; a checkpoint from elsewhere is "
-            "loaded as data only. Re-create it with `dvc repro`."
+        raise foreign(
+            path,
+            f"the network it records ({ckpt['arch']}, arch_kwargs {brief(ckpt['arch_kwargs'])}) holds "
+            f"{numbers:,} weights, above the {MAX_NUMBERS:,} tinycls loads",
         )
     weights = ckpt["state_dict"]
     found = (
@@ -148,10 +148,8 @@ def check_size(path: Path, ckpt: dict[str, Any]) -> None:
             f"{brief(k)}: {found.get(k, 'missing')} in the file, {shapes.get(k, 'none')} in the network"
             for k in diff[:3]
         )
-        raise InputError(
-            f"{path}: its weights are not those of the network its meta records ({len(diff)} tensors differ; "
-            f"{show}). Re-create it with `dvc repro`."
-        )
+        differ = f"{len(diff)} tensors differ; {show}"
+        raise foreign(path, f"its weights are not those of the network its meta records ({differ})")
 
 
 def load_checkpoint(

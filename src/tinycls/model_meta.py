@@ -13,12 +13,14 @@ MAX_INPUT_SIZE = 4096
 MAX_NUMBERS = 200_000_000
 
 
+def foreign(path: Path, what: str, redo: str = "Re-create it with `dvc repro`") -> InputError:
+    """The error for a model file that breaks a rule: `what` is wrong, and the fix `redo`."""
+    return InputError(f"{path}: {what}; a model file from elsewhere is loaded as data only. {redo}.")
+
+
 def refusal(path: Path, key: str, value: Any, want: str) -> InputError:
     """The error for a model file's field that is not what tinycls writes."""
-    return InputError(
-        f"{path}: {key} {brief(value)} is not what tinycls writes ({want}); a model file from elsewhere is "
-        "loaded as data only. Re-create it with `dvc repro`."
-    )
+    return foreign(path, f"{key} {brief(value)} is not what tinycls writes ({want})")
 
 
 def check_preprocessing(path: Path, meta: dict[str, Any]) -> None:

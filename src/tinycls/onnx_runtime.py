@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from tinycls.errors import InputError, MissingInput, brief
-from tinycls.model_meta import MAX_NUMBERS, check_preprocessing, refusal
+from tinycls.model_meta import MAX_NUMBERS, check_preprocessing, foreign, refusal
 
 METADATA_KEY = "tinycls"  # the ONNX metadata entry (JSON) that carries classes, sizes and preprocessing
 INPUT, OUTPUT = "input", "logits"
@@ -61,7 +61,8 @@ def check_graph(path: Path, proto: Any, meta: dict[str, Any]) -> int:
     one output of a logit per class, weights inside the file (external data could name any file),
     no control flow, and every tensor's shape inferred (onnx shape inference, batch 1): their
     numbers together at most tinycls.model_meta.MAX_NUMBERS. Returns the numbers of one image's
-    tensors, which bound the batch a caller runs.
+    tensors, which bound the batch a caller runs. `proto` is changed in place (batch 1, its
+    value_info dropped): pass one loaded for this check.
 
     Raises:
         InputError: the first rule broken, named, with the fix.
@@ -70,9 +71,7 @@ def check_graph(path: Path, proto: Any, meta: dict[str, Any]) -> int:
     from onnx import shape_inference
 
     def refuse(what: str) -> InputError:
-        return InputError(
-            f"{path}: {what}; a model file from elsewhere is loaded as data only. Re-export it with `dvc repro`."
-        )
+        return foreign(path, what, "Re-export it with `dvc repro`")
 
     graph = proto.graph
     if graph.sparse_initializer or proto.functions:  # tinycls writes neither; both hide tensors from the sizing
@@ -84,30 +83,23 @@ def check_graph(path: Path, proto: Any, meta: dict[str, Any]) -> int:
     weights = {t.name for t in graph.initializer}
     inputs = [i for i in graph.input if i.name not in weights]
     size = meta["input_size"]
-    dims = (
-        [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
-        if inputs
-        else []
-    )
+    dims = _dims(inputs[0]) if inputs else []
     if len(inputs) != 1 or inputs[0].name != meta.get("input", INPUT) or dims[1:] != [3, size, size]:
         shown = [(i.name, dims) for i in inputs[:2]]
         raise refuse(
             f"its inputs {brief(shown)} are not one {brief(meta.get('input', INPUT))} of [batch, 3, {size}, {size}]"
         )
-    one = onnx.ModelProto()
-    one.CopyFrom(proto)
-    one.graph.input[list(graph.input).index(inputs[0])].type.tensor_type.shape.dim[0].dim_value = 1
-    del one.graph.value_info[:]  # inferred afresh, never taken from the file
+    inputs[0].type.tensor_type.shape.dim[0].dim_value = 1  # `proto` is read_metadata's own, used for this alone
+    del graph.value_info[:]  # inferred afresh, never taken from the file
     try:
-        inferred = shape_inference.infer_shapes(one, strict_mode=True, data_prop=True).graph
+        inferred = shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True).graph
     except Exception as e:  # onnx raises its own InferenceError, or ValueError, per rule broken
         raise refuse(f"its graph fails ONNX shape inference ({type(e).__name__}: {brief(str(e))})") from None
     if any(d < 0 for t in graph.initializer for d in t.dims):
         raise refuse("a weight has a negative dimension")
     weights_numbers, per_image, sized = sum(math.prod(t.dims) for t in graph.initializer), 0, set()
     for v in [*inferred.value_info, *inferred.output]:
-        shape = v.type.tensor_type.shape
-        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else None for d in shape.dim]
+        dims = _dims(v)
         if not v.type.tensor_type.HasField("shape") or None in dims:
             raise refuse(f"the shape of its tensor {brief(v.name)} is not known before it runs, so it cannot be sized")
         per_image += math.prod(dims)
@@ -122,6 +114,12 @@ def check_graph(path: Path, proto: Any, meta: dict[str, Any]) -> int:
     if len(out) != 1 or out[0] != [1, len(meta["classes"])]:
         raise refuse(f"its outputs {brief(out)} (batch 1) are not one logit per class ({len(meta['classes'])})")
     return max(per_image, 1)
+
+
+def _dims(value: Any) -> list[int | None]:
+    """A graph value's dimensions, None where one is symbolic, unknown or negative."""
+    dims = value.type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else None for d in dims]
 
 
 def session(path: Path, threads: int = 0) -> "Any":

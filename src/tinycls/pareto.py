@@ -155,8 +155,7 @@ def to_markdown(found: Sequence[Run]) -> str:
         size = f"{r.onnx_bytes:,}" if r.onnx_bytes is not None else ""
         lines.append(
             f"| {md(r.name)} | {md(r.arch)} | {r.input_size} | {r.macs:,} | {ms} | {size} | {r.f1:.4f} | "
-            f"{r.score:.4f} | "
-            f"{r.compression} | {'*' if r.pareto else ''} |"
+            f"{r.score:.4f} | {r.compression} | {'*' if r.pareto else ''} |"
         )
     return "\n".join(lines)
 

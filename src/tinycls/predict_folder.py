@@ -27,17 +27,13 @@ def predict_folder(model_file: Path, image_dir: Path, out: Path, device: str = "
     Returns:
         The number of images predicted.
     """
-    if model_file.suffix == ".onnx":  # checked before PyTorch is imported: a refusal costs little
-        from tinycls.onnx_runtime import read_metadata
-
-        meta = read_metadata(model_file)
-    import torch
-
     from tinycls.data import folder_chunks
-    from tinycls.predict import predict_checkpoint
 
     if model_file.suffix == ".onnx":
-        from tinycls.onnx_runtime import onnx_logits, session
+        from tinycls.onnx_runtime import onnx_logits, read_metadata, session
+
+        meta = read_metadata(model_file)  # before PyTorch is imported: a refusal costs little
+        import torch
 
         sess, side = session(model_file), meta["cache_size"]
 
@@ -47,6 +43,7 @@ def predict_folder(model_file: Path, image_dir: Path, out: Path, device: str = "
     else:
         from tinycls.checkpoint import load_checkpoint
         from tinycls.device import resolve_device
+        from tinycls.predict import predict_checkpoint
 
         dev = resolve_device(device)
         model, meta = load_checkpoint(model_file, dev)

@@ -10,7 +10,7 @@ PUNCTUATION = re.compile(r"([\\`*\[\]<>|~&]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))"
 
 
 def _one_line(text: object) -> str:
-    return " ".join(str(text).split("\n")).replace("\r", " ")
+    return re.sub(r"[\r\n]", " ", str(text))
 
 
 def md(text: object) -> str:
