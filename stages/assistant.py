@@ -7,7 +7,7 @@ from pathlib import Path
 
 from stages.curves import no_curves
 from stages.params import ASSISTANT, CACHE, PSEUDO, TEACHER, TEACHER_OUTPUTS, section, source, value
-from stages.runner import resumable, run, write_json
+from stages.runner import primary, resumable, run, write_json
 from stages.training import live_log, split_section
 from tinycls.config import from_section
 from tinycls.distill import KDConfig
@@ -32,8 +32,8 @@ def settings() -> tuple[ModelConfig, TrainConfig, KDConfig, DataConfig, PseudoCo
 
 def main() -> None:
     m, cfg, kd, data, pseudo, wanted = settings()
-    shutil.rmtree(ASSISTANT, ignore_errors=True)
-    ASSISTANT.mkdir(parents=True)
+    if primary():  # torchrun's other ranks only train
+        shutil.rmtree(ASSISTANT, ignore_errors=True)
     if not isinstance(wanted, list) or "assistant" not in wanted:
         status = {"trained": False, "why": "params.yaml [kd].teachers does not list it"}
         write_json(ASSISTANT / "status.json", status)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from stages.curves import no_curves
 from stages.params import PRETRAIN, section, source, value
-from stages.runner import resumable, run, write_json
+from stages.runner import primary, resumable, run, write_json
 from stages.training import live_log
 from tinycls.cache import Split
 from tinycls.config import from_sections
@@ -28,8 +28,8 @@ def settings() -> tuple[PretrainConfig, TrainConfig, str]:
 
 def main() -> None:
     p, cfg, arch = settings()
-    shutil.rmtree(PRETRAIN, ignore_errors=True)
-    PRETRAIN.mkdir(parents=True)
+    if primary():  # torchrun's other ranks only train
+        shutil.rmtree(PRETRAIN, ignore_errors=True)
     # Every dataset is loaded (and checked) before any training time is spent.
     phases = [load_phase(name, Path(p.cifar_root), p.download, p.max_per_class, cfg.seed) for name in PHASES[p.source]]
     m = ModelConfig(arch=arch, pretrained=False, input_size=p.input_size)
@@ -42,6 +42,8 @@ def main() -> None:
                 r = train_model("pretrain", m, cfg, split, checkpoint, start=start, log=log, resume=state)
             reports.append({**r, "dataset": data.name, "classes": len(data.classes), "val_images": len(data.val[0])})
             init = checkpoint
+    if not primary():
+        return
     if init is not None:
         init.rename(PRETRAIN / "model.pt")
     else:  # source none: header-only curves, so the declared folder loads

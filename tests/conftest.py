@@ -6,7 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
 
 torch.set_num_threads(1)
 CLASSES = ("ant", "bee", "cat")
@@ -103,3 +106,21 @@ def make_cifar(root: Path, monkeypatch: pytest.MonkeyPatch, per_class: int = 2) 
     monkeypatch.setattr(tvd.CIFAR100, "test_list", [["test", test]])
     monkeypatch.setattr(tvd.CIFAR100, "meta", {**tvd.CIFAR100.meta, "md5": meta})
     return root
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A tiny prepared dataset and params.yaml in the working folder: where a stage script runs."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["prepare"].update(dataset="tiny", image_size=16, max_per_class=0, workers=1)
+    for name in ("teacher", "assistant", "student"):
+        params[name].update(arch="pytorchcv:shufflenet_g3_wd4", epochs=1, batch_size=8, input_size=16)
+    params["teacher"].update(pretrained=False, weights="", max_per_class=0)
+    params["pretrain"].update(epochs=1, batch_size=32, input_size=16, download=False)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    make_imagefolder(tmp_path / "data" / "tiny")
+    monkeypatch.chdir(tmp_path)
+    from stages import prepare
+
+    prepare.main()
+    return tmp_path

@@ -102,13 +102,21 @@ def _imports(path: Path) -> set[str]:
     return seen
 
 
+TRAINING = ("pretrain", "teacher", "assistant", "student")  # the stages with a `processes` key
+
+
 @pytest.mark.parametrize("stage", list(DVC["stages"]))
 def test_stage_script_exists_and_declares_its_imports_and_params(stage):
     spec = DVC["stages"][stage]
     script = f"stages/{stage}.py"
-    assert spec["cmd"] == f"python -m stages.{stage}" and (ROOT / script).exists()
+    # a training stage starts through the launcher, on params.yaml [stage].processes processes
+    launched = f"python -m stages.launch ${{{stage}.processes}} stages.{stage}"
+    assert spec["cmd"] in (f"python -m stages.{stage}", launched) and (ROOT / script).exists()
+    assert (spec["cmd"] == launched) == (stage in TRAINING)
     code = {d for d in spec["deps"] if d.endswith(".py")}
     imports = _imports(ROOT / script) | {script}
+    if stage in TRAINING:
+        imports |= _imports(ROOT / "stages/launch.py") | {"stages/launch.py"}
     # Exactly the import closure: a missing module would not rerun the stage when it changes, an
     # extra one would rerun it for nothing (a change to compression code reruns only compress, score).
     assert not imports - code, f"dvc.yaml stage {stage} imports {sorted(imports - code)} but does not list them in deps"

@@ -12,29 +12,12 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import make_cifar, make_imagefolder
+from tests.conftest import make_cifar
 from tinycls.checkpoint import save_checkpoint
 from tinycls.models import build_model
 from tinycls.onnx_runtime import read_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["prepare"].update(dataset="tiny", image_size=16, max_per_class=0, workers=1)
-    for name in ("teacher", "assistant", "student"):
-        params[name].update(arch="pytorchcv:shufflenet_g3_wd4", epochs=1, batch_size=8, input_size=16)
-    params["teacher"].update(pretrained=False, weights="", max_per_class=0)
-    params["pretrain"].update(epochs=1, batch_size=32, input_size=16, download=False)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    make_imagefolder(tmp_path / "data" / "tiny")
-    monkeypatch.chdir(tmp_path)
-    from stages import prepare
-
-    prepare.main()
-    return tmp_path
 
 
 def _set(path: Path, section: str, **values):

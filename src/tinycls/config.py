@@ -19,6 +19,7 @@ T = TypeVar("T")
 BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "seed": (0, 2**32 - 1),  # NumPy's and PyTorch's seed range
     "batch_size": (1, None),
+    "processes": (1, 64),
     "eval_batch_size": (1, None),
     "qat_batch_size": (1, None),
     "qat_epochs": (0, None),

@@ -17,6 +17,7 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from tqdm import tqdm
 
+from tinycls import distributed
 from tinycls.distill import Distiller
 from tinycls.errors import InputError
 from tinycls.losses import student_loss
@@ -72,12 +73,13 @@ class Loop:
         self.base = student_loss(cfg.loss, 0.0 if self.mixer else cfg.label_smoothing, cfg.focal_gamma, cfg.f1_weight)
         size, cutmix = meta["input_size"], cfg.cutmix_prob > 0
         self.teach: Teaching = teaching(distiller, self.base, train[0], size, random_aug, cutmix, device, cfg)
+        self.net = distributed.wrap(model, device, cfg.sync_bn)  # the model itself in one process
         self.ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.amp = cfg.amp and device.type == "cuda"
         # images stay where they are (an array, or tinycls.rows.Rows on disk): a batch is read per step
         self.x_all, self.y_all = train[0], torch.from_numpy(train[1])
-        # A last batch of one image breaks BatchNorm in training mode: drop it (it is reshuffled).
-        self.steps = len(self.x_all) // cfg.batch_size + (len(self.x_all) % cfg.batch_size >= 2)
+        # A last batch of one image (per process) breaks BatchNorm in training mode: drop it (it is reshuffled).
+        self.steps = len(self.x_all) // cfg.batch_size + (len(self.x_all) % cfg.batch_size >= 2 * distributed.world())
         if self.steps == 0:
             raise InputError(f"{len(self.x_all)} training image(s): at least 2 are needed.")
         self.opt = _optimizer(model, cfg)
@@ -111,10 +113,17 @@ class Loop:
                     xv, y = xv[:-1], y[:-1]
                 xv, y = self.mixer(xv, y)  # y: (B, K) mixed, smoothed class probabilities
             x = xv if view == size else F.interpolate(xv, (size, size), mode="bilinear", antialias=True)
+            n = len(x)
+            if distributed.world() > 1:  # every rank drew the whole batch; each trains on its share
+                part = distributed.share(n)
+                x, xv, y = x[part], xv[part], y[part]
+                rows = tuple(r[part] for r in rows) if isinstance(rows, tuple) else rows[part]
             with torch.autocast(self.device.type, enabled=self.amp):
-                loss = self._loss(self.model(x), x, xv, y, rows)
+                loss = self._loss(self.net(x), x, xv, y, rows)
+            # DDP averages the ranks' gradients: weigh each share's mean by its size, for the batch's mean
+            scaled = loss * (len(x) * distributed.world() / n) if distributed.world() > 1 else loss
             self.opt.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
+            self.scaler.scale(scaled).backward()
             self.scaler.step(self.opt)
             self.scaler.update()
             self.sched.step()
@@ -124,7 +133,8 @@ class Loop:
             seen += len(x)
             if step % 20 == 0 or step == self.steps - 1:  # .item() syncs CUDA: not every step
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", best_f1=f"{max(best_f1, 0):.4f}")
-        return loss_sum.item() / seen
+        loss_total, seen_total = distributed.total(loss_sum.item(), seen)
+        return loss_total / seen_total
 
     def _loss(
         self,

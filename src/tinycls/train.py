@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from tinycls import distributed
 from tinycls.checkpoint import save_checkpoint
 from tinycls.device import resolve_device
 from tinycls.distill import Distiller
@@ -93,7 +94,8 @@ def fit(
             teacher outputs with CutMix.
         KeyboardInterrupt: re-raised after the current weights are saved.
     """
-    device = resolve_device(cfg.device)
+    device = distributed.setup(resolve_device(cfg.device))  # this rank's, under torchrun
+    main, progress = distributed.primary(), progress and distributed.primary()  # only rank 0 writes
     layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(device, memory_format=layout)
     if distiller is not None:
@@ -106,35 +108,44 @@ def fit(
     best_state: dict[str, torch.Tensor] | None = None
     if saved is not None and (state := saved.load()) is not None:
         best, best_state, rows = saved.restore(loop, state)
-        if best_state is not None:  # the stage's outputs were removed (dvc repro does): write it again
+        if best_state is not None and main:  # the stage's outputs were removed (dvc repro does): write it again
             kept = copy.deepcopy(evaluated)
             kept.load_state_dict(best_state)
             save_checkpoint(checkpoint, kept, {**meta, "epoch": best.best_epoch, "val_f1": best.best_f1})
         for row in rows:
-            if log:
+            if log and main:
                 log(row)
-        print(f"resuming after epoch {best.epochs_run} of {cfg.epochs} from {resume}")
+        if main:
+            print(f"resuming after epoch {best.epochs_run} of {cfg.epochs} from {resume}")
     try:
         for epoch in range(best.epochs_run + 1, cfg.epochs + 1):
             bar = tqdm(range(loop.steps), desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=True,
                        dynamic_ncols=True, mininterval=0.5)  # fmt: skip
-            row = {"train/loss": loop.epoch(epoch, bar, best.best_f1), **validate(evaluated, val, meta, cfg)}
+            row = {"train/loss": loop.epoch(epoch, bar, best.best_f1)}
+            if not cfg.sync_bn:
+                distributed.average_bn(model)  # each rank's running statistics saw its own share
+            # rank 0 validates (the others wait for its row): the same choices of best epoch everywhere
+            row = distributed.broadcast({**row, **validate(evaluated, val, meta, cfg)} if main else None)
             row["lr"] = loop.opt.param_groups[0]["lr"]
             bar.set_postfix(loss=f"{row['train/loss']:.4f}", val_f1=f"{row['val/f1']:.4f}")
             bar.close()
             best.epochs_run = epoch
             if row["val/f1"] > best.best_f1:
                 best.best_f1, best.best_epoch = row["val/f1"], epoch
-                save_checkpoint(checkpoint, evaluated, {**meta, "epoch": epoch, "val_f1": row["val/f1"]})
+                if main:
+                    save_checkpoint(checkpoint, evaluated, {**meta, "epoch": epoch, "val_f1": row["val/f1"]})
                 if saved is not None:
                     best_state = {k: v.detach().cpu().clone() for k, v in evaluated.state_dict().items()}
-            if log:
+            if log and main:
                 log(row)
             rows.append(row)
-            if saved is not None:
+            if saved is not None and main:
                 saved.save(loop, best, best_state, rows)
     except KeyboardInterrupt:
-        save_interrupted(checkpoint, model, meta, best.epochs_run)
+        if main:
+            save_interrupted(checkpoint, model, meta, best.epochs_run)
         raise
-    checkpoint.with_name(checkpoint.stem + ".last.pt").unlink(missing_ok=True)  # an interrupted run's, superseded
+    distributed.check_identical(model)
+    if main:
+        checkpoint.with_name(checkpoint.stem + ".last.pt").unlink(missing_ok=True)  # an interrupted run's, superseded
     return best

@@ -41,6 +41,10 @@ class TrainConfig:
     # NHWC weights (and teachers): oneDNN's and cuDNN's faster convolutions, measured 1.4x (student)
     # to 2x (EfficientNet-Lite0 teacher) per CPU training step; false for a model whose code needs NCHW
     channels_last: bool = True
+    # torchrun processes (one per GPU, else per CPU core) sharing each batch of batch_size images:
+    # the stage's dvc.yaml cmd starts them (stages/launch.py)
+    processes: int = 1
+    sync_bn: bool = False  # processes > 1: BatchNorm over the whole batch, not each process's share
 
     def __post_init__(self) -> None:
         one_of("optimizer", self.optimizer, OPTIMIZERS)
@@ -54,6 +58,15 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name}: {getattr(self, name)} must be >= 1.")
+        if self.processes > 1:
+            if self.batch_size < 2 * self.processes:
+                raise InputError(
+                    f"batch_size: {self.batch_size} is the batch of all {self.processes} processes together; each "
+                    f"needs at least 2 images for BatchNorm. Set batch_size >= {2 * self.processes}."
+                )
+            from tinycls.distributed import check_processes
+
+            check_processes(self.processes, self.device)
         if self.lr <= 0:
             raise InputError(f"lr: {self.lr} must be > 0.")
         if not 0.0 <= self.label_smoothing < 1.0:
