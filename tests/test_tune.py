@@ -18,6 +18,7 @@ import numpy as np
 import optuna
 import pytest
 import yaml
+from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
 from optuna.trial import FixedTrial, TrialState
 from typer.testing import CliRunner
 
@@ -264,11 +265,13 @@ def test_a_password_in_the_storage_url_is_refused_by_check_and_by_the_cli_withou
     assert not nas_config._password("postgresql://ana@db.example/tinycls") and nas_config._password("mysql://a:b@h:x/d")
 
 
-def test_a_dead_workers_running_trial_is_marked_failed(tmp_path):
+def test_a_dead_workers_running_trial_is_marked_failed_and_its_network_queued_again(tmp_path):
     study = nas_study.open_study(NasConfig(), nas_study.open_storage(str(tmp_path / "j.log"), tmp_path))
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    dead, alive, elsewhere, older = study.ask(), study.ask(), study.ask(), study.ask()
+    dead, alive, elsewhere, older, unclaimed = study.ask(), study.ask(), study.ask(), study.ask(), study.ask()
+    for t in (dead, alive, elsewhere, older):
+        t.suggest_int("head", 64, 512, step=32)
     # elsewhere: another machine (or container) with this hostname, whose live worker has a pid
     # that is free here; only the RDB heartbeat may fail its trial
     for t, pid, space in (
@@ -281,11 +284,48 @@ def test_a_dead_workers_running_trial_is_marked_failed(tmp_path):
         t.set_user_attr("pid", pid)
     older.set_user_attr("host", socket.gethostname())  # a trial of a tinycls that recorded no pid_space
     older.set_user_attr("pid", gone.pid)
+    unclaimed.set_user_attr("pid_space", nas_study.pid_space())  # its worker has not written its pid yet
     assert nas_study.fail_dead_trials(study) == 2
+    assert nas_study.fail_dead_trials(study) == 0  # failed once, queued once
     states = {t.number: t.state for t in study.get_trials()}
     assert states[older.number] == TrialState.FAIL
     assert states[dead.number] == TrialState.FAIL and states[alive.number] == TrialState.RUNNING
-    assert states[elsewhere.number] == TrialState.RUNNING
+    assert states[elsewhere.number] == TrialState.RUNNING and states[unclaimed.number] == TrialState.RUNNING
+    queued = study.get_trials(states=(TrialState.WAITING,))
+    assert [Retry.retried_trial_number(t) for t in queued] == [dead.number, older.number]
+    assert queued[0].params == study.get_trials()[dead.number].params and "pid" not in queued[0].user_attrs
+    # a network whose workers keep dying is queued again MAX_RETRY times, then left failed
+    for _ in range(nas_config.MAX_RETRY + 1):
+        t = study.ask()  # the queue first, oldest first
+        t.set_user_attr("pid_space", nas_study.pid_space())
+        t.set_user_attr("pid", gone.pid)
+        assert nas_study.fail_dead_trials(study) == 1
+    assert len(study.get_trials(states=(TrialState.WAITING,))) == 1  # older's network, once more
+    chain = [t for t in study.get_trials() if Retry.retried_trial_number(t) == dead.number]
+    assert len(chain) == nas_config.MAX_RETRY and Retry.retry_history(chain[-1]) == [dead.number, chain[0].number]
+
+
+def test_a_queued_retry_builds_the_same_network_and_a_failed_trial_is_not_retried(tmp_path):
+    cfg = NasConfig(space="template")  # conditional parameters: each slot's kind decides the others
+    study = nas_study.open_study(cfg, nas_study.open_storage(str(tmp_path / "j.log"), tmp_path))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    for _ in range(8):
+        t = study.ask()
+        t.set_user_attr("pid_space", nas_study.pid_space())
+        t.set_user_attr("pid", gone.pid)
+        first = nas_space.sample(t, cfg)
+        assert nas_study.fail_dead_trials(study) == 1
+        again = study.ask()
+        assert Retry.retried_trial_number(study.get_trials()[again.number]) == t.number
+        assert nas_space.sample(again, cfg) == first and again.params == t.params
+        study.tell(again, state=TrialState.PRUNED)
+
+    def error(trial):
+        raise RuntimeError("a bug in training")
+
+    study.optimize(error, n_trials=1, catch=(RuntimeError,))  # Optuna fails it: no dead worker, no retry
+    assert nas_study.settle(study) == 0 and nas_study.queued(study) == 0
 
 
 def test_two_workers_share_a_journal_study(tmp_path):
@@ -297,6 +337,71 @@ def test_two_workers_share_a_journal_study(tmp_path):
     pids = [t.user_attrs["pid"] for t in done]
     assert len(set(pids)) == 2 and os.getpid() not in pids  # both workers trained, in their own processes
     assert not study.get_trials(states=(TrialState.RUNNING,))
+
+
+KILLED = {**TINY, "epochs": 3, "train_per_class": 200}  # a trial trains long enough to be killed in it
+
+
+def nas_worker(tmp: Path, name: str, storage: str) -> subprocess.Popen:
+    """`tinycls nas` in a process of its own, as a user starts a worker (params: tmp/params.yaml)."""
+    cmd = [
+        sys.executable, "-m", "tinycls.cli", "nas", "--storage", storage,
+        "--params", str(tmp / "params.yaml"), "--cache", str(tmp / "cache"),
+        "--out", str(tmp / f"{name}.yaml"), "--out-dir", str(tmp / name), "--plots", str(tmp / name),
+    ]  # fmt: skip
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def kill_in_a_trial(worker: subprocess.Popen, study_name: str, storage) -> int:
+    """SIGKILL `worker` while it trains a trial (its network sampled and counted); the trial's number."""
+    deadline = time.time() + 120
+    while time.time() < deadline and worker.poll() is None:
+        try:
+            study = optuna.load_study(study_name=study_name, storage=storage)
+        except KeyError:  # not created yet
+            time.sleep(0.2)
+            continue
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        victim = next(
+            (t.number for t in running if t.user_attrs.get("pid") == worker.pid and "macs" in t.user_attrs), None
+        )
+        if victim is not None:
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+            return victim
+        time.sleep(0.05)
+    pytest.fail(f"the worker never started a trial: {worker.communicate()[0] if worker.poll() is not None else ''}")
+
+
+def assert_retried(study, victim: int, reason: str, trials: int) -> optuna.trial.FrozenTrial:
+    """The killed trial failed, and a COMPLETE trial retried its network; the study holds `trials`
+    trained trials and none RUNNING or queued. The retry."""
+    by_number = {t.number: t for t in study.get_trials()}
+    killed = by_number[victim]
+    assert killed.state == TrialState.FAIL
+    again = [t for t in by_number.values() if Retry.retried_trial_number(t) == victim]
+    assert len(again) == 1 and again[0].state == TrialState.COMPLETE, again
+    assert again[0].params == killed.params and again[0].user_attrs["spec"] == killed.user_attrs["spec"]
+    assert again[0].user_attrs["retries"] == victim and reason in again[0].user_attrs["retry_reason"]
+    assert again[0].user_attrs["worker_id"] != killed.user_attrs["worker_id"]
+    assert len([t for t in by_number.values() if t.state == TrialState.COMPLETE]) >= trials
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+    return again[0]
+
+
+def test_a_journal_workers_killed_trial_is_retried_by_the_other_worker(tmp_path):
+    make_cache(tmp_path / "cache", n=600)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"nas": {**KILLED, "trials": 4, "study": "j"}}))
+    journal = str(tmp_path / "journal.log")
+    a, b = nas_worker(tmp_path, "a", journal), nas_worker(tmp_path, "b", journal)
+    victim = kill_in_a_trial(a, "j", nas_study.open_storage(journal, Path("unused")))
+    assert b.poll() is None, "b stopped before a was killed"
+    out_b, _ = b.communicate(timeout=300)
+    assert b.returncode == 0, out_b
+    assert f"trial {victim}: its worker (pid {a.pid}) is gone; marked failed, its network is queued again" in out_b
+    study = optuna.load_study(study_name="j", storage=nas_study.open_storage(journal, Path("unused")))
+    again = assert_retried(study, victim, f"pid {a.pid}) is gone", 4)
+    assert again.user_attrs["pid"] == b.pid  # the surviving worker trained it, in the same run
 
 
 # --- PostgreSQL: a real server, started here as an unprivileged user --------------------------
@@ -342,55 +447,30 @@ def postgres_url():
         shutil.rmtree(root, ignore_errors=True)
 
 
-def test_two_workers_share_a_postgresql_study_and_survive_a_killed_one(tmp_path, postgres_url):
+def test_two_workers_share_a_postgresql_study_and_retry_a_killed_ones_trial(tmp_path, postgres_url):
     make_cache(tmp_path / "cache", n=600)
-    params = {**TINY, "trials": 6, "epochs": 3, "train_per_class": 200, "heartbeat_s": 2, "study": "pg"}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"nas": params}))
-
-    def worker(name: str) -> subprocess.Popen:
-        cmd = [
-            sys.executable, "-m", "tinycls.cli", "nas", "--storage", postgres_url,
-            "--params", str(tmp_path / "params.yaml"), "--cache", str(tmp_path / "cache"),
-            "--out", str(tmp_path / f"{name}.yaml"), "--out-dir", str(tmp_path / name), "--plots", str(tmp_path / name),
-        ]  # fmt: skip
-        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-    a, b = worker("a"), worker("b")
+    (tmp_path / "params.yaml").write_text(
+        yaml.safe_dump({"nas": {**KILLED, "trials": 6, "heartbeat_s": 2, "study": "pg"}})
+    )
+    a, b = nas_worker(tmp_path, "a", postgres_url), nas_worker(tmp_path, "b", postgres_url)
     storage = nas_study.open_storage(postgres_url, Path("unused"))
-    deadline, victim = time.time() + 120, None
-    while victim is None and time.time() < deadline:  # kill a while it trains a trial
-        try:
-            study = optuna.load_study(study_name="pg", storage=storage)
-        except KeyError:  # not created yet
-            time.sleep(0.2)
-            continue
-        running = [t for t in study.get_trials(states=(TrialState.RUNNING,)) if t.user_attrs.get("pid") == a.pid]
-        victim = next((t.number for t in running if "macs" in t.user_attrs), None)
-        time.sleep(0.05)
-    assert victim is not None, "worker a never started a trial"
-    a.send_signal(signal.SIGKILL)
-    a.wait()
+    victim = kill_in_a_trial(a, "pg", storage)
     killed = time.time()
     out_b, _ = b.communicate(timeout=300)
     assert b.returncode == 0, out_b
-    # any other worker, on any machine, fails it once its heartbeat is 3 x heartbeat_s old
+    # the heartbeat (a trial silent for 3 x heartbeat_s) fails it and queues its network again,
+    # from the first worker that starts a trial after that: b when it was still searching, else
+    # the user's rerun; never the pid check (c runs fail_stale_trials first, after the grace period)
     time.sleep(max(0.0, killed + 3 * 2 + 1 - time.time()))
-    optuna.storages.fail_stale_trials(
-        optuna.load_study(study_name="pg", storage=nas_study.open_storage(postgres_url, Path("x"), 2))
-    )
-    trials = optuna.load_study(study_name="pg", storage=storage).get_trials()
-    assert next(t for t in trials if t.number == victim).state == TrialState.FAIL
-    last = worker("c")  # the user's rerun: nothing to add, and the dead worker's trial is settled
+    last = nas_worker(tmp_path, "c", postgres_url)
     out_c, _ = last.communicate(timeout=300)
     assert last.returncode == 0, out_c
     study = optuna.load_study(study_name="pg", storage=storage)
+    again = assert_retried(study, victim, "no heartbeat for 6 s", 6)
+    assert f"trial {victim}: its worker sent no heartbeat for 6 s; marked failed" in out_b + out_c
     trials = study.get_trials()
     numbers = [t.number for t in trials]
     assert len(numbers) == len(set(numbers))
-    assert next(t for t in trials if t.number == victim).state == TrialState.FAIL
     done = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert len(done) >= 6
-    by_a = sum(t.user_attrs["pid"] == a.pid for t in done)
-    by_b = sum(t.user_attrs["pid"] == b.pid for t in done)
-    assert by_a + by_b == len(done) and by_b >= 1  # every trained trial is one of the two workers'
-    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert {t.user_attrs["pid"] for t in done} <= {a.pid, b.pid, last.pid} and again.user_attrs["pid"] != a.pid
+    assert sum(t.user_attrs["pid"] == b.pid for t in done) >= 1

@@ -96,7 +96,8 @@ def nas(
     trials over params.yaml nas.max_macs are pruned before training, the others train briefly
     on the prepared cache; the study keeps (validation F1, MACs). Prints the Pareto front and
     writes the best-F1 network of it to --out for `dvc exp run -S student.arch=nas:<out>`.
-    A rerun continues the study; --workers N shares it between N processes."""
+    A rerun continues the study; --workers N shares it between N processes. The network of a
+    trial whose worker died is trained again by another worker (docs/search.md)."""
     import dataclasses
     import time
 

@@ -9,9 +9,9 @@ files that `student.arch: nas:<file>` takes.
 The study lives in a storage so that it survives an interruption (a rerun continues it, up to
 `trials` trained trials) and so that several workers share it: Optuna's journal file (the
 default, no server; workers on one machine) or an RDB URL (PostgreSQL: workers on many
-machines). A worker that dies mid-trial leaves its trial RUNNING; the next run on this machine
-marks it failed (its process is gone), and an RDB storage's heartbeat lets the other workers do
-so anywhere.
+machines). A worker that dies mid-trial leaves its trial RUNNING; the other workers on this
+machine (its process is gone), or with an RDB any worker (its heartbeat stopped), fail it and
+queue its network again, so another worker trains the same parameters.
 
 Test labels are never read: the proxy trains on train and scores on val.
 """

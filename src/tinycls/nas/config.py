@@ -42,6 +42,7 @@ SETTINGS = (
     "epochs", "batch_size", "lr", "weight_decay", "label_smoothing", "hflip", "translate", "seed",
 )  # fmt: skip
 MAX_REJECTED = 2000  # sampled networks pruned in a row (over budget, or not running) before giving up
+MAX_RETRY = 2  # a network whose worker died mid-trial is queued again at most this many times
 MAX_STRIDES = 5  # the template's; also no map below 2x2 (tinycls.nas.space.max_strides)
 
 
@@ -72,7 +73,7 @@ class NasConfig:
     study: str = "tinycls"
     storage: str = ""  # '' = journal file artifacts/nas/journal.log; a path = a journal file; an RDB URL
     workers: int = 1  # processes on this machine sharing the study
-    heartbeat_s: int = 30  # RDB storage: a trial silent this long x 3 is marked failed by the others
+    heartbeat_s: int = 30  # RDB storage: a trial silent this long x 3 is failed, and retried, by the others
     device: str = "auto"
 
     def __post_init__(self) -> None:

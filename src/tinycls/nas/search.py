@@ -1,7 +1,6 @@
 """The search itself: proxy training of sampled networks on the prepared cache, by one or more workers."""
 
 import os
-import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -14,7 +13,7 @@ import numpy as np
 from tinycls.errors import InputError
 from tinycls.nas.config import MAX_REJECTED, NasConfig
 from tinycls.nas.space import fit_width, sample
-from tinycls.nas.study import fail_dead_trials, open_storage, open_study, pid_space, redact
+from tinycls.nas.study import claim, fail_dead_trials, is_rdb, open_storage, open_study, queued, redact, settle
 
 
 @dataclass
@@ -65,10 +64,8 @@ def objective(cfg: NasConfig, data: Data, log: Callable[[str], None] = print) ->
         from tinycls.specnet import build
         from tinycls.train import TrainConfig, fit, seed_everything
 
-        trial.set_user_attr("host", socket.gethostname())  # for people; pid_space for fail_dead_trials
-        trial.set_user_attr("pid_space", pid_space())
-        trial.set_user_attr("pid", os.getpid())
-        raw, size = sample(trial, cfg)
+        claim(trial)  # this worker runs it: pid_space, pid, worker_id, host
+        raw, size = sample(trial, cfg)  # a queued retry: its parameters are already set, so the same network
         try:
             spec, macs, params = fit_width(raw, size, cfg, len(data.classes), f"trial {trial.number}")
         except InputError as e:  # e.g. a kernel larger than its map: not a network
@@ -121,8 +118,11 @@ def trained(study: Any) -> int:
 
 
 def work(cfg: NasConfig, storage: str, default: Path, cache: Path, worker: int, threads: int | None) -> None:
-    """One worker: optimize the shared study until it holds `cfg.trials` trained trials or the
-    timeout; a process of its own under `search` (module-level, so spawn can pickle it)."""
+    """One worker: optimize the shared study until it holds `cfg.trials` trained trials and no
+    queued network (a retry of a dead worker's trial), or the timeout; a process of its own under
+    `search` (module-level, so spawn can pickle it). After each trial it fails, and queues again,
+    the trials of dead workers on this machine (`fail_dead_trials`); with an RDB, Optuna's
+    heartbeat does so before each trial, for workers anywhere."""
     import optuna
     import torch
 
@@ -134,6 +134,7 @@ def work(cfg: NasConfig, storage: str, default: Path, cache: Path, worker: int, 
     tag = f"[worker {worker}] " if cfg.workers > 1 else ""
     fn = objective(cfg, data, lambda s: print(tag + s, flush=True))
     rejected = {"n": 0}
+    heartbeat = is_rdb(storage)  # Optuna's fail_stale_trials runs before each trial
 
     def stop(study: Any, trial: Any) -> None:
         from optuna.trial import TrialState
@@ -142,7 +143,9 @@ def work(cfg: NasConfig, storage: str, default: Path, cache: Path, worker: int, 
             rejected["n"] = 0
         elif trial.state == TrialState.PRUNED:
             rejected["n"] += 1
-        if trained(study) >= cfg.trials:
+        if not heartbeat:
+            fail_dead_trials(study)
+        if trained(study) >= cfg.trials and not queued(study):
             study.stop()
         elif rejected["n"] >= MAX_REJECTED:
             raise InputError(
@@ -151,7 +154,7 @@ def work(cfg: NasConfig, storage: str, default: Path, cache: Path, worker: int, 
                 "(params.yaml [nas])."
             )
 
-    if trained(study) >= cfg.trials:
+    if trained(study) >= cfg.trials and not queued(study):
         return
     study.optimize(fn, timeout=cfg.timeout_min * 60, callbacks=[stop], gc_after_trial=True, catch=())
 
@@ -171,7 +174,7 @@ def search(cfg: NasConfig, cache: Path, out_dir: Path, storage: str | None = Non
     default = out_dir / "journal.log"
     check_cache(cache)  # a missing cache fails here, not in every worker
     study = open_study(cfg, open_storage(storage, default, cfg.heartbeat_s), 0, redact(storage) or str(default))
-    fail_dead_trials(study)
+    settle(study)  # dead workers' trials: failed, their networks queued for this run
     cores = os.cpu_count() or 1
     if cfg.workers == 1:
         work(cfg, storage, default, cache, 0, None)
@@ -197,6 +200,7 @@ def search(cfg: NasConfig, cache: Path, out_dir: Path, storage: str | None = Non
         if bad := [p.exitcode for p in procs if p.exitcode]:
             raise InputError(
                 f"{len(bad)} of {cfg.workers} workers ended with exit status {bad} (their error is printed above); "
-                "a trial a worker was running is marked failed. Rerun to continue the study."
+                "a trial a worker was running is marked failed and its network queued again. Rerun to continue "
+                "the study."
             )
     return study
