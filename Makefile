@@ -10,7 +10,14 @@ export DVC_NO_ANALYTICS := 1
 
 .PHONY: run test test-fast setup postgres data lock lint bench
 
+# With a default DVC remote (docs/experiments.md), the outputs dvc.lock names are pulled first, so
+# a fresh clone checks out what another machine trained instead of training it again; when the pull
+# fails (remote unreachable, files never pushed) it says so in one line and trains what is missing.
 run: data
+	@if remote="$$($(BIN)/dvc remote default 2>/dev/null)"; then \
+		echo "DVC remote '$$remote' is the default: pulling the outputs dvc.lock names (dvc pull)"; \
+		$(BIN)/dvc pull || echo "dvc pull from DVC remote '$$remote' failed (above): training what is missing locally"; \
+	fi
 	$(BIN)/dvc repro
 	@echo "metrics/headline.json (all of the score: metrics/score.json):" && cat metrics/headline.json
 
