@@ -1,6 +1,6 @@
 """Run a training stage on `processes` processes: `python -m stages.launch N stages.teacher` (the
 cmd of the training stages in dvc.yaml, N from params.yaml). One process runs the stage as
-`python -m stages.teacher` would (the same process: signals and exit status as ever); more start
+`python -m stages.teacher` would (the same process, signals and exit status); more start
 torchrun on this machine, one process per GPU (nccl) or per CPU core (gloo). A rank that fails
 stops the others (torchrun), and this ends naming it."""
 
@@ -30,9 +30,9 @@ def main(argv: list[str]) -> None:
         sys.exit(130)
     except ChildFailedError as e:
         failed = sorted(e.failures.items())
-        if all(f.exitcode == 2 for _, f in failed):  # bad input: rank 0 printed it (stages.runner)
-            sys.exit(2)
         asked = (130, -signal.SIGINT, -signal.SIGTERM)  # stopped by torchrun, Ctrl-C or `kill`
+        if any(f.exitcode == 2 for _, f in failed) and all(f.exitcode in (2, *asked) for _, f in failed):
+            sys.exit(2)  # bad input: rank 0 printed it (stages.runner); torchrun stopped any slower rank
         died = [f"rank {r} ({f'signal {f.signal_name()}' if f.exitcode < 0 else f'exit status {f.exitcode}'})"
                 for r, f in failed if f.exitcode not in asked]  # fmt: skip
         stopped = [str(r) for r, f in failed if f.exitcode in asked]

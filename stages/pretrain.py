@@ -10,6 +10,7 @@ from stages.runner import primary, resumable, run, write_json
 from stages.training import live_log
 from tinycls.cache import Split
 from tinycls.config import from_sections
+from tinycls.distributed import primary_first
 from tinycls.pretrain import DATA_KEYS, PHASES, PretrainConfig, load_phase
 from tinycls.run import ModelConfig, Start, train_model
 from tinycls.train import TrainConfig
@@ -30,10 +31,9 @@ def main() -> None:
     p, cfg, arch = settings()
     if primary():  # torchrun's other ranks only train
         shutil.rmtree(PRETRAIN, ignore_errors=True)
-    # Every dataset is loaded (and checked) before any training time is spent.
-    phases = [load_phase(name, Path(p.cifar_root), p.download, p.max_per_class, cfg.seed) for name in PHASES[p.source]]
-    m = ModelConfig(arch=arch, pretrained=False, input_size=p.input_size)
-    reports, init = [], None
+    with primary_first(cfg.device):  # every dataset loaded (and checked) before any training; rank 0 downloads
+        phases = [load_phase(n, Path(p.cifar_root), p.download, p.max_per_class, cfg.seed) for n in PHASES[p.source]]
+    m, reports, init = ModelConfig(arch=arch, pretrained=False, input_size=p.input_size), [], None
     with resumable("pretrain") as resume:  # a rerun after an interruption skips the finished phases
         for i, data in enumerate(phases):
             checkpoint = PRETRAIN / f"{data.name}.pt"

@@ -163,9 +163,9 @@ def test_a_rank_that_dies_stops_the_others_and_the_rerun_resumes(workdir):
     out, err = proc.communicate(timeout=120)
     took = time.monotonic() - seen
     assert proc.returncode == 1 and state.is_file(), out + err
-    assert (
-        "Error: stages.teacher on 2 processes: rank 1 (signal SIGKILL) stopped it; torchrun then stopped rank 0" in err
-    )
+    # rank 0, waiting in a collective, is stopped by torchrun, or first sees the connection go
+    said = r"Error: stages.teacher on 2 processes: (rank 0 \(exit status 1\), )?rank 1 \(signal SIGKILL\) stopped it"
+    assert re.search(said, err) and "`dvc repro` resumes after the last finished epoch" in err, err
     assert took < 15, f"rank 0 took {took:.0f} s to stop"
     assert not (workdir / "metrics" / "teacher.json").exists()
     del env["TINYCLS_DIE_AFTER"]
@@ -188,3 +188,21 @@ def test_more_processes_than_devices_or_too_small_a_batch_is_refused_naming_both
     r = subprocess.run([sys.executable, "-m", "stages.launch", "0", "stages.teacher"], cwd=ROOT, capture_output=True,
                        text=True)  # fmt: skip
     assert r.returncode == 1 and "PROCESSES a whole number >= 1" in r.stderr
+
+
+def test_sync_bn_on_cpu_converts_batchnorm2d_in_place_and_refuses_other_norm_layers():
+    from timm.layers import BatchNormAct2d
+
+    from tinycls.distributed import SyncBatchNormCPU
+    from tinycls.errors import InputError
+
+    bn = torch.nn.BatchNorm2d(4)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), bn)
+    weight = bn.weight
+    SyncBatchNormCPU.convert(net)
+    assert type(net[1]) is SyncBatchNormCPU and net[1].weight is weight  # the optimizer's tensors stay
+    x = torch.randn(6, 3, 8, 8)
+    net.eval()  # one process, or eval: exactly BatchNorm2d
+    assert torch.equal(net(x), torch.nn.Sequential(net[0], bn.eval())(x))
+    with pytest.raises(InputError, match=r"sync_bn: true on CPU .* BatchNormAct2d \(1\)\. Set sync_bn: false"):
+        SyncBatchNormCPU.convert(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), BatchNormAct2d(4)))

@@ -9,6 +9,8 @@ process's result at the same global batch, up to float order. Only rank 0 writes
 
 import hashlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -16,6 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from tinycls.device import resolve_device
 from tinycls.errors import InputError
 from tinycls.ranks import primary, rank, world
 
@@ -52,9 +55,23 @@ def setup(device: torch.device) -> torch.device:
         device = torch.device("cuda", torch.cuda.current_device())
     else:
         torch.set_num_threads(max(1, available("cpu")[0] // world()))
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=TIMEOUT)
+    if not dist.is_initialized():  # CPU tensors (a loss sum, a broadcast row) go by gloo beside nccl
+        dist.init_process_group("cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo", timeout=TIMEOUT)
     return device
+
+
+@contextmanager
+def primary_first(device: str) -> Iterator[None]:
+    """Rank 0 runs the block first (a download, an extraction), then the other ranks, which
+    then find it done and only read; in one process, the block."""
+    first = world() > 1
+    if first:
+        setup(resolve_device(device))
+        if not primary():
+            dist.barrier()
+    yield
+    if first and primary():
+        dist.barrier()
 
 
 def share(n: int) -> slice:
@@ -65,22 +82,32 @@ def share(n: int) -> slice:
 
 def wrap(model: nn.Module, device: torch.device, sync_bn: bool) -> nn.Module:
     """`model` for the training steps: itself in one process, else (with synchronized
-    BatchNorm when asked, converted in place) in DistributedDataParallel."""
+    BatchNorm when asked, converted in place) in DistributedDataParallel. Each rank keeps its
+    own BatchNorm statistics (no broadcast from rank 0 before each step): average_bn averages them.
+
+    Raises:
+        InputError: sync_bn on CPU for a network with norm layers other than BatchNorm2d.
+    """
     if world() == 1:
         return model
-    if sync_bn:
-        convert = torch.nn.SyncBatchNorm.convert_sync_batchnorm if device.type == "cuda" else SyncBatchNormCPU.convert
-        convert(model)
+    if sync_bn and device.type == "cuda":
+        from timm.layers import convert_sync_batchnorm  # BatchNorm and timm's BatchNormAct2d alike
+
+        model = convert_sync_batchnorm(model)
+    elif sync_bn:
+        SyncBatchNormCPU.convert(model)
     ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
 
 
-def average_bn(model: nn.Module) -> None:
+def average_bn(*models: nn.Module | None) -> None:
     """Average BatchNorm running statistics over the ranks (each saw its own share)."""
     if world() > 1:
         from timm.utils import distribute_bn
 
-        distribute_bn(model, world(), reduce=True)
+        for m in models:
+            if m is not None:
+                distribute_bn(m, world(), reduce=True)
 
 
 def broadcast(obj: Any) -> Any:
@@ -168,8 +195,19 @@ class SyncBatchNormCPU(nn.BatchNorm2d):
 
     @classmethod
     def convert(cls, module: nn.Module) -> nn.Module:
-        """Every BatchNorm2d under `module` replaced in place by one of these (same tensors)."""
+        """Every BatchNorm2d under `module` replaced in place by one of these (same tensors).
+
+        Raises:
+            InputError: another kind of BatchNorm (timm's BatchNormAct2d, a BatchNorm1d), which
+                would stay per process.
+        """
         for name, child in module.named_children():
+            if isinstance(child, nn.modules.batchnorm._BatchNorm) and type(child) is not nn.BatchNorm2d:
+                raise InputError(
+                    f"sync_bn: true on CPU synchronizes torch's BatchNorm2d only, and this network has a "
+                    f"{type(child).__name__} ({name}). Set sync_bn: false (BatchNorm statistics averaged every "
+                    "epoch), or train on CUDA, where timm's convert_sync_batchnorm converts it."
+                )
             if type(child) is nn.BatchNorm2d and child.track_running_stats:
                 new = cls(child.num_features, child.eps, child.momentum, child.affine, True)
                 new.weight, new.bias = child.weight, child.bias  # the same tensors: an optimizer keeps them

@@ -4,12 +4,17 @@ PyTorch: stages that write files ask `primary()` (rank 0 writes; the others only
 import os
 
 
+def _torchrun() -> bool:
+    """Started by torchrun (which names its run), not merely given a RANK by some scheduler."""
+    return "TORCHELASTIC_RUN_ID" in os.environ
+
+
 def rank() -> int:
-    return int(os.environ.get("RANK", 0))
+    return int(os.environ.get("RANK", 0)) if _torchrun() else 0
 
 
 def world() -> int:
-    return int(os.environ.get("WORLD_SIZE", 1))
+    return int(os.environ.get("WORLD_SIZE", 1)) if _torchrun() else 1
 
 
 def primary() -> bool:

@@ -61,12 +61,16 @@ class ResumeState:
         torch.save(state, tmp)
         os.replace(tmp, self.path)
 
+    def read(self) -> dict[str, Any]:
+        """The state at `path`, unchecked (another rank of this fit checked it)."""
+        return torch.load(self.path, map_location="cpu", weights_only=True)
+
     def load(self) -> dict[str, Any] | None:
         """The resume state at `path` when it belongs to this fit, else None (and why, printed)."""
         if not self.path.is_file():
             return None
         try:
-            state = torch.load(self.path, map_location="cpu", weights_only=True)
+            state = self.read()
         except Exception as e:  # a half-written or foreign file: start over rather than fail
             print(f"{self.path}: not a readable resume state ({type(e).__name__}); starting from epoch 1")
             return None

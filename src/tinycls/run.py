@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from tinycls import distributed
 from tinycls.cache import Split
 from tinycls.checkpoint import checkpoint_meta
 from tinycls.device import resolve_device
@@ -149,7 +150,7 @@ def train_model(
     if start.model is None:  # a nas: network records its spec, so the checkpoint rebuilds without the file
         extra["arch_kwargs"] = recorded
     meta = checkpoint_meta(m.arch, classes, m.input_size, **extra)
-    device = resolve_device(cfg.device)
+    device = distributed.setup(resolve_device(cfg.device))  # under torchrun, this rank's GPU: its teachers' too
     distiller = create_distiller(kd, teachers or {}, classes, meta["mean"], meta["std"], device)
     if kd is not None and kd.mode != "none":
         out.update(

@@ -99,14 +99,18 @@ def fit(
     layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(device, memory_format=layout)
     if distiller is not None:
-        distiller.teachers.to(memory_format=layout)
+        distiller.teachers.to(device, memory_format=layout)
     loop = Loop(model, cfg, meta, train, distiller, criterion, device)
     evaluated = loop.ema.module if loop.ema else model  # what is validated and saved
     best = FitResult(best_f1=-1.0, best_epoch=0, epochs_run=0, device=device.type, teacher_outputs=loop.teach.outputs)
     saved = ResumeState(resume, fingerprint(model, train, val, cfg, meta, distiller)) if resume else None
     rows: list[dict[str, float]] = []
     best_state: dict[str, torch.Tensor] | None = None
-    if saved is not None and (state := saved.load()) is not None:
+    # rank 0 decides (its fingerprint), the others read the same file: every rank resumes, or none
+    state = saved.load() if saved is not None and main else None
+    if distributed.broadcast(state is not None) and state is None:
+        state = saved.read()
+    if saved is not None and state is not None:
         best, best_state, rows = saved.restore(loop, state)
         if best_state is not None and main:  # the stage's outputs were removed (dvc repro does): write it again
             kept = copy.deepcopy(evaluated)
@@ -122,8 +126,8 @@ def fit(
             bar = tqdm(range(loop.steps), desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=True,
                        dynamic_ncols=True, mininterval=0.5)  # fmt: skip
             row = {"train/loss": loop.epoch(epoch, bar, best.best_f1)}
-            if not cfg.sync_bn:
-                distributed.average_bn(model)  # each rank's running statistics saw its own share
+            if not cfg.sync_bn:  # each rank's running statistics saw its own share
+                distributed.average_bn(model, loop.ema.module if loop.ema else None)
             # rank 0 validates (the others wait for its row): the same choices of best epoch everywhere
             row = distributed.broadcast({**row, **validate(evaluated, val, meta, cfg)} if main else None)
             row["lr"] = loop.opt.param_groups[0]["lr"]

@@ -200,7 +200,7 @@ def search(cfg: NasConfig, cache: Path, out_dir: Path, storage: str | None = Non
         if bad := [p.exitcode for p in procs if p.exitcode]:
             raise InputError(
                 f"{len(bad)} of {cfg.workers} workers ended with exit status {bad} (their error is printed above); "
-                "a trial a worker was running is marked failed and its network queued again. Rerun to continue "
-                "the study."
+                "a trial a killed worker was running is marked failed and its network queued again (a trial that "
+                "raised is only failed). Rerun to continue the study."
             )
     return study
