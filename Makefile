@@ -70,7 +70,8 @@ bench: data
 	$(BIN)/python -m benchmarks.throughput
 	$(BIN)/python -m benchmarks.throughput --arch timm:tf_efficientnet_lite0 --size 48 --cutmix-prob 0.5 --images 2560 --repeats 2
 	$(BIN)/python -m benchmarks.distill
-	$(BIN)/python -m benchmarks.distributed
+	$(BIN)/python -m benchmarks.distributed --block short --per-class 39 --batch 130 --epochs 1 --lr 0.01
+	$(BIN)/python -m benchmarks.distributed --block long --per-class 1000 --epochs 3
 	$(BIN)/python -m benchmarks.teacher --only tf-lite0-48-4ep,tf-lite0-48-8ep,tf-lite0-48-all-4ep
 	$(BIN)/python -m benchmarks.anchors
 	$(BIN)/python -m benchmarks.compression --rows cmp-none,cmp-layers,cmp-layers-kd-student --seeds 0,1,2

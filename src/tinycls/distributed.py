@@ -97,7 +97,7 @@ def wrap(model: nn.Module, device: torch.device, sync_bn: bool) -> nn.Module:
     elif sync_bn:
         SyncBatchNormCPU.convert(model)
     ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False)
 
 
 def average_bn(*models: nn.Module | None) -> None:
