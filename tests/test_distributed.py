@@ -168,9 +168,10 @@ def test_a_rank_that_dies_stops_the_others_and_the_rerun_resumes(workdir):
     assert re.search(said, err) and "`dvc repro` resumes after the last finished epoch" in err, err
     assert took < 15, f"rank 0 took {took:.0f} s to stop"
     assert not (workdir / "metrics" / "teacher.json").exists()
+    done = torch.load(state, weights_only=True)["best"]["epochs_run"]  # 1, or later on a slow machine
     del env["TINYCLS_DIE_AFTER"]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and "resuming after epoch 1 of 4" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and f"resuming after epoch {done} of 4" in r.stdout and done < 4, r.stdout + r.stderr
     ranks = _digests(r.stdout)
     assert ranks["0"] == ranks["1"] and json.loads((workdir / "metrics" / "teacher.json").read_text())["epochs"] == 4
 

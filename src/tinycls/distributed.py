@@ -7,6 +7,7 @@ batch (torch's SyncBatchNorm on CUDA, SyncBatchNormCPU here on CPU), so N proces
 process's result at the same global batch, up to float order. Only rank 0 writes.
 """
 
+import atexit
 import hashlib
 import os
 from collections.abc import Iterator
@@ -57,6 +58,9 @@ def setup(device: torch.device) -> torch.device:
         torch.set_num_threads(max(1, available("cpu")[0] // world()))
     if not dist.is_initialized():  # CPU tensors (a loss sum, a broadcast row) go by gloo beside nccl
         dist.init_process_group("cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo", timeout=TIMEOUT)
+        # left to interpreter shutdown, the group's threads can abort the process ("terminate called
+        # without an active exception") after all went well: close it first
+        atexit.register(dist.destroy_process_group)
     return device
 
 
