@@ -26,6 +26,7 @@ from tinycls import distributed
 from tinycls.cache import cap_per_class, load_classes, load_split
 from tinycls.checkpoint import checkpoint_meta
 from tinycls.models import arch_kwargs, build_model
+from tinycls.ranks import cpu_threads
 from tinycls.train import TrainConfig, fit, seed_everything
 
 CACHE = Path("artifacts/prepare")
@@ -88,7 +89,8 @@ def main() -> None:
         return worker(args, Path(args.worker))
     for split in ("train", "val"):  # into the page cache, so that no run pays the first read
         (CACHE / f"{split}_images.npy").read_bytes()
-    share = max(1, (os.cpu_count() or 1) // args.processes)  # the threads of each of the N processes
+    cores = cpu_threads()
+    share = max(1, cores // args.processes)  # the threads of each of the N processes
     with (
         tempfile.TemporaryDirectory() as tmp,
         page("distributed", args.block, title="training on several processes") as emit,
@@ -100,9 +102,9 @@ def main() -> None:
             runs.append((str(args.processes), str(sync_bn).lower(), f"{share} each", many))
         emit(f"{args.arch} at {args.size} px, {args.per_class} images per class, {args.epochs} epochs, global batch "
              f"{args.batch}, {args.optimizer} lr {args.lr}, device {args.device}. Each row's weights (and BatchNorm "
-             f"statistics) against one process on {os.cpu_count()} threads; the floor row changes only the thread "
+             f"statistics) against one process on {cores} threads; the floor row changes only the thread "
              "count, hence the order of float sums.")  # fmt: skip
-        rows = [f"| 1 | - | {os.cpu_count()} | - | {one['val_f1']:.4f} | {one['seconds']:.1f} | "
+        rows = [f"| 1 | - | {cores} | - | {one['val_f1']:.4f} | {one['seconds']:.1f} | "
                 f"{one['images'] / one['seconds']:.0f} |"]  # fmt: skip
         for n, sync, threads, r in runs:
             worst = max((r["weights"][k].double() - w.double()).abs().max().item() for k, w in one["weights"].items())

@@ -19,10 +19,11 @@ def main(argv: list[str]) -> None:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
+    from tinycls.ranks import cpu_threads
+
     # --standalone: a rendezvous on a free local port, so two stages (or clones) never collide.
     # Each rank checks its settings (processes against the GPUs or cores here, as stage check does).
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // processes)))  # each its share of the cores
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cpu_threads() // processes)))  # each its share of the cores
     args = get_args_parser().parse_args(["--standalone", f"--nproc-per-node={processes}", "-m", module])
     try:
         run(args)

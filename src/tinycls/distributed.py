@@ -3,7 +3,7 @@
 with the same random draws as one process would, and trains on its share of it; gradients are
 averaged by DistributedDataParallel. BatchNorm sees each rank's share and its running statistics
 are averaged every epoch (timm's distribute_bn), or with `sync_bn` it normalizes over the global
-batch (torch's SyncBatchNorm on CUDA, SyncBatchNormCPU here on CPU), so N processes give one
+batch (timm's convert_sync_batchnorm on CUDA, SyncBatchNormCPU here on CPU), so N processes give one
 process's result at the same global batch, up to float order. Only rank 0 writes.
 """
 
@@ -21,9 +21,7 @@ from torch import nn
 
 from tinycls.device import resolve_device
 from tinycls.errors import InputError
-from tinycls.ranks import primary, rank, world
-
-__all__ = ["primary", "rank", "world"]  # and what follows: the collectives
+from tinycls.ranks import cpu_threads, primary, rank, world
 
 TIMEOUT = timedelta(minutes=10)  # a collective no rank answers: fail, never hang forever
 
@@ -33,7 +31,7 @@ def available(device: str) -> tuple[int, str]:
     are some, else CPU cores."""
     if device != "cpu" and torch.cuda.is_available():
         return torch.cuda.device_count(), "CUDA GPUs"
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, "CPU cores"
+    return cpu_threads(), "CPU cores"
 
 
 def check_processes(processes: int, device: str) -> None:
@@ -132,23 +130,21 @@ def total(*values: float) -> list[float]:
     return t.tolist()
 
 
-def check_identical(model: nn.Module) -> str:
-    """Check every rank holds the same weights (DDP keeps them so) and, on rank 0, print each
-    rank's digest of them; this rank's digest.
+def check_identical(model: nn.Module) -> None:
+    """Under torchrun: check every rank holds the same weights (DDP keeps them so) and, on rank 0,
+    print each rank's digest of them.
 
     Raises:
         RuntimeError: the ranks' weights differ (a bug: they trained apart).
     """
-    digest = weights_digest(model.state_dict())
     if world() == 1:
-        return digest
+        return
     found: list[Any] = [None] * world()
-    dist.all_gather_object(found, digest)
+    dist.all_gather_object(found, weights_digest(model.state_dict()))
     if primary():
         print("weights sha256 by rank: " + ", ".join(f"{r} {d}" for r, d in enumerate(found)), flush=True)
     if len(set(found)) > 1:
         raise RuntimeError(f"the ranks' weights differ after training: {found}")
-    return digest
 
 
 def weights_digest(state: dict[str, torch.Tensor]) -> str:

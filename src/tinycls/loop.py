@@ -73,13 +73,14 @@ class Loop:
         self.base = student_loss(cfg.loss, 0.0 if self.mixer else cfg.label_smoothing, cfg.focal_gamma, cfg.f1_weight)
         size, cutmix = meta["input_size"], cfg.cutmix_prob > 0
         self.teach: Teaching = teaching(distiller, self.base, train[0], size, random_aug, cutmix, device, cfg)
+        self.world = distributed.world()  # torchrun's processes sharing each batch (1: a plain run)
         self.net = distributed.wrap(model, device, cfg.sync_bn)  # the model itself in one process
         self.ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.amp = cfg.amp and device.type == "cuda"
         # images stay where they are (an array, or tinycls.rows.Rows on disk): a batch is read per step
         self.x_all, self.y_all = train[0], torch.from_numpy(train[1])
         # A last batch of one image (per process) breaks BatchNorm in training mode: drop it (it is reshuffled).
-        self.steps = len(self.x_all) // cfg.batch_size + (len(self.x_all) % cfg.batch_size >= 2 * distributed.world())
+        self.steps = len(self.x_all) // cfg.batch_size + (len(self.x_all) % cfg.batch_size >= 2 * self.world)
         if self.steps == 0:
             raise InputError(f"{len(self.x_all)} training image(s): at least 2 are needed.")
         self.opt = _optimizer(model, cfg)
@@ -114,14 +115,14 @@ class Loop:
                 xv, y = self.mixer(xv, y)  # y: (B, K) mixed, smoothed class probabilities
             x = xv if view == size else F.interpolate(xv, (size, size), mode="bilinear", antialias=True)
             n = len(x)
-            if distributed.world() > 1:  # every rank drew the whole batch; each trains on its share
+            if self.world > 1:  # every rank drew the whole batch; each trains on its share
                 part = distributed.share(n)
                 x, xv, y = x[part], xv[part], y[part]
                 rows = tuple(r[part] for r in rows) if isinstance(rows, tuple) else rows[part]
             with torch.autocast(self.device.type, enabled=self.amp):
                 loss = self._loss(self.net(x), x, xv, y, rows)
             # DDP averages the ranks' gradients: weigh each share's mean by its size, for the batch's mean
-            scaled = loss * (len(x) * distributed.world() / n) if distributed.world() > 1 else loss
+            scaled = loss * (len(x) * self.world / n) if self.world > 1 else loss
             self.opt.zero_grad(set_to_none=True)
             self.scaler.scale(scaled).backward()
             self.scaler.step(self.opt)

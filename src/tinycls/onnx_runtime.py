@@ -3,7 +3,6 @@ for uint8 images prepared exactly as for the PyTorch model, and the parity betwe
 
 import json
 import math
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,8 +171,3 @@ def parity(reference: np.ndarray, logits: np.ndarray) -> Parity:
     """Compare ONNX Runtime's logits with PyTorch's (both (N, K))."""
     diff = float(np.abs(reference - logits).max()) if len(reference) else 0.0
     return Parity(diff, int((reference.argmax(1) != logits.argmax(1)).sum()), len(reference))
-
-
-def cpu_threads() -> int:
-    """The cores this process may use (what ONNX Runtime's default thread count follows)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -14,8 +14,9 @@ from tinycls.errors import InputError
 from tinycls.export import ExportConfig, export_onnx, onnx_metadata
 from tinycls.int8 import int8_model
 from tinycls.latency import measure
-from tinycls.onnx_runtime import calibration_sample, cpu_threads, onnx_logits, parity, session
+from tinycls.onnx_runtime import calibration_sample, onnx_logits, parity, session
 from tinycls.predict import predict_checkpoint
+from tinycls.ranks import cpu_threads
 
 
 def export_model(
